@@ -1,0 +1,94 @@
+// Command gantry is a self-hosted AWS Fargate: one binary whose subcommands
+// run the server and its helpers.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gantry-dev/gantry/internal/server"
+)
+
+const usage = `gantry: a self-hosted AWS Fargate
+
+Usage:
+  gantry server [flags]        run the API, the controller and the local agent
+  gantry env [--data-dir DIR]  print shell exports for the aws CLI and SDKs
+  gantry image load FILE...    import docker-save or OCI image tarballs
+  gantry version
+
+Run 'gantry COMMAND -h' for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "server":
+		err = runServer(ctx, args)
+	case "env":
+		err = runEnv(args)
+	case "image":
+		err = runImage(ctx, args)
+	case "version", "--version":
+		fmt.Println("gantry", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "gantry: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gantry:", err)
+		os.Exit(1)
+	}
+}
+
+func runServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("gantry server", flag.ExitOnError)
+	var cfg server.Config
+	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/gantry", "where state, images and task data live")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8910", "address of the AWS API endpoint")
+	fs.StringVar(&cfg.Region, "region", "us-east-1", "the region this server answers as")
+	fs.StringVar(&cfg.AccountID, "account-id", "000000000000", "the local account's 12-digit id (first start only)")
+	fs.StringVar(&cfg.ContainerdSocket, "containerd", "/run/containerd/containerd.sock", "host containerd socket to use if it answers; otherwise Gantry starts its own")
+	fs.StringVar(&cfg.PostgresDSN, "postgres", "", "PostgreSQL connection string for shared state (default: SQLite in the data directory)")
+	debug := fs.Bool("debug", false, "log debug messages")
+	fs.Parse(args)
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return server.Run(ctx, cfg)
+}
+
+func runEnv(args []string) error {
+	fs := flag.NewFlagSet("gantry env", flag.ExitOnError)
+	dataDir := fs.String("data-dir", "/var/lib/gantry", "the server's data directory")
+	endpoint := fs.String("endpoint", "http://127.0.0.1:8910", "the server's endpoint URL")
+	fs.Parse(args)
+	c, err := server.LoadCredentials(*dataDir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("export AWS_ENDPOINT_URL=%s\n", *endpoint)
+	fmt.Printf("export AWS_ACCESS_KEY_ID=%s\n", c.AccessKeyID)
+	fmt.Printf("export AWS_SECRET_ACCESS_KEY=%s\n", c.SecretAccessKey)
+	fmt.Printf("export AWS_DEFAULT_REGION=%s\n", c.Region)
+	fmt.Printf("export AWS_REGION=%s\n", c.Region)
+	fmt.Println("unset AWS_SESSION_TOKEN AWS_PROFILE")
+	return nil
+}

@@ -1,0 +1,175 @@
+// Package agent is the per-host half of Gantry: it turns a TaskSpec into
+// running containers (containerd), a network namespace with an address (CNI)
+// and cgroup limits, and reports what happens to them.
+//
+// The control plane talks to an agent only through the Agent interface and
+// hears back only through Reporter, with plain JSON-serialisable messages,
+// so the same calls can cross a network when agents run on other hosts.
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// Agent runs tasks on one host.
+type Agent interface {
+	// Info describes the host: its id, and the resources tasks may reserve.
+	Info(ctx context.Context) (HostInfo, error)
+	// StartTask accepts a task and returns once it is recorded; pulling,
+	// network set-up and starting continue in the background and are
+	// reported through the Reporter. Starting an already-known task id is a
+	// no-op (the control plane may retry after a restart).
+	StartTask(ctx context.Context, spec TaskSpec) error
+	// StopTask asks a task to stop: SIGTERM to each container, SIGKILL after
+	// the container's stop timeout. It returns at once; the end is reported.
+	StopTask(ctx context.Context, req StopRequest) error
+	// Tasks returns the current status of every task this agent knows,
+	// including ones that ended while nobody was listening, so a restarted
+	// control plane can reconcile. A task stays known until Forget.
+	Tasks(ctx context.Context) ([]TaskStatus, error)
+	// Forget drops a STOPPED task's record after the control plane stored it.
+	Forget(ctx context.Context, taskID string) error
+}
+
+// Reporter receives status changes from agents. Reports for one task arrive
+// in order; every report carries the task's whole status, so a lost one is
+// repaired by the next (or by Agent.Tasks).
+type Reporter interface {
+	TaskChanged(ctx context.Context, st TaskStatus)
+}
+
+// HostInfo describes an agent's host.
+type HostInfo struct {
+	ID         string `json:"id"`
+	CPUUnits   int64  `json:"cpuUnits"` // 1024 per core
+	MemoryMiB  int64  `json:"memoryMiB"`
+	Runtime    string `json:"runtime"` // e.g. "runc"
+	Containerd string `json:"containerd"`
+}
+
+// TaskSpec is everything the agent needs to run one task.
+type TaskSpec struct {
+	TaskID       string          `json:"taskId"` // 32 hex chars, the last part of the ARN
+	TaskARN      string          `json:"taskArn"`
+	Cluster      string          `json:"cluster"` // cluster name
+	ClusterARN   string          `json:"clusterArn"`
+	Family       string          `json:"family"`
+	Revision     int32           `json:"revision"`
+	CPU          int64           `json:"cpu"`    // task CPU units (1024 = 1 vCPU)
+	MemoryMiB    int64           `json:"memory"` // task memory, MiB
+	EphemeralGiB int32           `json:"ephemeralStorageGiB"`
+	Network      NetworkSpec     `json:"network"`
+	Containers   []ContainerSpec `json:"containers"`
+	// Tags from the task, passed on for labels and metadata.
+	Tags map[string]string `json:"tags,omitempty"`
+}
+
+// NetworkSpec is the task's ENI: which subnet it takes an address from.
+type NetworkSpec struct {
+	ENIID      string `json:"eniId"`
+	MACAddress string `json:"macAddress"`
+	SubnetID   string `json:"subnetId"`
+	SubnetCIDR string `json:"subnetCidr"` // e.g. 172.31.0.0/20
+	Gateway    string `json:"gateway"`    // first usable address of the subnet
+	VPCID      string `json:"vpcId"`
+}
+
+// ContainerSpec is one container of a task, with overrides already applied.
+type ContainerSpec struct {
+	Name              string            `json:"name"`
+	Image             string            `json:"image"`
+	Essential         bool              `json:"essential"`
+	EntryPoint        []string          `json:"entryPoint,omitempty"`
+	Command           []string          `json:"command,omitempty"`
+	Environment       map[string]string `json:"environment,omitempty"`
+	WorkingDirectory  string            `json:"workingDirectory,omitempty"`
+	User              string            `json:"user,omitempty"`
+	ReadonlyRootfs    bool              `json:"readonlyRootFilesystem,omitempty"`
+	InitProcess       bool              `json:"initProcessEnabled,omitempty"`
+	CPU               int64             `json:"cpu,omitempty"`               // CPU units; 0 = share the task's
+	MemoryMiB         int64             `json:"memory,omitempty"`            // hard limit; 0 = none beyond the task's
+	MemoryReservation int64             `json:"memoryReservation,omitempty"` // soft limit
+	Ulimits           []Ulimit          `json:"ulimits,omitempty"`
+	DependsOn         []Dependency      `json:"dependsOn,omitempty"`
+	HealthCheck       *HealthCheck      `json:"healthCheck,omitempty"`
+	StopTimeout       time.Duration     `json:"stopTimeout"` // default 30s
+	StartTimeout      time.Duration     `json:"startTimeout,omitempty"`
+	Hostname          string            `json:"hostname,omitempty"`
+}
+
+type Ulimit struct {
+	Name string `json:"name"` // as ECS names them: nofile, nproc, core, ...
+	Soft int64  `json:"softLimit"`
+	Hard int64  `json:"hardLimit"`
+}
+
+// Dependency is ECS's dependsOn: Condition is START, COMPLETE, SUCCESS or HEALTHY.
+type Dependency struct {
+	Container string `json:"containerName"`
+	Condition string `json:"condition"`
+}
+
+// HealthCheck is ECS's container healthCheck, durations already defaulted.
+type HealthCheck struct {
+	Command     []string      `json:"command"` // ["CMD-SHELL", "..."] or ["CMD", ...]
+	Interval    time.Duration `json:"interval"`
+	Timeout     time.Duration `json:"timeout"`
+	Retries     int           `json:"retries"`
+	StartPeriod time.Duration `json:"startPeriod"`
+}
+
+// StopRequest asks for a task to stop.
+type StopRequest struct {
+	TaskID string `json:"taskId"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Task phases as the agent sees them; the control plane maps them onto the
+// ECS lifecycle (PROVISIONING ... STOPPED).
+const (
+	PhasePending  = "PENDING"  // accepted, network and images being prepared
+	PhaseRunning  = "RUNNING"  // every container that should be running is
+	PhaseStopping = "STOPPING" // containers being stopped
+	PhaseStopped  = "STOPPED"  // nothing left on the host but this record
+)
+
+// Why a task stopped, when the agent decided it (the control plane adds
+// UserInitiated and friends for stops it asked for).
+const (
+	StopEssentialExited = "EssentialContainerExited"
+	StopFailedToStart   = "TaskFailedToStart"
+)
+
+// TaskStatus is the whole observable state of a task on its host.
+type TaskStatus struct {
+	TaskID string `json:"taskId"`
+	Phase  string `json:"phase"`
+	// StopCode and StoppedReason are set when the agent ended the task by
+	// itself (an essential container exited, the task failed to start).
+	StopCode      string `json:"stopCode,omitempty"`
+	StoppedReason string `json:"stoppedReason,omitempty"`
+
+	PullStartedAt      *time.Time `json:"pullStartedAt,omitempty"`
+	PullStoppedAt      *time.Time `json:"pullStoppedAt,omitempty"`
+	ConnectivityAt     *time.Time `json:"connectivityAt,omitempty"`
+	StartedAt          *time.Time `json:"startedAt,omitempty"`
+	ExecutionStoppedAt *time.Time `json:"executionStoppedAt,omitempty"`
+
+	// The task's network once attached.
+	IPv4Address string `json:"ipv4Address,omitempty"`
+	MACAddress  string `json:"macAddress,omitempty"`
+
+	Containers []ContainerStatus `json:"containers"`
+}
+
+// ContainerStatus is one container's state.
+type ContainerStatus struct {
+	Name         string `json:"name"`
+	Status       string `json:"lastStatus"` // PENDING, RUNNING, STOPPED
+	RuntimeID    string `json:"runtimeId,omitempty"`
+	ImageDigest  string `json:"imageDigest,omitempty"`
+	ExitCode     *int   `json:"exitCode,omitempty"`
+	Reason       string `json:"reason,omitempty"`       // e.g. OutOfMemoryError: Container killed due to memory usage
+	HealthStatus string `json:"healthStatus,omitempty"` // HEALTHY, UNHEALTHY, UNKNOWN
+}

@@ -1,0 +1,110 @@
+package awsapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// MaxBody bounds a request body; AWS's JSON APIs cap requests well below it.
+const MaxBody = 16 << 20
+
+// Router is Gantry's one AWS endpoint: it verifies SigV4 on every request and
+// routes JSON 1.1 calls by X-Amz-Target and Query calls by the credential
+// scope's service, as aws-wire.md describes.
+type Router struct {
+	Keys  KeyStore
+	JSON  map[string]*JSONService // by target prefix
+	Query map[string]QueryService // by signing name
+	Log   *slog.Logger
+	Now   func() time.Time
+}
+
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Amzn-RequestId", newRequestID())
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		WriteJSONError(w, Errorf("SerializationException", "could not read request body: %v", err))
+		return
+	}
+	if len(body) > MaxBody {
+		WriteJSONError(w, &Error{Code: "RequestEntityTooLargeException", Message: "Request body is too large.", Status: http.StatusRequestEntityTooLarge})
+		return
+	}
+	target := r.Header.Get("X-Amz-Target")
+	var qs QueryService
+	if target == "" {
+		qs = rt.Query[scopeService(r.Header.Get("Authorization"))]
+		if qs == nil {
+			WriteJSONError(w, Errorf("UnknownOperationException", "No service on this endpoint answers this request; JSON services need X-Amz-Target."))
+			return
+		}
+	}
+	now := time.Now
+	if rt.Now != nil {
+		now = rt.Now
+	}
+	id, aerr := Verify(r, body, rt.Keys, now())
+	if aerr != nil {
+		if qs != nil {
+			qs.WriteError(w, aerr)
+		} else {
+			WriteJSONError(w, aerr)
+		}
+		return
+	}
+	r = r.WithContext(WithIdentity(r.Context(), id))
+	if qs != nil {
+		if r.Method != http.MethodPost && r.Method != http.MethodGet {
+			qs.WriteError(w, Errorf("InvalidAction", "Query requests are POST or GET"))
+			return
+		}
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			qs.WriteError(w, Errorf("MalformedQueryString", "%v", err))
+			return
+		}
+		for k, v := range r.URL.Query() {
+			form[k] = append(form[k], v...)
+		}
+		qs.ServeQuery(w, r, form)
+		return
+	}
+	prefix, op, _ := strings.Cut(target, ".")
+	svc := rt.JSON[prefix]
+	if svc == nil || r.Method != http.MethodPost {
+		WriteJSONError(w, Errorf("UnknownOperationException", "Unknown target %q.", target))
+		return
+	}
+	svc.ServeJSON(w, r, op, body)
+}
+
+// scopeService reads the service from an Authorization header's credential
+// scope without verifying it (Verify does that next).
+func scopeService(auth string) string {
+	i := strings.Index(auth, "Credential=")
+	if i < 0 {
+		return ""
+	}
+	cred := auth[i+len("Credential="):]
+	if j := strings.IndexAny(cred, ", "); j >= 0 {
+		cred = cred[:j]
+	}
+	parts := strings.Split(cred, "/")
+	if len(parts) != 5 {
+		return ""
+	}
+	return parts[3]
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	s := hex.EncodeToString(b[:])
+	return s[:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+}

@@ -1,0 +1,60 @@
+// Package ecs serves the Amazon ECS API (JSON 1.1,
+// AmazonEC2ContainerServiceV20141113) on Gantry's state: the control plane's
+// front door. Shapes come from ecstypes, generated from the botocore model.
+package ecs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/controller"
+	"github.com/gantry-dev/gantry/internal/state"
+)
+
+// TargetPrefix is ECS's X-Amz-Target prefix.
+const TargetPrefix = "AmazonEC2ContainerServiceV20141113"
+
+// Service implements the ECS operations.
+type Service struct {
+	Store      state.Store
+	Controller *controller.Controller
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// JSON returns the operations to mount on the AWS router.
+func (s *Service) JSON() *awsapi.JSONService {
+	ops := map[string]awsapi.Handler{}
+	for _, group := range []map[string]awsapi.Handler{
+		s.clusterOps(),
+		s.capacityProviderOps(),
+		s.taskDefinitionOps(),
+		s.taskOps(),
+		s.tagOps(),
+		s.accountSettingOps(),
+	} {
+		for name, h := range group {
+			ops[name] = h
+		}
+	}
+	return &awsapi.JSONService{TargetPrefix: TargetPrefix, Ops: ops, Log: s.Log}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// scope is the caller's account and region: every ECS resource lives in one.
+type scope struct {
+	Account, Region string
+}
+
+func scopeOf(ctx context.Context) scope {
+	id := awsapi.IdentityFrom(ctx)
+	return scope{Account: id.Account, Region: id.Region}
+}

@@ -1,0 +1,7 @@
+package ecs
+
+import "github.com/gantry-dev/gantry/internal/awsapi"
+
+func (s *Service) taskOps() map[string]awsapi.Handler {
+	return map[string]awsapi.Handler{}
+}

@@ -1,0 +1,288 @@
+// Package testenv starts real Gantry servers for integration tests and drives
+// them with the real clients (the aws CLI, boto3, aws-sdk-go-v2).
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/containerd"
+	"github.com/gantry-dev/gantry/internal/server"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/gantry once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "gantry-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gantry")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/gantry")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// ModuleRoot is the repository's top directory.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// Server is a running `gantry server`.
+type Server struct {
+	t        testing.TB
+	Endpoint string
+	Listen   string
+	DataDir  string
+	Creds    *server.Credentials
+	Args     []string // extra server flags
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logPath  string
+}
+
+// Start runs a server on a free loopback port with a fresh data directory
+// and stops it (and its containerd) when the test ends.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	dataDir, err := os.MkdirTemp("", "gantry-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, DataDir: dataDir, Listen: freePort(t), Args: args}
+	s.Endpoint = "http://" + s.Listen
+	s.start()
+	t.Cleanup(func() {
+		s.Stop()
+		StopContainerd(dataDir)
+		if t.Failed() {
+			if b, err := os.ReadFile(s.logPath); err == nil {
+				t.Logf("server log:\n%s", lastLines(string(b), 80))
+			}
+		}
+		os.RemoveAll(dataDir)
+	})
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	bin := Binary(s.t)
+	s.logPath = filepath.Join(s.DataDir, "server.log")
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	args := append([]string{"server", "--data-dir", s.DataDir, "--listen", s.Listen, "--containerd", "/nonexistent/containerd.sock"}, s.Args...)
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	s.exited = exited
+	go func() { s.cmd.Wait(); logf.Close(); close(exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if resp, err := http.Get(s.Endpoint); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if isClosed(exited) || time.Now().After(deadline) {
+			b, _ := os.ReadFile(s.logPath)
+			s.t.Fatalf("gantry server did not come up:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.Creds, err = server.LoadCredentials(s.DataDir)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Stop ends the server process (SIGTERM, as a user's Ctrl-C would).
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+// Restart stops and starts the server on the same data directory and port.
+func (s *Server) Restart() {
+	s.Stop()
+	s.start()
+}
+
+// Env is the environment `eval "$(gantry env)"` would set.
+func (s *Server) Env() []string {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "AWS_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"AWS_ENDPOINT_URL="+s.Endpoint,
+		"AWS_ACCESS_KEY_ID="+s.Creds.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY="+s.Creds.SecretAccessKey,
+		"AWS_DEFAULT_REGION="+s.Creds.Region,
+		"AWS_REGION="+s.Creds.Region,
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		"AWS_MAX_ATTEMPTS=1",
+		"AWS_PAGER=",
+	)
+}
+
+// AWS runs the aws CLI against the server and returns stdout, stderr and
+// the exit code.
+func (s *Server) AWS(args ...string) (stdout, stderr string, code int) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "aws", append(args, "--output", "json")...)
+	cmd.Env = s.Env()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return o.String(), e.String(), ee.ExitCode()
+		}
+		s.t.Fatalf("aws %v: %v", args, err)
+	}
+	return o.String(), e.String(), 0
+}
+
+// MustAWS runs the aws CLI, fails the test on a non-zero exit, and decodes
+// its JSON output into out (when out is not nil).
+func (s *Server) MustAWS(out any, args ...string) {
+	s.t.Helper()
+	stdout, stderr, code := s.AWS(args...)
+	if code != 0 {
+		s.t.Fatalf("aws %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+	}
+	if out != nil && strings.TrimSpace(stdout) != "" {
+		if err := json.Unmarshal([]byte(stdout), out); err != nil {
+			s.t.Fatalf("aws %s: decode %q: %v", strings.Join(args, " "), stdout, err)
+		}
+	}
+}
+
+// AWSError runs the aws CLI expecting failure and returns the error code
+// the CLI printed ("An error occurred (CODE) ...") and the whole message.
+func (s *Server) AWSError(args ...string) (code, message string) {
+	s.t.Helper()
+	_, stderr, exit := s.AWS(args...)
+	if exit == 0 {
+		s.t.Fatalf("aws %s: succeeded, want an error", strings.Join(args, " "))
+	}
+	if i := strings.Index(stderr, "An error occurred ("); i >= 0 {
+		rest := stderr[i+len("An error occurred ("):]
+		if j := strings.Index(rest, ")"); j >= 0 {
+			return rest[:j], strings.TrimSpace(stderr)
+		}
+	}
+	return "", strings.TrimSpace(stderr)
+}
+
+// Python runs a python3 script (boto3 available) with the server's env.
+func (s *Server) Python(script string) (string, error) {
+	cmd := exec.Command("python3", "-c", script)
+	cmd.Env = s.Env()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// StopContainerd kills the containerd a test server started for dataDir.
+func StopContainerd(dataDir string) {
+	b, err := os.ReadFile(containerd.PIDFile(dataDir))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	os.RemoveAll(filepath.Dir(containerd.OwnSocket(dataDir)))
+}
+
+func freePort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
