@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantry-dev/gantry/internal/awsapi"
 	"github.com/gantry-dev/gantry/internal/controller"
+	"github.com/gantry-dev/gantry/internal/model"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -49,12 +50,8 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-// scope is the caller's account and region: every ECS resource lives in one.
-type scope struct {
-	Account, Region string
-}
-
-func scopeOf(ctx context.Context) scope {
+// scopeOf is the caller's account and region.
+func scopeOf(ctx context.Context) model.Scope {
 	id := awsapi.IdentityFrom(ctx)
-	return scope{Account: id.Account, Region: id.Region}
+	return model.Scope{Account: id.Account, Region: id.Region}
 }
