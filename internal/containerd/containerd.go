@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -200,4 +201,28 @@ func (d *Daemon) Close() error {
 		<-d.done
 	}
 	return nil
+}
+
+// Stop kills the containerd Gantry started for dataDir (tests and
+// uninstalls; a server never does, see the package comment) and removes
+// its socket directory. The host's containerd is never touched.
+func Stop(dataDir string) {
+	b, err := os.ReadFile(PIDFile(dataDir))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(pid, 0) != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	os.Remove(PIDFile(dataDir))
+	os.RemoveAll(runDir(dataDir))
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -241,25 +240,7 @@ func (s *Server) Python(script string) (string, error) {
 }
 
 // StopContainerd kills the containerd a test server started for dataDir.
-func StopContainerd(dataDir string) {
-	b, err := os.ReadFile(containerd.PIDFile(dataDir))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100; i++ {
-		if syscall.Kill(pid, 0) != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
-	os.RemoveAll(filepath.Dir(containerd.OwnSocket(dataDir)))
-}
+func StopContainerd(dataDir string) { containerd.Stop(dataDir) }
 
 func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -285,4 +266,37 @@ func isClosed(c chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// PID is the server process's id (0 when stopped).
+func (s *Server) PID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// ContainerdAddress is the socket of the containerd the server uses.
+func (s *Server) ContainerdAddress() string { return containerd.OwnSocket(s.DataDir) }
+
+// LoadImage runs `gantry image load` for a tarball into the server's containerd.
+func (s *Server) LoadImage(path string) {
+	s.t.Helper()
+	out, err := exec.Command(Binary(s.t), "image", "load", "--data-dir", s.DataDir, "--containerd", "/nonexistent/containerd.sock", path).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("gantry image load %s: %v\n%s", path, err, out)
+	}
+}
+
+// DefaultSubnet returns the id of a default subnet, as a user finds it.
+func (s *Server) DefaultSubnet() string {
+	s.t.Helper()
+	var out struct {
+		Subnets []struct{ SubnetId string }
+	}
+	s.MustAWS(&out, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
+	if len(out.Subnets) == 0 {
+		s.t.Fatal("no default subnets")
+	}
+	return out.Subnets[0].SubnetId
 }

@@ -1,0 +1,498 @@
+// Package netw gives each task its own network namespace with one
+// interface, eth0, holding a private address from its subnet: Gantry's
+// stand-in for a Fargate task's ENI. Every VPC is a Linux bridge on the host
+// (the bridge holds each subnet's gateway address and masquerades traffic
+// leaving the host); addresses come from CNI's host-local IPAM.
+//
+// Subnets are not isolated from the host's routing: two servers on one
+// host with overlapping subnets (two default VPCs, say) each get a bridge,
+// but the host reaches only one of them by address.
+//
+// All state lives on disk (a record per task, the IPAM leases, CNI's result
+// cache), so a restarted agent can tear down what an earlier one set up.
+package netw
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/vishvananda/netlink"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/containerd/containerd/pkg/netns"
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	cniip "github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/utils"
+
+	"github.com/gantry-dev/gantry/internal/agent"
+)
+
+// PluginDirs are searched for CNI plugin binaries: Debian's package, then
+// the upstream release's usual place.
+var PluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
+
+const ifName = "eth0"
+
+// Manager sets up and tears down task networks for one data directory.
+type Manager struct {
+	dataDir  string
+	stateDir string // a JSON record per task
+	ipamDir  string // host-local's leases, a directory per network
+	nsDir    string // bind mounts keeping the namespaces alive
+	cni      *libcni.CNIConfig
+
+	// One at a time: concurrent bridge plugin runs race creating the
+	// same bridge, and a task's record must not be read half-written.
+	mu sync.Mutex
+}
+
+// Attachment is a task's network as set up.
+type Attachment struct {
+	NetNSPath string
+	IPv4      string
+	MAC       string
+	Gateway   string
+	// PrefixLength is the subnet's (e.g. 20 for 172.31.0.0/20).
+	PrefixLength int
+}
+
+// record is what Teardown needs, written before anything is created.
+type record struct {
+	TaskID  string          `json:"taskId"`
+	NetNS   string          `json:"netns"`
+	ConfL   json.RawMessage `json:"conflist"`
+	MAC     string          `json:"mac"`
+	Gateway string          `json:"gateway"`
+	IPv4    string          `json:"ipv4,omitempty"` // CIDR, once CNI gave it
+}
+
+// New returns the manager for dataDir; its state lives in DataDir/agent.
+func New(dataDir string) (*Manager, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256([]byte(abs))
+	m := &Manager{
+		dataDir:  abs,
+		stateDir: filepath.Join(abs, "agent", "netw"),
+		ipamDir:  filepath.Join(abs, "agent", "ipam"),
+		// Under /run: a namespace does not outlive a reboot, and neither
+		// should the file that names it. Keyed by data directory so two
+		// servers on one host do not see each other's.
+		nsDir: filepath.Join("/run/gantry/netns", hex.EncodeToString(h[:6])),
+		cni:   libcni.NewCNIConfigWithCacheDir(PluginDirs, filepath.Join(abs, "agent", "cni-cache"), nil),
+	}
+	for _, d := range []string{m.stateDir, m.ipamDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Setup creates the task's namespace and attaches it to its subnet.
+func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSpec) (*Attachment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	prefix, gw, err := subnet(spec)
+	if err != nil {
+		return nil, err
+	}
+	mac := spec.MACAddress
+	if mac == "" {
+		mac = MACFor(taskID)
+	}
+	if _, err := net.ParseMAC(mac); err != nil {
+		return nil, fmt.Errorf("task %s: MAC address %q: %w", taskID, mac, err)
+	}
+	if rec, err := m.load(taskID); err == nil && rec != nil {
+		return nil, fmt.Errorf("task %s already has a network (namespace %s); tear it down first", taskID, rec.NetNS)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return nil, fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	if err := os.MkdirAll(m.nsDir, 0o755); err != nil {
+		return nil, err
+	}
+	ns, err := netns.NewNetNS(m.nsDir)
+	if err != nil {
+		return nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	rec := &record{TaskID: taskID, NetNS: ns.GetPath(), ConfL: m.conflist(spec, prefix, gw, mac), MAC: mac, Gateway: gw.String()}
+	// Recorded before CNI runs: a crash mid-ADD still leaves Teardown what
+	// it needs to release the address and the namespace.
+	if err := m.save(rec); err != nil {
+		ns.Remove()
+		return nil, err
+	}
+	att, err := m.attach(ctx, rec, prefix)
+	if err != nil {
+		if terr := m.teardown(context.WithoutCancel(ctx), rec); terr != nil {
+			err = fmt.Errorf("%w (and cleaning up: %v)", err, terr)
+		}
+		return nil, fmt.Errorf("task %s: network setup: %w", taskID, err)
+	}
+	return att, nil
+}
+
+func (m *Manager) attach(ctx context.Context, rec *record, prefix netip.Prefix) (*Attachment, error) {
+	lo, err := libcni.ConfListFromBytes(loConf)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.cni.AddNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: rec.NetNS, IfName: "lo"}); err != nil {
+		return nil, fmt.Errorf("loopback: %w", err)
+	}
+	cl, err := libcni.ConfListFromBytes(rec.ConfL)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.cni.AddNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: rec.NetNS, IfName: ifName})
+	if err != nil {
+		return nil, err
+	}
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return nil, err
+	}
+	for _, ipc := range r.IPs {
+		if ipc.Address.IP.To4() == nil {
+			continue
+		}
+		if ipc.Interface != nil && (*ipc.Interface >= len(r.Interfaces) || r.Interfaces[*ipc.Interface].Sandbox == "") {
+			continue
+		}
+		rec.IPv4 = ipc.Address.String()
+		if err := m.save(rec); err != nil {
+			return nil, err
+		}
+		return &Attachment{
+			NetNSPath:    rec.NetNS,
+			IPv4:         ipc.Address.IP.String(),
+			MAC:          rec.MAC,
+			Gateway:      rec.Gateway,
+			PrefixLength: prefix.Bits(),
+		}, nil
+	}
+	return nil, fmt.Errorf("CNI gave no IPv4 address for %s: %s", ifName, res)
+}
+
+// Get returns the attachment of a task set up earlier (by this process or
+// an earlier one), or nil if the task has none.
+func (m *Manager) Get(taskID string) (*Attachment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := validID(taskID); err != nil {
+		return nil, err
+	}
+	rec, err := m.load(taskID)
+	if err != nil || rec == nil || rec.IPv4 == "" {
+		return nil, err
+	}
+	p, err := netip.ParsePrefix(rec.IPv4)
+	if err != nil {
+		return nil, err
+	}
+	return &Attachment{NetNSPath: rec.NetNS, IPv4: p.Addr().String(), MAC: rec.MAC, Gateway: rec.Gateway, PrefixLength: p.Bits()}, nil
+}
+
+// Teardown releases the task's address and removes its namespace. It is
+// idempotent, and works from the task's record on disk, so after a restart
+// too; without a record (a crash before it was written) it uses spec.
+func (m *Manager) Teardown(ctx context.Context, taskID string, spec agent.NetworkSpec) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := validID(taskID); err != nil {
+		return err
+	}
+	rec, err := m.load(taskID)
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		if spec.SubnetCIDR == "" {
+			return nil
+		}
+		prefix, gw, err := subnet(spec)
+		if err != nil {
+			return err
+		}
+		// Releasing an address never leased is a no-op for host-local.
+		rec = &record{TaskID: taskID, ConfL: m.conflist(spec, prefix, gw, spec.MACAddress)}
+	}
+	return m.teardown(ctx, rec)
+}
+
+func (m *Manager) teardown(ctx context.Context, rec *record) error {
+	var errs []error
+	// A namespace that is already gone (a reboot) is passed as "": the
+	// plugins then only release what they hold on the host side.
+	nsPath := rec.NetNS
+	if nsPath != "" {
+		if _, err := os.Stat(nsPath); err != nil {
+			nsPath = ""
+		}
+	}
+	if cl, err := libcni.ConfListFromBytes(rec.ConfL); err != nil {
+		errs = append(errs, err)
+	} else if err := m.cni.DelNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: nsPath, IfName: ifName}); err != nil {
+		errs = append(errs, fmt.Errorf("CNI DEL: %w", err))
+	} else if nsPath == "" && rec.IPv4 != "" {
+		// Without the namespace the bridge plugin cannot learn the
+		// task's address, so it leaves its masquerade rules behind.
+		if err := unmasquerade(cl.Name, rec); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if lo, err := libcni.ConfListFromBytes(loConf); err == nil {
+		// Nothing to release for loopback; this only drops libcni's cache.
+		m.cni.DelNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: nsPath, IfName: "lo"})
+	}
+	if rec.NetNS != "" {
+		if err := netns.LoadNetNS(rec.NetNS).Remove(); err != nil {
+			errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("task %s: network teardown: %w", rec.TaskID, errors.Join(errs...))
+	}
+	if err := os.Remove(m.recordPath(rec.TaskID)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	os.Remove(m.nsDir) // only succeeds once the last namespace is gone
+	return m.dropIdleBridge(rec)
+}
+
+// dropIdleBridge deletes the task's bridge once no task of this manager uses
+// it. A bridge left behind keeps its gateway address and route on the host,
+// and a later server with the same subnet would then find its tasks
+// unreachable behind the stale route.
+func (m *Manager) dropIdleBridge(gone *record) error {
+	name := bridgeOf(gone.ConfL)
+	if name == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(m.stateDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		rec, err := m.load(strings.TrimSuffix(e.Name(), ".json"))
+		if err == nil && rec != nil && bridgeOf(rec.ConfL) == name {
+			return nil
+		}
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil // already gone
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		return fmt.Errorf("remove idle bridge %s: %w", name, err)
+	}
+	return nil
+}
+
+func bridgeOf(conflist []byte) string {
+	var cl struct {
+		Plugins []struct {
+			Type   string `json:"type"`
+			Bridge string `json:"bridge"`
+		} `json:"plugins"`
+	}
+	json.Unmarshal(conflist, &cl)
+	for _, p := range cl.Plugins {
+		if p.Type == "bridge" {
+			return p.Bridge
+		}
+	}
+	return ""
+}
+
+func unmasquerade(netName string, rec *record) error {
+	ip, ipn, err := net.ParseCIDR(rec.IPv4)
+	if err != nil {
+		return err
+	}
+	ipn.IP = ip
+	if err := cniip.TeardownIPMasq(ipn, utils.FormatChainName(netName, rec.TaskID), utils.FormatComment(netName, rec.TaskID)); err != nil {
+		return fmt.Errorf("remove masquerade rules for %s: %w", rec.IPv4, err)
+	}
+	return nil
+}
+
+// Leftovers lists the namespaces, address leases and task records this
+// manager still holds: empty once every task is torn down.
+func (m *Manager) Leftovers() ([]string, error) {
+	var out []string
+	if ents, err := os.ReadDir(m.nsDir); err == nil {
+		for _, e := range ents {
+			out = append(out, "netns "+filepath.Join(m.nsDir, e.Name()))
+		}
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	nets, err := os.ReadDir(m.ipamDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nets {
+		leases, err := os.ReadDir(filepath.Join(m.ipamDir, n.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range leases {
+			// host-local keeps a lock file and its allocation cursor
+			// beside one file per leased address.
+			if l.Name() == "lock" || strings.HasPrefix(l.Name(), "last_reserved_ip") {
+				continue
+			}
+			owner, _ := os.ReadFile(filepath.Join(m.ipamDir, n.Name(), l.Name()))
+			out = append(out, fmt.Sprintf("lease %s in %s held by %s", l.Name(), n.Name(), strings.Fields(string(owner) + " ?")[0]))
+		}
+	}
+	recs, err := os.ReadDir(m.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		out = append(out, "task record "+filepath.Join(m.stateDir, r.Name()))
+	}
+	return out, nil
+}
+
+// BridgeName is the host bridge of a VPC (at most 15 bytes, the kernel's
+// limit for interface names). It is keyed by the data directory too: two
+// servers on one host keep separate address pools, so they must not share
+// a bridge even when their VPC ids match.
+func (m *Manager) BridgeName(vpcID string) string {
+	h := sha256.Sum256([]byte(m.dataDir + "\x00" + vpcID))
+	return "gtr-" + hex.EncodeToString(h[:5])
+}
+
+// MACFor is a stable MAC for a task without one: locally administered and
+// unicast, as AWS's ENI addresses are.
+func MACFor(taskID string) string {
+	h := sha256.Sum256([]byte(taskID))
+	hw := net.HardwareAddr{0x0a, h[0], h[1], h[2], h[3], h[4]}
+	return hw.String()
+}
+
+func subnet(spec agent.NetworkSpec) (netip.Prefix, netip.Addr, error) {
+	prefix, err := netip.ParsePrefix(spec.SubnetCIDR)
+	if err != nil || !prefix.Addr().Is4() {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("subnet %s: CIDR %q is not an IPv4 network", spec.SubnetID, spec.SubnetCIDR)
+	}
+	if prefix.Bits() > 28 {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("subnet %s: %s is smaller than a /28", spec.SubnetID, spec.SubnetCIDR)
+	}
+	prefix = prefix.Masked()
+	gw := prefix.Addr().Next()
+	if spec.Gateway != "" {
+		if gw, err = netip.ParseAddr(spec.Gateway); err != nil || !prefix.Contains(gw) {
+			return netip.Prefix{}, netip.Addr{}, fmt.Errorf("subnet %s: gateway %q is not in %s", spec.SubnetID, spec.Gateway, prefix)
+		}
+	}
+	return prefix, gw, nil
+}
+
+// conflist is the task's CNI configuration. Addresses are handed out as
+// AWS does: the first four and the last of a subnet are reserved.
+func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip.Addr, mac string) []byte {
+	first := prefix.Addr().Next().Next().Next().Next()
+	b := prefix.Addr().As4()
+	v := binary.BigEndian.Uint32(b[:]) | (1<<(32-prefix.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], v-1)
+	last := netip.AddrFrom4(b)
+	netName := "gantry-" + sanitize(spec.SubnetID)
+	if spec.SubnetID == "" {
+		netName = "gantry-" + strings.NewReplacer(".", "-", "/", "-").Replace(prefix.String())
+	}
+	bridge := map[string]any{
+		"type":        "bridge",
+		"bridge":      m.BridgeName(spec.VPCID),
+		"isGateway":   true,
+		"ipMasq":      true,
+		"hairpinMode": true,
+		"ipam": map[string]any{
+			"type":    "host-local",
+			"dataDir": m.ipamDir,
+			"ranges": [][]map[string]string{{{
+				"subnet":     prefix.String(),
+				"gateway":    gw.String(),
+				"rangeStart": first.String(),
+				"rangeEnd":   last.String(),
+			}}},
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}},
+		},
+	}
+	plugins := []any{bridge}
+	if mac != "" {
+		plugins = append(plugins, map[string]any{"type": "tuning", "mac": mac})
+	}
+	out, _ := json.Marshal(map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       netName,
+		"plugins":    plugins,
+	})
+	return out
+}
+
+var loConf = []byte(`{"cniVersion":"1.0.0","name":"gantry-lo","plugins":[{"type":"loopback"}]}`)
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
+func sanitize(s string) string { return unsafeChars.ReplaceAllString(s, "_") }
+
+func validID(taskID string) error {
+	if taskID == "" || unsafeChars.MatchString(taskID) {
+		return fmt.Errorf("invalid task id %q", taskID)
+	}
+	return nil
+}
+
+func (m *Manager) recordPath(taskID string) string {
+	return filepath.Join(m.stateDir, taskID+".json")
+}
+
+func (m *Manager) save(rec *record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	tmp := m.recordPath(rec.TaskID) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, m.recordPath(rec.TaskID))
+}
+
+// load returns the task's record, or nil if it has none.
+func (m *Manager) load(taskID string) (*record, error) {
+	b, err := os.ReadFile(m.recordPath(taskID))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("task %s network record: %w", taskID, err)
+	}
+	return &rec, nil
+}
