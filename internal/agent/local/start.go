@@ -1,0 +1,205 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+
+	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/images"
+)
+
+const (
+	labelTask      = "gantry.task"
+	labelContainer = "gantry.container"
+	runtimeName    = "io.containerd.runc.v2"
+)
+
+// runtimeID names a container in containerd the way Fargate's runtimeId
+// looks (<task id>-<number>): container names may be longer than
+// containerd allows in an id, and the number keeps ids stable across
+// agent restarts.
+func runtimeID(taskID, name string) string {
+	return fmt.Sprintf("%s-%d", taskID, crc32.ChecksumIEEE([]byte(name)))
+}
+
+// startReady starts every container whose dependencies are met, until no
+// more can start now.
+func (r *runner) startReady() {
+	if r.stopRequested() {
+		return // the loop is about to see the request
+	}
+	for progress := true; progress && !r.stopping; {
+		progress = false
+		for _, c := range r.ctrs {
+			if c.started || c.skipped || r.stopping {
+				continue
+			}
+			ok, why := r.depsMet(c)
+			if why != "" {
+				why = fmt.Sprintf("DependencyConditionNotMet: container %s: %s", c.spec.Name, why)
+				if c.spec.Essential {
+					r.setReason(c, why)
+					r.fail(agent.StopFailedToStart, errors.New(why))
+					return
+				}
+				c.skipped = true
+				r.t.update(r.ctx, func(rec *record) {
+					rec.Status.Containers[c.idx].Status = "STOPPED"
+					rec.Status.Containers[c.idx].Reason = why
+				})
+				progress = true
+				continue
+			}
+			if !ok {
+				continue
+			}
+			if err := r.start(c); err != nil {
+				if r.ctx.Err() != nil {
+					return
+				}
+				msg := err.Error()
+				if !strings.HasPrefix(msg, "CannotPullContainerError") {
+					msg = "CannotStartContainerError: " + msg
+				}
+				r.setReason(c, msg)
+				r.fail(agent.StopFailedToStart, errors.New(msg))
+				return
+			}
+			progress = true
+		}
+	}
+	// Nothing running means nothing can change any more: containers still
+	// waiting wait on each other.
+	if !r.stopping && !r.anyRunning() {
+		for _, c := range r.ctrs {
+			if !c.started && !c.skipped {
+				why := fmt.Sprintf("DependencyConditionNotMet: container %s waits on containers that cannot start", c.spec.Name)
+				r.fail(agent.StopFailedToStart, errors.New(why))
+				return
+			}
+		}
+	}
+}
+
+func (r *runner) setReason(c *ctr, reason string) {
+	r.t.update(r.ctx, func(rec *record) { rec.Status.Containers[c.idx].Reason = reason })
+}
+
+func (r *runner) byName(name string) *ctr {
+	for _, c := range r.ctrs {
+		if c.spec.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// depsMet says whether c may start now (ok), or why it never will.
+func (r *runner) depsMet(c *ctr) (ok bool, never string) {
+	ok = true
+	for _, d := range c.spec.DependsOn {
+		dep := r.byName(d.Container)
+		if dep == nil || dep == c {
+			return false, fmt.Sprintf("depends on unknown container %q", d.Container)
+		}
+		cond := strings.ToUpper(d.Condition)
+		if dep.skipped {
+			return false, fmt.Sprintf("%s did not start", dep.spec.Name)
+		}
+		switch cond {
+		case "START", "":
+			ok = ok && dep.started
+		case "COMPLETE":
+			ok = ok && dep.exited
+		case "SUCCESS":
+			if dep.exited && (dep.code == nil || *dep.code != 0) {
+				return false, fmt.Sprintf("%s exited with %v, not 0", dep.spec.Name, deref(dep.code))
+			}
+			ok = ok && dep.exited
+		case "HEALTHY":
+			if dep.spec.HealthCheck == nil {
+				return false, fmt.Sprintf("%s has no health check to become HEALTHY", dep.spec.Name)
+			}
+			if dep.health == "UNHEALTHY" || dep.exited {
+				return false, fmt.Sprintf("%s did not become HEALTHY", dep.spec.Name)
+			}
+			ok = ok && dep.health == "HEALTHY"
+		default:
+			return false, fmt.Sprintf("unknown dependency condition %q", d.Condition)
+		}
+	}
+	if !ok && c.spec.StartTimeout > 0 && time.Since(r.ready) >= c.spec.StartTimeout {
+		return false, fmt.Sprintf("dependencies not met within its startTimeout (%s)", c.spec.StartTimeout)
+	}
+	return ok, ""
+}
+
+func (r *runner) nextStartDeadline() (time.Time, bool) {
+	var next time.Time
+	for _, c := range r.ctrs {
+		if c.started || c.skipped || c.spec.StartTimeout <= 0 {
+			continue
+		}
+		if d := r.ready.Add(c.spec.StartTimeout); next.IsZero() || d.Before(next) {
+			next = d
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// start creates c in containerd (unless an earlier run did) and starts it.
+func (r *runner) start(c *ctr) error {
+	ctx := r.ctx
+	img, err := r.ensureImage(ctx, c)
+	if err != nil {
+		return err
+	}
+	if c.c == nil {
+		// Recorded first: clean-up and a restarted agent find the container
+		// by this id.
+		r.t.update(ctx, func(rec *record) {
+			rec.Status.Containers[c.idx].RuntimeID = c.id
+			rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
+		})
+		opts, err := r.specOpts(c, img)
+		if err != nil {
+			return err
+		}
+		cc, err := r.t.a.client.NewContainer(ctx, c.id,
+			containerd.WithImage(img),
+			containerd.WithSnapshotter(images.Snapshotter),
+			containerd.WithNewSnapshot(c.id, img),
+			containerd.WithNewSpec(opts...),
+			containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelContainer: c.spec.Name}),
+			containerd.WithRuntime(runtimeName, nil),
+		)
+		if err != nil {
+			return err
+		}
+		c.c = cc
+	}
+	logPath := filepath.Join(r.t.a.taskDir(r.t.id), c.spec.Name+".log")
+	tk, err := c.c.NewTask(ctx, cio.LogFile(logPath))
+	if err != nil {
+		return err
+	}
+	if err := tk.Start(ctx); err != nil {
+		tk.Delete(ctx, containerd.WithProcessKill)
+		return err
+	}
+	c.t, c.started = tk, true
+	if err := r.watch(c); err != nil {
+		return err
+	}
+	r.t.log.Info("container started", "container", c.spec.Name, "id", c.id, "pid", tk.Pid())
+	r.t.update(ctx, func(rec *record) { rec.Status.Containers[c.idx].Status = "RUNNING" })
+	r.startHealth(c)
+	return nil
+}

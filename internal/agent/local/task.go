@@ -1,0 +1,638 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+
+	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/images"
+)
+
+const (
+	defaultStopTimeout = 30 * time.Second
+	maxStopTimeout     = 120 * time.Second
+
+	reasonEssentialExited = "Essential container in task exited"
+	reasonOOM             = "OutOfMemoryError: Container killed due to memory usage"
+)
+
+// task is one task: its record, guarded by mu, and the goroutine (run)
+// that alone changes it after StartTask.
+type task struct {
+	a   *Agent
+	id  string
+	log *slog.Logger
+
+	mu  sync.Mutex
+	rec record
+
+	stopOnce sync.Once
+	stopCh   chan struct{} // closed by StopTask
+	events   chan event    // from the containers' watchers and health checks
+	done     chan struct{} // closed when run returns
+}
+
+func newTask(a *Agent, rec record) *task {
+	t := &task{
+		a: a, id: rec.Spec.TaskID, log: a.log.With("task", rec.Spec.TaskID), rec: rec,
+		stopCh: make(chan struct{}), events: make(chan event, 8), done: make(chan struct{}),
+	}
+	if rec.StopRequested {
+		close(t.stopCh)
+		t.stopOnce.Do(func() {})
+	}
+	return t
+}
+
+func (t *task) status() agent.TaskStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return copyStatus(t.rec.Status)
+}
+
+func copyStatus(st agent.TaskStatus) agent.TaskStatus {
+	st.Containers = append([]agent.ContainerStatus(nil), st.Containers...)
+	return st
+}
+
+func (t *task) requestStop() error {
+	var err error
+	t.stopOnce.Do(func() {
+		t.mu.Lock()
+		stopped := t.rec.Status.Phase == agent.PhaseStopped
+		if !stopped {
+			t.rec.StopRequested = true
+			err = t.a.save(&t.rec)
+		}
+		t.mu.Unlock()
+		close(t.stopCh)
+	})
+	return err
+}
+
+// update changes the record, stores it and reports it. Only run calls it,
+// so reports for a task go out in order.
+func (t *task) update(ctx context.Context, change func(rec *record)) {
+	t.mu.Lock()
+	change(&t.rec)
+	if err := t.a.save(&t.rec); err != nil {
+		t.log.Error("cannot store task record", "err", err)
+	}
+	st := copyStatus(t.rec.Status)
+	t.mu.Unlock()
+	t.a.cfg.Reporter.TaskChanged(ctx, st)
+}
+
+func (t *task) record() record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.rec
+	r.Status = copyStatus(r.Status)
+	return r
+}
+
+type event struct {
+	idx    int
+	exit   *containerd.ExitStatus // the container's process ended
+	lost   string                 // the container vanished; why
+	health string                 // its health status changed
+}
+
+// ctr is run's view of one container.
+type ctr struct {
+	idx     int
+	spec    *agent.ContainerSpec
+	id      string // containerd id, also runtimeId
+	image   containerd.Image
+	c       containerd.Container
+	t       containerd.Task
+	started bool
+	exited  bool
+	code    *int
+	health  string
+	skipped bool // will never start
+
+	stopHealth context.CancelFunc
+	kill       *time.Timer
+}
+
+// runner is the state of one run of a task's goroutine.
+type runner struct {
+	t        *task
+	ctx      context.Context // ends when run returns
+	ctrs     []*ctr
+	stopping bool
+	ready    time.Time // when preparation finished: start timeouts count from here
+}
+
+func (t *task) run(agentCtx context.Context) {
+	defer close(t.done)
+	ctx, cancel := context.WithCancel(agentCtx)
+	defer cancel()
+	rec := t.record()
+	r := &runner{t: t, ctx: ctx}
+	used := map[string]bool{}
+	for i := range rec.Spec.Containers {
+		id := runtimeID(t.id, rec.Spec.Containers[i].Name)
+		if used[id] { // two names with one checksum: the spec's order decides, as stably
+			id = fmt.Sprintf("%s-%d", id, i)
+		}
+		used[id] = true
+		r.ctrs = append(r.ctrs, &ctr{
+			idx: i, spec: &rec.Spec.Containers[i], id: id,
+			health: rec.Status.Containers[i].HealthStatus,
+		})
+	}
+	if rec.Status.Phase == agent.PhasePending && !rec.StopRequested {
+		t.a.cfg.Reporter.TaskChanged(ctx, rec.Status)
+	}
+	if err := r.reattach(rec); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		r.fail(agent.StopFailedToStart, err)
+	}
+	if !r.stopping && rec.Status.Phase == agent.PhasePending {
+		if err := r.prepare(); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.fail(agent.StopFailedToStart, err)
+		}
+	}
+	r.ready = time.Now()
+	if !r.loop() {
+		return
+	}
+	r.cleanup()
+}
+
+// reattach finds the containers an earlier agent created. Those that ran
+// are watched again (a stopped one reports its exit at once); those created
+// but never started are removed, to be created afresh.
+func (r *runner) reattach(rec record) error {
+	if rec.StopRequested || rec.Status.Phase == agent.PhaseStopping {
+		r.stopping = true
+	}
+	for _, c := range r.ctrs {
+		st := rec.Status.Containers[c.idx]
+		wasStarted := st.Status != "PENDING"
+		if st.Status == "STOPPED" {
+			c.started, c.exited, c.code = wasStarted, true, st.ExitCode
+		}
+		cc, err := r.t.a.client.LoadContainer(r.ctx, c.id)
+		if errdefs.IsNotFound(err) {
+			if wasStarted && !c.exited {
+				c.started = true
+				r.lost(c, "the container disappeared while the agent was down")
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.c = cc
+		if c.exited {
+			continue
+		}
+		tk, err := cc.Task(r.ctx, nil)
+		if errdefs.IsNotFound(err) {
+			if wasStarted {
+				c.started = true
+				r.lost(c, "the container's process disappeared while the agent was down")
+				continue
+			}
+			if err := cc.Delete(r.ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			c.c = nil
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s, err := tk.Status(r.ctx)
+		if err != nil {
+			return err
+		}
+		if s.Status == containerd.Created {
+			tk.Delete(r.ctx, containerd.WithProcessKill)
+			if err := cc.Delete(r.ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			c.c = nil
+			continue
+		}
+		c.t, c.started = tk, true
+		if err := r.watch(c); err != nil {
+			return err
+		}
+		if s.Status == containerd.Running && !r.stopping {
+			r.startHealth(c)
+		}
+		if r.stopping {
+			r.stopContainer(c)
+		}
+	}
+	return nil
+}
+
+// prepare gets the images, the network, the cgroup and the files the
+// containers mount. Each step is skipped when a run before this one did it.
+// StopTask cancels it.
+func (r *runner) prepare() error {
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-r.t.stopCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	rec := r.t.record()
+	if rec.Status.PullStartedAt == nil {
+		r.t.update(r.ctx, func(rec *record) { rec.Status.PullStartedAt = now() })
+	}
+	for _, c := range r.ctrs {
+		img, err := r.ensureImage(ctx, c)
+		if err != nil {
+			return err
+		}
+		c.image = img
+	}
+	if r.stopRequested() {
+		return nil
+	}
+	if rec.Status.PullStoppedAt == nil {
+		r.t.update(r.ctx, func(rec *record) { rec.Status.PullStoppedAt = now() })
+	}
+
+	if rec.Network == nil {
+		// An earlier agent may have died between Setup and recording it.
+		if err := r.t.a.net.Teardown(ctx, r.t.id, rec.Spec.Network); err != nil {
+			return fmt.Errorf("network set-up: clearing an earlier attempt: %w", err)
+		}
+		att, err := r.t.a.net.Setup(ctx, r.t.id, rec.Spec.Network)
+		if err != nil {
+			if r.stopRequested() {
+				return nil
+			}
+			// Setup may have got half-way; Teardown at clean-up undoes it.
+			return fmt.Errorf("network set-up: %w", err)
+		}
+		r.t.update(r.ctx, func(rec *record) {
+			rec.Network = att
+			rec.Status.IPv4Address = att.IPv4
+			rec.Status.MACAddress = att.MAC
+			rec.Status.ConnectivityAt = now()
+		})
+		rec = r.t.record()
+	}
+	if err := createTaskCgroup(rec.Spec); err != nil {
+		return fmt.Errorf("task cgroup: %w", err)
+	}
+	if err := r.writeFiles(rec); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (r *runner) ensureImage(ctx context.Context, c *ctr) (containerd.Image, error) {
+	if c.image != nil {
+		return c.image, nil
+	}
+	img, err := images.Ensure(ctx, r.t.a.client, c.spec.Image, func(msg string) {
+		r.t.log.Info(msg, "container", c.spec.Name)
+	})
+	if err != nil {
+		if r.stopRequested() {
+			return nil, nil
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "CannotPullContainerError") {
+			msg = "CannotPullContainerError: " + msg
+		}
+		r.t.update(r.ctx, func(rec *record) { rec.Status.Containers[c.idx].Reason = msg })
+		return nil, errors.New(msg)
+	}
+	return img, nil
+}
+
+func (r *runner) stopRequested() bool {
+	select {
+	case <-r.t.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// loop starts containers as their dependencies allow and follows them
+// until all have stopped. It returns false when the agent is closing.
+func (r *runner) loop() bool {
+	stopCh := r.t.stopCh
+	if r.stopping {
+		r.beginStop()
+	}
+	for {
+		if !r.stopping {
+			r.startReady()
+			r.checkRunning()
+		}
+		if r.stopping && !r.anyRunning() {
+			return true
+		}
+		var deadline <-chan time.Time
+		if d, ok := r.nextStartDeadline(); ok && !r.stopping {
+			deadline = time.After(time.Until(d))
+		}
+		select {
+		case ev := <-r.t.events:
+			r.handle(ev)
+		case <-stopCh:
+			stopCh = nil
+			r.beginStop()
+		case <-deadline:
+		case <-r.ctx.Done():
+			for _, c := range r.ctrs {
+				if c.kill != nil {
+					c.kill.Stop()
+				}
+			}
+			return false
+		}
+	}
+}
+
+func (r *runner) anyRunning() bool {
+	for _, c := range r.ctrs {
+		if c.started && !c.exited {
+			return true
+		}
+	}
+	return false
+}
+
+// fail ends the task: the first reason given is the one reported.
+func (r *runner) fail(code string, err error) {
+	r.t.log.Warn("task failed", "stopCode", code, "err", err)
+	r.t.update(r.ctx, func(rec *record) {
+		if rec.Status.StopCode == "" && !rec.StopRequested {
+			rec.Status.StopCode, rec.Status.StoppedReason = code, err.Error()
+		}
+	})
+	r.beginStop()
+}
+
+// beginStop sends SIGTERM to every running container and SIGKILL after its
+// stop timeout; containers not started yet never will be.
+func (r *runner) beginStop() {
+	if !r.stopping || r.t.status().Phase != agent.PhaseStopping {
+		r.t.update(r.ctx, func(rec *record) { rec.Status.Phase = agent.PhaseStopping })
+	}
+	r.stopping = true
+	for _, c := range r.ctrs {
+		if !c.started {
+			c.skipped = true
+			continue
+		}
+		if !c.exited && c.kill == nil {
+			r.stopContainer(c)
+		}
+	}
+}
+
+func (r *runner) stopContainer(c *ctr) {
+	if c.stopHealth != nil {
+		c.stopHealth()
+	}
+	if c.kill != nil || c.t == nil {
+		return
+	}
+	timeout := c.spec.StopTimeout
+	if timeout <= 0 {
+		timeout = defaultStopTimeout
+	}
+	timeout = min(timeout, maxStopTimeout)
+	tk, ctx := c.t, r.ctx
+	if err := tk.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		r.t.log.Warn("SIGTERM failed", "container", c.spec.Name, "err", err)
+	}
+	c.kill = time.AfterFunc(timeout, func() {
+		if err := tk.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) && ctx.Err() == nil {
+			r.t.log.Warn("SIGKILL failed", "container", c.spec.Name, "err", err)
+		}
+	})
+}
+
+func (r *runner) handle(ev event) {
+	c := r.ctrs[ev.idx]
+	switch {
+	case ev.health != "":
+		if c.exited || c.health == ev.health {
+			return
+		}
+		c.health = ev.health
+		r.t.update(r.ctx, func(rec *record) { rec.Status.Containers[c.idx].HealthStatus = ev.health })
+	case c.started && (ev.exit != nil || ev.lost != ""):
+		r.exited(c, ev)
+	}
+}
+
+func (r *runner) exited(c *ctr, ev event) {
+	if c.exited {
+		return
+	}
+	c.exited = true
+	if c.stopHealth != nil {
+		c.stopHealth()
+	}
+	if c.kill != nil {
+		c.kill.Stop()
+	}
+	reason := ev.lost
+	var code *int
+	if ev.exit != nil {
+		n := int(ev.exit.ExitCode())
+		code = &n
+		if oomKilled(r.t.id, c.id) {
+			reason = reasonOOM
+		}
+	}
+	c.code = code
+	r.t.log.Info("container exited", "container", c.spec.Name, "exitCode", deref(code), "reason", reason)
+	r.t.update(r.ctx, func(rec *record) {
+		cs := &rec.Status.Containers[c.idx]
+		cs.Status, cs.ExitCode = "STOPPED", code
+		if reason != "" {
+			cs.Reason = reason
+		}
+	})
+	// The exit is stored: the process's shim and cgroup can go now.
+	if c.t != nil {
+		if _, err := c.t.Delete(r.ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			r.t.log.Warn("delete container process", "container", c.spec.Name, "err", err)
+		}
+	}
+	if c.spec.Essential && !r.stopping {
+		r.t.update(r.ctx, func(rec *record) {
+			if rec.Status.StopCode == "" && !rec.StopRequested {
+				rec.Status.StopCode, rec.Status.StoppedReason = agent.StopEssentialExited, reasonEssentialExited
+			}
+		})
+		r.beginStop()
+	}
+	if r.stopping && !r.anyRunning() {
+		r.t.update(r.ctx, func(rec *record) { rec.Status.ExecutionStoppedAt = now() })
+	}
+}
+
+// lost records a container whose exit code nobody can know any more.
+func (r *runner) lost(c *ctr, why string) {
+	r.exited(c, event{idx: c.idx, lost: why})
+}
+
+// checkRunning moves the task to RUNNING once every essential container is.
+func (r *runner) checkRunning() {
+	if r.t.status().Phase != agent.PhasePending {
+		return
+	}
+	for _, c := range r.ctrs {
+		if c.spec.Essential && !c.started {
+			return
+		}
+	}
+	r.t.update(r.ctx, func(rec *record) {
+		rec.Status.Phase = agent.PhaseRunning
+		rec.Status.StartedAt = now()
+	})
+}
+
+// cleanup removes everything the task had on the host but its record.
+// Failures are retried a few times; a task is never left short of STOPPED.
+func (r *runner) cleanup() {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = r.release(); err == nil || r.ctx.Err() != nil {
+			break
+		}
+		r.t.log.Warn("task clean-up failed; retrying", "err", err)
+		select {
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		case <-r.ctx.Done():
+		}
+	}
+	if r.ctx.Err() != nil {
+		return // the next agent finishes it
+	}
+	if err != nil {
+		r.t.log.Error("task clean-up left resources behind", "err", err)
+	}
+	r.t.update(r.ctx, func(rec *record) {
+		rec.Status.Phase = agent.PhaseStopped
+		if rec.Status.ExecutionStoppedAt == nil {
+			rec.Status.ExecutionStoppedAt = now()
+		}
+		for i := range rec.Status.Containers {
+			rec.Status.Containers[i].Status = "STOPPED"
+		}
+	})
+}
+
+func (r *runner) release() error {
+	var errs []error
+	ctx := r.ctx
+	// By label, to catch a container whose creation an earlier agent did
+	// not finish recording.
+	cs, err := r.t.a.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", labelTask, r.t.id))
+	if err != nil {
+		return err
+	}
+	for _, cc := range cs {
+		if tk, err := cc.Task(ctx, nil); err == nil {
+			if _, err := tk.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		} else if !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+		if err := cc.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if err := deleteTaskCgroup(r.t.id); err != nil {
+		errs = append(errs, err)
+	}
+	rec := r.t.record()
+	if err := r.t.a.net.Teardown(ctx, r.t.id, rec.Spec.Network); err != nil {
+		errs = append(errs, fmt.Errorf("network teardown: %w", err))
+	}
+	if err := os.RemoveAll(r.t.a.taskDir(r.t.id)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// watch sends the container's exit to the task's loop. A broken wait (say,
+// containerd restarting) is retried; the shim keeps the exit status.
+func (r *runner) watch(c *ctr) error {
+	ch, err := c.t.Wait(r.ctx)
+	if err != nil {
+		return err
+	}
+	tk := c.t
+	go func() {
+		for {
+			var st containerd.ExitStatus
+			select {
+			case st = <-ch:
+			case <-r.ctx.Done():
+				return
+			}
+			ev := event{idx: c.idx}
+			switch err := st.Error(); {
+			case err == nil:
+				ev.exit = &st
+			case errdefs.IsNotFound(err):
+				ev.lost = "the container's process disappeared"
+			default:
+				select {
+				case <-time.After(time.Second):
+				case <-r.ctx.Done():
+					return
+				}
+				ch, _ = tk.Wait(r.ctx) // never fails: errors come on the channel
+				continue
+			}
+			select {
+			case r.t.events <- ev:
+			case <-r.ctx.Done():
+			}
+			return
+		}
+	}()
+	return nil
+}
+
+func now() *time.Time {
+	t := time.Now().UTC()
+	return &t
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
