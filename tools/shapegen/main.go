@@ -6,6 +6,8 @@
 //
 // Scalars are pointers so that "absent" and "zero" stay distinct on the wire,
 // as they are for AWS (essential=false must be sent, an unset cpu must not).
+// Fields are omitzero, not omitempty: a nil list is left out while an empty
+// non-nil one is sent as [], as AWS sends "failures": [].
 package main
 
 import (
@@ -81,7 +83,7 @@ func main() {
 			}
 			sort.Strings(fields)
 			for _, f := range fields {
-				fmt.Fprintf(w, "\t%s %s `json:\"%s,omitempty\"`\n", goName(f), typeOf(m, s.Members[f].Shape, true), f)
+				fmt.Fprintf(w, "\t%s %s `json:\"%s,omitzero\"`\n", goName(f), typeOf(m, s.Members[f].Shape, true), f)
 			}
 			fmt.Fprintf(w, "}\n\n")
 		}

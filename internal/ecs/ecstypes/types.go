@@ -3,2640 +3,2640 @@
 package ecstypes
 
 type AcceleratorCountRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type AcceleratorTotalMemoryMiBRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type AccessDeniedException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type AdvancedConfiguration struct {
-	AlternateTargetGroupArn *string `json:"alternateTargetGroupArn,omitempty"`
-	ProductionListenerRule  *string `json:"productionListenerRule,omitempty"`
-	RoleArn                 *string `json:"roleArn,omitempty"`
-	TestListenerRule        *string `json:"testListenerRule,omitempty"`
+	AlternateTargetGroupArn *string `json:"alternateTargetGroupArn,omitzero"`
+	ProductionListenerRule  *string `json:"productionListenerRule,omitzero"`
+	RoleArn                 *string `json:"roleArn,omitzero"`
+	TestListenerRule        *string `json:"testListenerRule,omitzero"`
 }
 
 type Attachment struct {
-	Details []*KeyValuePair `json:"details,omitempty"`
-	Id      *string         `json:"id,omitempty"`
-	Status  *string         `json:"status,omitempty"`
-	Type_   *string         `json:"type,omitempty"`
+	Details []*KeyValuePair `json:"details,omitzero"`
+	Id      *string         `json:"id,omitzero"`
+	Status  *string         `json:"status,omitzero"`
+	Type_   *string         `json:"type,omitzero"`
 }
 
 type AttachmentStateChange struct {
-	AttachmentArn *string `json:"attachmentArn,omitempty"`
-	Status        *string `json:"status,omitempty"`
+	AttachmentArn *string `json:"attachmentArn,omitzero"`
+	Status        *string `json:"status,omitzero"`
 }
 
 type Attribute struct {
-	Name       *string `json:"name,omitempty"`
-	TargetId   *string `json:"targetId,omitempty"`
-	TargetType *string `json:"targetType,omitempty"`
-	Value      *string `json:"value,omitempty"`
+	Name       *string `json:"name,omitzero"`
+	TargetId   *string `json:"targetId,omitzero"`
+	TargetType *string `json:"targetType,omitzero"`
+	Value      *string `json:"value,omitzero"`
 }
 
 type AttributeLimitExceededException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type AutoRepairConfiguration struct {
-	ActionsStatus *string `json:"actionsStatus,omitempty"`
+	ActionsStatus *string `json:"actionsStatus,omitzero"`
 }
 
 type AutoScalingGroupProvider struct {
-	AutoScalingGroupArn          *string         `json:"autoScalingGroupArn,omitempty"`
-	ManagedDraining              *string         `json:"managedDraining,omitempty"`
-	ManagedScaling               *ManagedScaling `json:"managedScaling,omitempty"`
-	ManagedTerminationProtection *string         `json:"managedTerminationProtection,omitempty"`
+	AutoScalingGroupArn          *string         `json:"autoScalingGroupArn,omitzero"`
+	ManagedDraining              *string         `json:"managedDraining,omitzero"`
+	ManagedScaling               *ManagedScaling `json:"managedScaling,omitzero"`
+	ManagedTerminationProtection *string         `json:"managedTerminationProtection,omitzero"`
 }
 
 type AutoScalingGroupProviderUpdate struct {
-	ManagedDraining              *string         `json:"managedDraining,omitempty"`
-	ManagedScaling               *ManagedScaling `json:"managedScaling,omitempty"`
-	ManagedTerminationProtection *string         `json:"managedTerminationProtection,omitempty"`
+	ManagedDraining              *string         `json:"managedDraining,omitzero"`
+	ManagedScaling               *ManagedScaling `json:"managedScaling,omitzero"`
+	ManagedTerminationProtection *string         `json:"managedTerminationProtection,omitzero"`
 }
 
 type AwsVpcConfiguration struct {
-	AssignPublicIp *string  `json:"assignPublicIp,omitempty"`
-	SecurityGroups []string `json:"securityGroups,omitempty"`
-	Subnets        []string `json:"subnets,omitempty"`
+	AssignPublicIp *string  `json:"assignPublicIp,omitzero"`
+	SecurityGroups []string `json:"securityGroups,omitzero"`
+	Subnets        []string `json:"subnets,omitzero"`
 }
 
 type BaselineEbsBandwidthMbpsRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type BlockedException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type CanaryConfiguration struct {
-	CanaryBakeTimeInMinutes *int32   `json:"canaryBakeTimeInMinutes,omitempty"`
-	CanaryPercent           *float64 `json:"canaryPercent,omitempty"`
+	CanaryBakeTimeInMinutes *int32   `json:"canaryBakeTimeInMinutes,omitzero"`
+	CanaryPercent           *float64 `json:"canaryPercent,omitzero"`
 }
 
 type CapacityProvider struct {
-	AutoScalingGroupProvider *AutoScalingGroupProvider `json:"autoScalingGroupProvider,omitempty"`
-	CapacityProviderArn      *string                   `json:"capacityProviderArn,omitempty"`
-	Cluster                  *string                   `json:"cluster,omitempty"`
-	ManagedInstancesProvider *ManagedInstancesProvider `json:"managedInstancesProvider,omitempty"`
-	Name                     *string                   `json:"name,omitempty"`
-	Status                   *string                   `json:"status,omitempty"`
-	Tags                     []*Tag                    `json:"tags,omitempty"`
-	Type_                    *string                   `json:"type,omitempty"`
-	UpdateStatus             *string                   `json:"updateStatus,omitempty"`
-	UpdateStatusReason       *string                   `json:"updateStatusReason,omitempty"`
+	AutoScalingGroupProvider *AutoScalingGroupProvider `json:"autoScalingGroupProvider,omitzero"`
+	CapacityProviderArn      *string                   `json:"capacityProviderArn,omitzero"`
+	Cluster                  *string                   `json:"cluster,omitzero"`
+	ManagedInstancesProvider *ManagedInstancesProvider `json:"managedInstancesProvider,omitzero"`
+	Name                     *string                   `json:"name,omitzero"`
+	Status                   *string                   `json:"status,omitzero"`
+	Tags                     []*Tag                    `json:"tags,omitzero"`
+	Type_                    *string                   `json:"type,omitzero"`
+	UpdateStatus             *string                   `json:"updateStatus,omitzero"`
+	UpdateStatusReason       *string                   `json:"updateStatusReason,omitzero"`
 }
 
 type CapacityProviderStrategyItem struct {
-	Base             *int32  `json:"base,omitempty"`
-	CapacityProvider *string `json:"capacityProvider,omitempty"`
-	Weight           *int32  `json:"weight,omitempty"`
+	Base             *int32  `json:"base,omitzero"`
+	CapacityProvider *string `json:"capacityProvider,omitzero"`
+	Weight           *int32  `json:"weight,omitzero"`
 }
 
 type CapacityReservationRequest struct {
-	ReservationGroupArn   *string `json:"reservationGroupArn,omitempty"`
-	ReservationPreference *string `json:"reservationPreference,omitempty"`
+	ReservationGroupArn   *string `json:"reservationGroupArn,omitzero"`
+	ReservationPreference *string `json:"reservationPreference,omitzero"`
 }
 
 type ClientException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type Cluster struct {
-	ActiveServicesCount               *int32                          `json:"activeServicesCount,omitempty"`
-	Attachments                       []*Attachment                   `json:"attachments,omitempty"`
-	AttachmentsStatus                 *string                         `json:"attachmentsStatus,omitempty"`
-	CapacityProviders                 []string                        `json:"capacityProviders,omitempty"`
-	ClusterArn                        *string                         `json:"clusterArn,omitempty"`
-	ClusterName                       *string                         `json:"clusterName,omitempty"`
-	Configuration                     *ClusterConfiguration           `json:"configuration,omitempty"`
-	DefaultCapacityProviderStrategy   []*CapacityProviderStrategyItem `json:"defaultCapacityProviderStrategy,omitempty"`
-	PendingTasksCount                 *int32                          `json:"pendingTasksCount,omitempty"`
-	RegisteredContainerInstancesCount *int32                          `json:"registeredContainerInstancesCount,omitempty"`
-	RunningTasksCount                 *int32                          `json:"runningTasksCount,omitempty"`
-	ServiceConnectDefaults            *ClusterServiceConnectDefaults  `json:"serviceConnectDefaults,omitempty"`
-	Settings                          []*ClusterSetting               `json:"settings,omitempty"`
-	Statistics                        []*KeyValuePair                 `json:"statistics,omitempty"`
-	Status                            *string                         `json:"status,omitempty"`
-	Tags                              []*Tag                          `json:"tags,omitempty"`
+	ActiveServicesCount               *int32                          `json:"activeServicesCount,omitzero"`
+	Attachments                       []*Attachment                   `json:"attachments,omitzero"`
+	AttachmentsStatus                 *string                         `json:"attachmentsStatus,omitzero"`
+	CapacityProviders                 []string                        `json:"capacityProviders,omitzero"`
+	ClusterArn                        *string                         `json:"clusterArn,omitzero"`
+	ClusterName                       *string                         `json:"clusterName,omitzero"`
+	Configuration                     *ClusterConfiguration           `json:"configuration,omitzero"`
+	DefaultCapacityProviderStrategy   []*CapacityProviderStrategyItem `json:"defaultCapacityProviderStrategy,omitzero"`
+	PendingTasksCount                 *int32                          `json:"pendingTasksCount,omitzero"`
+	RegisteredContainerInstancesCount *int32                          `json:"registeredContainerInstancesCount,omitzero"`
+	RunningTasksCount                 *int32                          `json:"runningTasksCount,omitzero"`
+	ServiceConnectDefaults            *ClusterServiceConnectDefaults  `json:"serviceConnectDefaults,omitzero"`
+	Settings                          []*ClusterSetting               `json:"settings,omitzero"`
+	Statistics                        []*KeyValuePair                 `json:"statistics,omitzero"`
+	Status                            *string                         `json:"status,omitzero"`
+	Tags                              []*Tag                          `json:"tags,omitzero"`
 }
 
 type ClusterConfiguration struct {
-	ExecuteCommandConfiguration *ExecuteCommandConfiguration `json:"executeCommandConfiguration,omitempty"`
-	ManagedStorageConfiguration *ManagedStorageConfiguration `json:"managedStorageConfiguration,omitempty"`
+	ExecuteCommandConfiguration *ExecuteCommandConfiguration `json:"executeCommandConfiguration,omitzero"`
+	ManagedStorageConfiguration *ManagedStorageConfiguration `json:"managedStorageConfiguration,omitzero"`
 }
 
 type ClusterContainsCapacityProviderException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ClusterContainsContainerInstancesException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ClusterContainsServicesException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ClusterContainsTasksException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ClusterNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ClusterServiceConnectDefaults struct {
-	Namespace *string `json:"namespace,omitempty"`
+	Namespace *string `json:"namespace,omitzero"`
 }
 
 type ClusterServiceConnectDefaultsRequest struct {
-	Namespace *string `json:"namespace,omitempty"`
+	Namespace *string `json:"namespace,omitzero"`
 }
 
 type ClusterSetting struct {
-	Name  *string `json:"name,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Name  *string `json:"name,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type ConflictException struct {
-	Message     *string  `json:"message,omitempty"`
-	ResourceIds []string `json:"resourceIds,omitempty"`
+	Message     *string  `json:"message,omitzero"`
+	ResourceIds []string `json:"resourceIds,omitzero"`
 }
 
 type Container struct {
-	ContainerArn      *string             `json:"containerArn,omitempty"`
-	Cpu               *string             `json:"cpu,omitempty"`
-	ExitCode          *int32              `json:"exitCode,omitempty"`
-	GpuIds            []string            `json:"gpuIds,omitempty"`
-	HealthStatus      *string             `json:"healthStatus,omitempty"`
-	Image             *string             `json:"image,omitempty"`
-	ImageDigest       *string             `json:"imageDigest,omitempty"`
-	LastStatus        *string             `json:"lastStatus,omitempty"`
-	ManagedAgents     []*ManagedAgent     `json:"managedAgents,omitempty"`
-	Memory            *string             `json:"memory,omitempty"`
-	MemoryReservation *string             `json:"memoryReservation,omitempty"`
-	Name              *string             `json:"name,omitempty"`
-	NetworkBindings   []*NetworkBinding   `json:"networkBindings,omitempty"`
-	NetworkInterfaces []*NetworkInterface `json:"networkInterfaces,omitempty"`
-	Reason            *string             `json:"reason,omitempty"`
-	RuntimeId         *string             `json:"runtimeId,omitempty"`
-	TaskArn           *string             `json:"taskArn,omitempty"`
+	ContainerArn      *string             `json:"containerArn,omitzero"`
+	Cpu               *string             `json:"cpu,omitzero"`
+	ExitCode          *int32              `json:"exitCode,omitzero"`
+	GpuIds            []string            `json:"gpuIds,omitzero"`
+	HealthStatus      *string             `json:"healthStatus,omitzero"`
+	Image             *string             `json:"image,omitzero"`
+	ImageDigest       *string             `json:"imageDigest,omitzero"`
+	LastStatus        *string             `json:"lastStatus,omitzero"`
+	ManagedAgents     []*ManagedAgent     `json:"managedAgents,omitzero"`
+	Memory            *string             `json:"memory,omitzero"`
+	MemoryReservation *string             `json:"memoryReservation,omitzero"`
+	Name              *string             `json:"name,omitzero"`
+	NetworkBindings   []*NetworkBinding   `json:"networkBindings,omitzero"`
+	NetworkInterfaces []*NetworkInterface `json:"networkInterfaces,omitzero"`
+	Reason            *string             `json:"reason,omitzero"`
+	RuntimeId         *string             `json:"runtimeId,omitzero"`
+	TaskArn           *string             `json:"taskArn,omitzero"`
 }
 
 type ContainerDefinition struct {
-	Command                []string                `json:"command,omitempty"`
-	Cpu                    *int32                  `json:"cpu,omitempty"`
-	CredentialSpecs        []string                `json:"credentialSpecs,omitempty"`
-	DependsOn              []*ContainerDependency  `json:"dependsOn,omitempty"`
-	DisableNetworking      *bool                   `json:"disableNetworking,omitempty"`
-	DnsSearchDomains       []string                `json:"dnsSearchDomains,omitempty"`
-	DnsServers             []string                `json:"dnsServers,omitempty"`
-	DockerLabels           map[string]string       `json:"dockerLabels,omitempty"`
-	DockerSecurityOptions  []string                `json:"dockerSecurityOptions,omitempty"`
-	EntryPoint             []string                `json:"entryPoint,omitempty"`
-	Environment            []*KeyValuePair         `json:"environment,omitempty"`
-	EnvironmentFiles       []*EnvironmentFile      `json:"environmentFiles,omitempty"`
-	Essential              *bool                   `json:"essential,omitempty"`
-	ExtraHosts             []*HostEntry            `json:"extraHosts,omitempty"`
-	FirelensConfiguration  *FirelensConfiguration  `json:"firelensConfiguration,omitempty"`
-	HealthCheck            *HealthCheck            `json:"healthCheck,omitempty"`
-	Hostname               *string                 `json:"hostname,omitempty"`
-	Image                  *string                 `json:"image,omitempty"`
-	Interactive            *bool                   `json:"interactive,omitempty"`
-	Links                  []string                `json:"links,omitempty"`
-	LinuxParameters        *LinuxParameters        `json:"linuxParameters,omitempty"`
-	LogConfiguration       *LogConfiguration       `json:"logConfiguration,omitempty"`
-	Memory                 *int32                  `json:"memory,omitempty"`
-	MemoryReservation      *int32                  `json:"memoryReservation,omitempty"`
-	MountPoints            []*MountPoint           `json:"mountPoints,omitempty"`
-	Name                   *string                 `json:"name,omitempty"`
-	PortMappings           []*PortMapping          `json:"portMappings,omitempty"`
-	Privileged             *bool                   `json:"privileged,omitempty"`
-	PseudoTerminal         *bool                   `json:"pseudoTerminal,omitempty"`
-	ReadonlyRootFilesystem *bool                   `json:"readonlyRootFilesystem,omitempty"`
-	RepositoryCredentials  *RepositoryCredentials  `json:"repositoryCredentials,omitempty"`
-	ResourceRequirements   []*ResourceRequirement  `json:"resourceRequirements,omitempty"`
-	RestartPolicy          *ContainerRestartPolicy `json:"restartPolicy,omitempty"`
-	Secrets                []*Secret               `json:"secrets,omitempty"`
-	StartTimeout           *int32                  `json:"startTimeout,omitempty"`
-	StopTimeout            *int32                  `json:"stopTimeout,omitempty"`
-	SystemControls         []*SystemControl        `json:"systemControls,omitempty"`
-	Ulimits                []*Ulimit               `json:"ulimits,omitempty"`
-	User                   *string                 `json:"user,omitempty"`
-	VersionConsistency     *string                 `json:"versionConsistency,omitempty"`
-	VolumesFrom            []*VolumeFrom           `json:"volumesFrom,omitempty"`
-	WorkingDirectory       *string                 `json:"workingDirectory,omitempty"`
+	Command                []string                `json:"command,omitzero"`
+	Cpu                    *int32                  `json:"cpu,omitzero"`
+	CredentialSpecs        []string                `json:"credentialSpecs,omitzero"`
+	DependsOn              []*ContainerDependency  `json:"dependsOn,omitzero"`
+	DisableNetworking      *bool                   `json:"disableNetworking,omitzero"`
+	DnsSearchDomains       []string                `json:"dnsSearchDomains,omitzero"`
+	DnsServers             []string                `json:"dnsServers,omitzero"`
+	DockerLabels           map[string]string       `json:"dockerLabels,omitzero"`
+	DockerSecurityOptions  []string                `json:"dockerSecurityOptions,omitzero"`
+	EntryPoint             []string                `json:"entryPoint,omitzero"`
+	Environment            []*KeyValuePair         `json:"environment,omitzero"`
+	EnvironmentFiles       []*EnvironmentFile      `json:"environmentFiles,omitzero"`
+	Essential              *bool                   `json:"essential,omitzero"`
+	ExtraHosts             []*HostEntry            `json:"extraHosts,omitzero"`
+	FirelensConfiguration  *FirelensConfiguration  `json:"firelensConfiguration,omitzero"`
+	HealthCheck            *HealthCheck            `json:"healthCheck,omitzero"`
+	Hostname               *string                 `json:"hostname,omitzero"`
+	Image                  *string                 `json:"image,omitzero"`
+	Interactive            *bool                   `json:"interactive,omitzero"`
+	Links                  []string                `json:"links,omitzero"`
+	LinuxParameters        *LinuxParameters        `json:"linuxParameters,omitzero"`
+	LogConfiguration       *LogConfiguration       `json:"logConfiguration,omitzero"`
+	Memory                 *int32                  `json:"memory,omitzero"`
+	MemoryReservation      *int32                  `json:"memoryReservation,omitzero"`
+	MountPoints            []*MountPoint           `json:"mountPoints,omitzero"`
+	Name                   *string                 `json:"name,omitzero"`
+	PortMappings           []*PortMapping          `json:"portMappings,omitzero"`
+	Privileged             *bool                   `json:"privileged,omitzero"`
+	PseudoTerminal         *bool                   `json:"pseudoTerminal,omitzero"`
+	ReadonlyRootFilesystem *bool                   `json:"readonlyRootFilesystem,omitzero"`
+	RepositoryCredentials  *RepositoryCredentials  `json:"repositoryCredentials,omitzero"`
+	ResourceRequirements   []*ResourceRequirement  `json:"resourceRequirements,omitzero"`
+	RestartPolicy          *ContainerRestartPolicy `json:"restartPolicy,omitzero"`
+	Secrets                []*Secret               `json:"secrets,omitzero"`
+	StartTimeout           *int32                  `json:"startTimeout,omitzero"`
+	StopTimeout            *int32                  `json:"stopTimeout,omitzero"`
+	SystemControls         []*SystemControl        `json:"systemControls,omitzero"`
+	Ulimits                []*Ulimit               `json:"ulimits,omitzero"`
+	User                   *string                 `json:"user,omitzero"`
+	VersionConsistency     *string                 `json:"versionConsistency,omitzero"`
+	VolumesFrom            []*VolumeFrom           `json:"volumesFrom,omitzero"`
+	WorkingDirectory       *string                 `json:"workingDirectory,omitzero"`
 }
 
 type ContainerDependency struct {
-	Condition     *string `json:"condition,omitempty"`
-	ContainerName *string `json:"containerName,omitempty"`
+	Condition     *string `json:"condition,omitzero"`
+	ContainerName *string `json:"containerName,omitzero"`
 }
 
 type ContainerImage struct {
-	ContainerName *string `json:"containerName,omitempty"`
-	Image         *string `json:"image,omitempty"`
-	ImageDigest   *string `json:"imageDigest,omitempty"`
+	ContainerName *string `json:"containerName,omitzero"`
+	Image         *string `json:"image,omitzero"`
+	ImageDigest   *string `json:"imageDigest,omitzero"`
 }
 
 type ContainerInstance struct {
-	AgentConnected       *bool                          `json:"agentConnected,omitempty"`
-	AgentUpdateStatus    *string                        `json:"agentUpdateStatus,omitempty"`
-	Attachments          []*Attachment                  `json:"attachments,omitempty"`
-	Attributes           []*Attribute                   `json:"attributes,omitempty"`
-	CapacityProviderName *string                        `json:"capacityProviderName,omitempty"`
-	ContainerInstanceArn *string                        `json:"containerInstanceArn,omitempty"`
-	Ec2InstanceId        *string                        `json:"ec2InstanceId,omitempty"`
-	HealthStatus         *ContainerInstanceHealthStatus `json:"healthStatus,omitempty"`
-	PendingTasksCount    *int32                         `json:"pendingTasksCount,omitempty"`
-	RegisteredAt         *Time                          `json:"registeredAt,omitempty"`
-	RegisteredResources  []*Resource                    `json:"registeredResources,omitempty"`
-	RemainingResources   []*Resource                    `json:"remainingResources,omitempty"`
-	RunningTasksCount    *int32                         `json:"runningTasksCount,omitempty"`
-	Status               *string                        `json:"status,omitempty"`
-	StatusReason         *string                        `json:"statusReason,omitempty"`
-	Tags                 []*Tag                         `json:"tags,omitempty"`
-	Version              *int64                         `json:"version,omitempty"`
-	VersionInfo          *VersionInfo                   `json:"versionInfo,omitempty"`
+	AgentConnected       *bool                          `json:"agentConnected,omitzero"`
+	AgentUpdateStatus    *string                        `json:"agentUpdateStatus,omitzero"`
+	Attachments          []*Attachment                  `json:"attachments,omitzero"`
+	Attributes           []*Attribute                   `json:"attributes,omitzero"`
+	CapacityProviderName *string                        `json:"capacityProviderName,omitzero"`
+	ContainerInstanceArn *string                        `json:"containerInstanceArn,omitzero"`
+	Ec2InstanceId        *string                        `json:"ec2InstanceId,omitzero"`
+	HealthStatus         *ContainerInstanceHealthStatus `json:"healthStatus,omitzero"`
+	PendingTasksCount    *int32                         `json:"pendingTasksCount,omitzero"`
+	RegisteredAt         *Time                          `json:"registeredAt,omitzero"`
+	RegisteredResources  []*Resource                    `json:"registeredResources,omitzero"`
+	RemainingResources   []*Resource                    `json:"remainingResources,omitzero"`
+	RunningTasksCount    *int32                         `json:"runningTasksCount,omitzero"`
+	Status               *string                        `json:"status,omitzero"`
+	StatusReason         *string                        `json:"statusReason,omitzero"`
+	Tags                 []*Tag                         `json:"tags,omitzero"`
+	Version              *int64                         `json:"version,omitzero"`
+	VersionInfo          *VersionInfo                   `json:"versionInfo,omitzero"`
 }
 
 type ContainerInstanceHealthStatus struct {
-	Details       []*InstanceHealthCheckResult `json:"details,omitempty"`
-	OverallStatus *string                      `json:"overallStatus,omitempty"`
+	Details       []*InstanceHealthCheckResult `json:"details,omitzero"`
+	OverallStatus *string                      `json:"overallStatus,omitzero"`
 }
 
 type ContainerOverride struct {
-	Command              []string               `json:"command,omitempty"`
-	Cpu                  *int32                 `json:"cpu,omitempty"`
-	Environment          []*KeyValuePair        `json:"environment,omitempty"`
-	EnvironmentFiles     []*EnvironmentFile     `json:"environmentFiles,omitempty"`
-	Memory               *int32                 `json:"memory,omitempty"`
-	MemoryReservation    *int32                 `json:"memoryReservation,omitempty"`
-	Name                 *string                `json:"name,omitempty"`
-	ResourceRequirements []*ResourceRequirement `json:"resourceRequirements,omitempty"`
+	Command              []string               `json:"command,omitzero"`
+	Cpu                  *int32                 `json:"cpu,omitzero"`
+	Environment          []*KeyValuePair        `json:"environment,omitzero"`
+	EnvironmentFiles     []*EnvironmentFile     `json:"environmentFiles,omitzero"`
+	Memory               *int32                 `json:"memory,omitzero"`
+	MemoryReservation    *int32                 `json:"memoryReservation,omitzero"`
+	Name                 *string                `json:"name,omitzero"`
+	ResourceRequirements []*ResourceRequirement `json:"resourceRequirements,omitzero"`
 }
 
 type ContainerRestartPolicy struct {
-	Enabled              *bool   `json:"enabled,omitempty"`
-	IgnoredExitCodes     []int32 `json:"ignoredExitCodes,omitempty"`
-	RestartAttemptPeriod *int32  `json:"restartAttemptPeriod,omitempty"`
+	Enabled              *bool   `json:"enabled,omitzero"`
+	IgnoredExitCodes     []int32 `json:"ignoredExitCodes,omitzero"`
+	RestartAttemptPeriod *int32  `json:"restartAttemptPeriod,omitzero"`
 }
 
 type ContainerStateChange struct {
-	ContainerName   *string           `json:"containerName,omitempty"`
-	ExitCode        *int32            `json:"exitCode,omitempty"`
-	ImageDigest     *string           `json:"imageDigest,omitempty"`
-	NetworkBindings []*NetworkBinding `json:"networkBindings,omitempty"`
-	Reason          *string           `json:"reason,omitempty"`
-	RuntimeId       *string           `json:"runtimeId,omitempty"`
-	Status          *string           `json:"status,omitempty"`
+	ContainerName   *string           `json:"containerName,omitzero"`
+	ExitCode        *int32            `json:"exitCode,omitzero"`
+	ImageDigest     *string           `json:"imageDigest,omitzero"`
+	NetworkBindings []*NetworkBinding `json:"networkBindings,omitzero"`
+	Reason          *string           `json:"reason,omitzero"`
+	RuntimeId       *string           `json:"runtimeId,omitzero"`
+	Status          *string           `json:"status,omitzero"`
 }
 
 type ContinueServiceDeploymentRequest struct {
-	Action               *string `json:"action,omitempty"`
-	HookId               *string `json:"hookId,omitempty"`
-	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitempty"`
+	Action               *string `json:"action,omitzero"`
+	HookId               *string `json:"hookId,omitzero"`
+	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitzero"`
 }
 
 type ContinueServiceDeploymentResponse struct {
-	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitempty"`
+	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitzero"`
 }
 
 type CreateCapacityProviderRequest struct {
-	AutoScalingGroupProvider *AutoScalingGroupProvider                    `json:"autoScalingGroupProvider,omitempty"`
-	Cluster                  *string                                      `json:"cluster,omitempty"`
-	ManagedInstancesProvider *CreateManagedInstancesProviderConfiguration `json:"managedInstancesProvider,omitempty"`
-	Name                     *string                                      `json:"name,omitempty"`
-	Tags                     []*Tag                                       `json:"tags,omitempty"`
+	AutoScalingGroupProvider *AutoScalingGroupProvider                    `json:"autoScalingGroupProvider,omitzero"`
+	Cluster                  *string                                      `json:"cluster,omitzero"`
+	ManagedInstancesProvider *CreateManagedInstancesProviderConfiguration `json:"managedInstancesProvider,omitzero"`
+	Name                     *string                                      `json:"name,omitzero"`
+	Tags                     []*Tag                                       `json:"tags,omitzero"`
 }
 
 type CreateCapacityProviderResponse struct {
-	CapacityProvider *CapacityProvider `json:"capacityProvider,omitempty"`
+	CapacityProvider *CapacityProvider `json:"capacityProvider,omitzero"`
 }
 
 type CreateClusterRequest struct {
-	CapacityProviders               []string                              `json:"capacityProviders,omitempty"`
-	ClusterName                     *string                               `json:"clusterName,omitempty"`
-	Configuration                   *ClusterConfiguration                 `json:"configuration,omitempty"`
-	DefaultCapacityProviderStrategy []*CapacityProviderStrategyItem       `json:"defaultCapacityProviderStrategy,omitempty"`
-	ServiceConnectDefaults          *ClusterServiceConnectDefaultsRequest `json:"serviceConnectDefaults,omitempty"`
-	Settings                        []*ClusterSetting                     `json:"settings,omitempty"`
-	Tags                            []*Tag                                `json:"tags,omitempty"`
+	CapacityProviders               []string                              `json:"capacityProviders,omitzero"`
+	ClusterName                     *string                               `json:"clusterName,omitzero"`
+	Configuration                   *ClusterConfiguration                 `json:"configuration,omitzero"`
+	DefaultCapacityProviderStrategy []*CapacityProviderStrategyItem       `json:"defaultCapacityProviderStrategy,omitzero"`
+	ServiceConnectDefaults          *ClusterServiceConnectDefaultsRequest `json:"serviceConnectDefaults,omitzero"`
+	Settings                        []*ClusterSetting                     `json:"settings,omitzero"`
+	Tags                            []*Tag                                `json:"tags,omitzero"`
 }
 
 type CreateClusterResponse struct {
-	Cluster *Cluster `json:"cluster,omitempty"`
+	Cluster *Cluster `json:"cluster,omitzero"`
 }
 
 type CreateDaemonRequest struct {
-	CapacityProviderArns    []string                       `json:"capacityProviderArns,omitempty"`
-	ClientToken             *string                        `json:"clientToken,omitempty"`
-	ClusterArn              *string                        `json:"clusterArn,omitempty"`
-	DaemonName              *string                        `json:"daemonName,omitempty"`
-	DaemonTaskDefinitionArn *string                        `json:"daemonTaskDefinitionArn,omitempty"`
-	DeploymentConfiguration *DaemonDeploymentConfiguration `json:"deploymentConfiguration,omitempty"`
-	EnableECSManagedTags    *bool                          `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand    *bool                          `json:"enableExecuteCommand,omitempty"`
-	PropagateTags           *string                        `json:"propagateTags,omitempty"`
-	Tags                    []*Tag                         `json:"tags,omitempty"`
+	CapacityProviderArns    []string                       `json:"capacityProviderArns,omitzero"`
+	ClientToken             *string                        `json:"clientToken,omitzero"`
+	ClusterArn              *string                        `json:"clusterArn,omitzero"`
+	DaemonName              *string                        `json:"daemonName,omitzero"`
+	DaemonTaskDefinitionArn *string                        `json:"daemonTaskDefinitionArn,omitzero"`
+	DeploymentConfiguration *DaemonDeploymentConfiguration `json:"deploymentConfiguration,omitzero"`
+	EnableECSManagedTags    *bool                          `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand    *bool                          `json:"enableExecuteCommand,omitzero"`
+	PropagateTags           *string                        `json:"propagateTags,omitzero"`
+	Tags                    []*Tag                         `json:"tags,omitzero"`
 }
 
 type CreateDaemonResponse struct {
-	CreatedAt     *Time   `json:"createdAt,omitempty"`
-	DaemonArn     *string `json:"daemonArn,omitempty"`
-	DeploymentArn *string `json:"deploymentArn,omitempty"`
-	Status        *string `json:"status,omitempty"`
+	CreatedAt     *Time   `json:"createdAt,omitzero"`
+	DaemonArn     *string `json:"daemonArn,omitzero"`
+	DeploymentArn *string `json:"deploymentArn,omitzero"`
+	Status        *string `json:"status,omitzero"`
 }
 
 type CreateExpressGatewayServiceRequest struct {
-	Cluster               *string                                    `json:"cluster,omitempty"`
-	Cpu                   *string                                    `json:"cpu,omitempty"`
-	ExecutionRoleArn      *string                                    `json:"executionRoleArn,omitempty"`
-	HealthCheckPath       *string                                    `json:"healthCheckPath,omitempty"`
-	InfrastructureRoleArn *string                                    `json:"infrastructureRoleArn,omitempty"`
-	Memory                *string                                    `json:"memory,omitempty"`
-	NetworkConfiguration  *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitempty"`
-	PrimaryContainer      *ExpressGatewayContainer                   `json:"primaryContainer,omitempty"`
-	ScalingTarget         *ExpressGatewayScalingTarget               `json:"scalingTarget,omitempty"`
-	ServiceName           *string                                    `json:"serviceName,omitempty"`
-	Tags                  []*Tag                                     `json:"tags,omitempty"`
-	TaskRoleArn           *string                                    `json:"taskRoleArn,omitempty"`
+	Cluster               *string                                    `json:"cluster,omitzero"`
+	Cpu                   *string                                    `json:"cpu,omitzero"`
+	ExecutionRoleArn      *string                                    `json:"executionRoleArn,omitzero"`
+	HealthCheckPath       *string                                    `json:"healthCheckPath,omitzero"`
+	InfrastructureRoleArn *string                                    `json:"infrastructureRoleArn,omitzero"`
+	Memory                *string                                    `json:"memory,omitzero"`
+	NetworkConfiguration  *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitzero"`
+	PrimaryContainer      *ExpressGatewayContainer                   `json:"primaryContainer,omitzero"`
+	ScalingTarget         *ExpressGatewayScalingTarget               `json:"scalingTarget,omitzero"`
+	ServiceName           *string                                    `json:"serviceName,omitzero"`
+	Tags                  []*Tag                                     `json:"tags,omitzero"`
+	TaskRoleArn           *string                                    `json:"taskRoleArn,omitzero"`
 }
 
 type CreateExpressGatewayServiceResponse struct {
-	Service *ECSExpressGatewayService `json:"service,omitempty"`
+	Service *ECSExpressGatewayService `json:"service,omitzero"`
 }
 
 type CreateManagedInstancesProviderConfiguration struct {
-	AutoRepairConfiguration    *AutoRepairConfiguration    `json:"autoRepairConfiguration,omitempty"`
-	InfrastructureOptimization *InfrastructureOptimization `json:"infrastructureOptimization,omitempty"`
-	InfrastructureRoleArn      *string                     `json:"infrastructureRoleArn,omitempty"`
-	InstanceLaunchTemplate     *InstanceLaunchTemplate     `json:"instanceLaunchTemplate,omitempty"`
-	PropagateTags              *string                     `json:"propagateTags,omitempty"`
+	AutoRepairConfiguration    *AutoRepairConfiguration    `json:"autoRepairConfiguration,omitzero"`
+	InfrastructureOptimization *InfrastructureOptimization `json:"infrastructureOptimization,omitzero"`
+	InfrastructureRoleArn      *string                     `json:"infrastructureRoleArn,omitzero"`
+	InstanceLaunchTemplate     *InstanceLaunchTemplate     `json:"instanceLaunchTemplate,omitzero"`
+	PropagateTags              *string                     `json:"propagateTags,omitzero"`
 }
 
 type CreateServiceRequest struct {
-	AvailabilityZoneRebalancing   *string                         `json:"availabilityZoneRebalancing,omitempty"`
-	CapacityProviderStrategy      []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	ClientToken                   *string                         `json:"clientToken,omitempty"`
-	Cluster                       *string                         `json:"cluster,omitempty"`
-	DeploymentConfiguration       *DeploymentConfiguration        `json:"deploymentConfiguration,omitempty"`
-	DeploymentController          *DeploymentController           `json:"deploymentController,omitempty"`
-	DesiredCount                  *int32                          `json:"desiredCount,omitempty"`
-	EnableECSManagedTags          *bool                           `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand          *bool                           `json:"enableExecuteCommand,omitempty"`
-	HealthCheckGracePeriodSeconds *int32                          `json:"healthCheckGracePeriodSeconds,omitempty"`
-	LaunchType                    *string                         `json:"launchType,omitempty"`
-	LoadBalancers                 []*LoadBalancer                 `json:"loadBalancers,omitempty"`
-	NetworkConfiguration          *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	PlacementConstraints          []*PlacementConstraint          `json:"placementConstraints,omitempty"`
-	PlacementStrategy             []*PlacementStrategy            `json:"placementStrategy,omitempty"`
-	PlatformVersion               *string                         `json:"platformVersion,omitempty"`
-	PropagateTags                 *string                         `json:"propagateTags,omitempty"`
-	Role                          *string                         `json:"role,omitempty"`
-	SchedulingStrategy            *string                         `json:"schedulingStrategy,omitempty"`
-	ServiceConnectConfiguration   *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitempty"`
-	ServiceName                   *string                         `json:"serviceName,omitempty"`
-	ServiceRegistries             []*ServiceRegistry              `json:"serviceRegistries,omitempty"`
-	Tags                          []*Tag                          `json:"tags,omitempty"`
-	TaskDefinition                *string                         `json:"taskDefinition,omitempty"`
-	VolumeConfigurations          []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitempty"`
-	VpcLatticeConfigurations      []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitempty"`
+	AvailabilityZoneRebalancing   *string                         `json:"availabilityZoneRebalancing,omitzero"`
+	CapacityProviderStrategy      []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	ClientToken                   *string                         `json:"clientToken,omitzero"`
+	Cluster                       *string                         `json:"cluster,omitzero"`
+	DeploymentConfiguration       *DeploymentConfiguration        `json:"deploymentConfiguration,omitzero"`
+	DeploymentController          *DeploymentController           `json:"deploymentController,omitzero"`
+	DesiredCount                  *int32                          `json:"desiredCount,omitzero"`
+	EnableECSManagedTags          *bool                           `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand          *bool                           `json:"enableExecuteCommand,omitzero"`
+	HealthCheckGracePeriodSeconds *int32                          `json:"healthCheckGracePeriodSeconds,omitzero"`
+	LaunchType                    *string                         `json:"launchType,omitzero"`
+	LoadBalancers                 []*LoadBalancer                 `json:"loadBalancers,omitzero"`
+	NetworkConfiguration          *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	PlacementConstraints          []*PlacementConstraint          `json:"placementConstraints,omitzero"`
+	PlacementStrategy             []*PlacementStrategy            `json:"placementStrategy,omitzero"`
+	PlatformVersion               *string                         `json:"platformVersion,omitzero"`
+	PropagateTags                 *string                         `json:"propagateTags,omitzero"`
+	Role                          *string                         `json:"role,omitzero"`
+	SchedulingStrategy            *string                         `json:"schedulingStrategy,omitzero"`
+	ServiceConnectConfiguration   *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitzero"`
+	ServiceName                   *string                         `json:"serviceName,omitzero"`
+	ServiceRegistries             []*ServiceRegistry              `json:"serviceRegistries,omitzero"`
+	Tags                          []*Tag                          `json:"tags,omitzero"`
+	TaskDefinition                *string                         `json:"taskDefinition,omitzero"`
+	VolumeConfigurations          []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitzero"`
+	VpcLatticeConfigurations      []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitzero"`
 }
 
 type CreateServiceResponse struct {
-	Service *Service `json:"service,omitempty"`
+	Service *Service `json:"service,omitzero"`
 }
 
 type CreateTaskSetRequest struct {
-	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	ClientToken              *string                         `json:"clientToken,omitempty"`
-	Cluster                  *string                         `json:"cluster,omitempty"`
-	ExternalId               *string                         `json:"externalId,omitempty"`
-	LaunchType               *string                         `json:"launchType,omitempty"`
-	LoadBalancers            []*LoadBalancer                 `json:"loadBalancers,omitempty"`
-	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	PlatformVersion          *string                         `json:"platformVersion,omitempty"`
-	Scale                    *Scale                          `json:"scale,omitempty"`
-	Service                  *string                         `json:"service,omitempty"`
-	ServiceRegistries        []*ServiceRegistry              `json:"serviceRegistries,omitempty"`
-	Tags                     []*Tag                          `json:"tags,omitempty"`
-	TaskDefinition           *string                         `json:"taskDefinition,omitempty"`
+	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	ClientToken              *string                         `json:"clientToken,omitzero"`
+	Cluster                  *string                         `json:"cluster,omitzero"`
+	ExternalId               *string                         `json:"externalId,omitzero"`
+	LaunchType               *string                         `json:"launchType,omitzero"`
+	LoadBalancers            []*LoadBalancer                 `json:"loadBalancers,omitzero"`
+	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	PlatformVersion          *string                         `json:"platformVersion,omitzero"`
+	Scale                    *Scale                          `json:"scale,omitzero"`
+	Service                  *string                         `json:"service,omitzero"`
+	ServiceRegistries        []*ServiceRegistry              `json:"serviceRegistries,omitzero"`
+	Tags                     []*Tag                          `json:"tags,omitzero"`
+	TaskDefinition           *string                         `json:"taskDefinition,omitzero"`
 }
 
 type CreateTaskSetResponse struct {
-	TaskSet *TaskSet `json:"taskSet,omitempty"`
+	TaskSet *TaskSet `json:"taskSet,omitzero"`
 }
 
 type CreatedAt struct {
-	After  *Time `json:"after,omitempty"`
-	Before *Time `json:"before,omitempty"`
+	After  *Time `json:"after,omitzero"`
+	Before *Time `json:"before,omitzero"`
 }
 
 type DaemonAlarmConfiguration struct {
-	AlarmNames []string `json:"alarmNames,omitempty"`
-	Enable     *bool    `json:"enable,omitempty"`
+	AlarmNames []string `json:"alarmNames,omitzero"`
+	Enable     *bool    `json:"enable,omitzero"`
 }
 
 type DaemonCapacityProvider struct {
-	Arn          *string `json:"arn,omitempty"`
-	RunningCount *int32  `json:"runningCount,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	RunningCount *int32  `json:"runningCount,omitzero"`
 }
 
 type DaemonCircuitBreaker struct {
-	FailureCount *int32  `json:"failureCount,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	Threshold    *int32  `json:"threshold,omitempty"`
+	FailureCount *int32  `json:"failureCount,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	Threshold    *int32  `json:"threshold,omitzero"`
 }
 
 type DaemonContainerDefinition struct {
-	Command                []string                `json:"command,omitempty"`
-	Cpu                    *int32                  `json:"cpu,omitempty"`
-	DependsOn              []*ContainerDependency  `json:"dependsOn,omitempty"`
-	EntryPoint             []string                `json:"entryPoint,omitempty"`
-	Environment            []*KeyValuePair         `json:"environment,omitempty"`
-	EnvironmentFiles       []*EnvironmentFile      `json:"environmentFiles,omitempty"`
-	Essential              *bool                   `json:"essential,omitempty"`
-	FirelensConfiguration  *FirelensConfiguration  `json:"firelensConfiguration,omitempty"`
-	HealthCheck            *HealthCheck            `json:"healthCheck,omitempty"`
-	Image                  *string                 `json:"image,omitempty"`
-	Interactive            *bool                   `json:"interactive,omitempty"`
-	LinuxParameters        *DaemonLinuxParameters  `json:"linuxParameters,omitempty"`
-	LogConfiguration       *LogConfiguration       `json:"logConfiguration,omitempty"`
-	Memory                 *int32                  `json:"memory,omitempty"`
-	MemoryReservation      *int32                  `json:"memoryReservation,omitempty"`
-	MountPoints            []*MountPoint           `json:"mountPoints,omitempty"`
-	Name                   *string                 `json:"name,omitempty"`
-	Privileged             *bool                   `json:"privileged,omitempty"`
-	PseudoTerminal         *bool                   `json:"pseudoTerminal,omitempty"`
-	ReadonlyRootFilesystem *bool                   `json:"readonlyRootFilesystem,omitempty"`
-	RepositoryCredentials  *RepositoryCredentials  `json:"repositoryCredentials,omitempty"`
-	RestartPolicy          *ContainerRestartPolicy `json:"restartPolicy,omitempty"`
-	Secrets                []*Secret               `json:"secrets,omitempty"`
-	StartTimeout           *int32                  `json:"startTimeout,omitempty"`
-	StopTimeout            *int32                  `json:"stopTimeout,omitempty"`
-	SystemControls         []*SystemControl        `json:"systemControls,omitempty"`
-	Ulimits                []*Ulimit               `json:"ulimits,omitempty"`
-	User                   *string                 `json:"user,omitempty"`
-	WorkingDirectory       *string                 `json:"workingDirectory,omitempty"`
+	Command                []string                `json:"command,omitzero"`
+	Cpu                    *int32                  `json:"cpu,omitzero"`
+	DependsOn              []*ContainerDependency  `json:"dependsOn,omitzero"`
+	EntryPoint             []string                `json:"entryPoint,omitzero"`
+	Environment            []*KeyValuePair         `json:"environment,omitzero"`
+	EnvironmentFiles       []*EnvironmentFile      `json:"environmentFiles,omitzero"`
+	Essential              *bool                   `json:"essential,omitzero"`
+	FirelensConfiguration  *FirelensConfiguration  `json:"firelensConfiguration,omitzero"`
+	HealthCheck            *HealthCheck            `json:"healthCheck,omitzero"`
+	Image                  *string                 `json:"image,omitzero"`
+	Interactive            *bool                   `json:"interactive,omitzero"`
+	LinuxParameters        *DaemonLinuxParameters  `json:"linuxParameters,omitzero"`
+	LogConfiguration       *LogConfiguration       `json:"logConfiguration,omitzero"`
+	Memory                 *int32                  `json:"memory,omitzero"`
+	MemoryReservation      *int32                  `json:"memoryReservation,omitzero"`
+	MountPoints            []*MountPoint           `json:"mountPoints,omitzero"`
+	Name                   *string                 `json:"name,omitzero"`
+	Privileged             *bool                   `json:"privileged,omitzero"`
+	PseudoTerminal         *bool                   `json:"pseudoTerminal,omitzero"`
+	ReadonlyRootFilesystem *bool                   `json:"readonlyRootFilesystem,omitzero"`
+	RepositoryCredentials  *RepositoryCredentials  `json:"repositoryCredentials,omitzero"`
+	RestartPolicy          *ContainerRestartPolicy `json:"restartPolicy,omitzero"`
+	Secrets                []*Secret               `json:"secrets,omitzero"`
+	StartTimeout           *int32                  `json:"startTimeout,omitzero"`
+	StopTimeout            *int32                  `json:"stopTimeout,omitzero"`
+	SystemControls         []*SystemControl        `json:"systemControls,omitzero"`
+	Ulimits                []*Ulimit               `json:"ulimits,omitzero"`
+	User                   *string                 `json:"user,omitzero"`
+	WorkingDirectory       *string                 `json:"workingDirectory,omitzero"`
 }
 
 type DaemonContainerImage struct {
-	ContainerName *string `json:"containerName,omitempty"`
-	Image         *string `json:"image,omitempty"`
-	ImageDigest   *string `json:"imageDigest,omitempty"`
+	ContainerName *string `json:"containerName,omitzero"`
+	Image         *string `json:"image,omitzero"`
+	ImageDigest   *string `json:"imageDigest,omitzero"`
 }
 
 type DaemonDeployment struct {
-	Alarms                  *DaemonDeploymentAlarms           `json:"alarms,omitempty"`
-	CircuitBreaker          *DaemonCircuitBreaker             `json:"circuitBreaker,omitempty"`
-	ClusterArn              *string                           `json:"clusterArn,omitempty"`
-	CreatedAt               *Time                             `json:"createdAt,omitempty"`
-	DaemonDeploymentArn     *string                           `json:"daemonDeploymentArn,omitempty"`
-	DeploymentConfiguration *DaemonDeploymentConfiguration    `json:"deploymentConfiguration,omitempty"`
-	FinishedAt              *Time                             `json:"finishedAt,omitempty"`
-	Rollback                *DaemonRollback                   `json:"rollback,omitempty"`
-	SourceDaemonRevisions   []*DaemonDeploymentRevisionDetail `json:"sourceDaemonRevisions,omitempty"`
-	StartedAt               *Time                             `json:"startedAt,omitempty"`
-	Status                  *string                           `json:"status,omitempty"`
-	StatusReason            *string                           `json:"statusReason,omitempty"`
-	StoppedAt               *Time                             `json:"stoppedAt,omitempty"`
-	TargetDaemonRevision    *DaemonDeploymentRevisionDetail   `json:"targetDaemonRevision,omitempty"`
+	Alarms                  *DaemonDeploymentAlarms           `json:"alarms,omitzero"`
+	CircuitBreaker          *DaemonCircuitBreaker             `json:"circuitBreaker,omitzero"`
+	ClusterArn              *string                           `json:"clusterArn,omitzero"`
+	CreatedAt               *Time                             `json:"createdAt,omitzero"`
+	DaemonDeploymentArn     *string                           `json:"daemonDeploymentArn,omitzero"`
+	DeploymentConfiguration *DaemonDeploymentConfiguration    `json:"deploymentConfiguration,omitzero"`
+	FinishedAt              *Time                             `json:"finishedAt,omitzero"`
+	Rollback                *DaemonRollback                   `json:"rollback,omitzero"`
+	SourceDaemonRevisions   []*DaemonDeploymentRevisionDetail `json:"sourceDaemonRevisions,omitzero"`
+	StartedAt               *Time                             `json:"startedAt,omitzero"`
+	Status                  *string                           `json:"status,omitzero"`
+	StatusReason            *string                           `json:"statusReason,omitzero"`
+	StoppedAt               *Time                             `json:"stoppedAt,omitzero"`
+	TargetDaemonRevision    *DaemonDeploymentRevisionDetail   `json:"targetDaemonRevision,omitzero"`
 }
 
 type DaemonDeploymentAlarms struct {
-	AlarmNames          []string `json:"alarmNames,omitempty"`
-	Status              *string  `json:"status,omitempty"`
-	TriggeredAlarmNames []string `json:"triggeredAlarmNames,omitempty"`
+	AlarmNames          []string `json:"alarmNames,omitzero"`
+	Status              *string  `json:"status,omitzero"`
+	TriggeredAlarmNames []string `json:"triggeredAlarmNames,omitzero"`
 }
 
 type DaemonDeploymentCapacityProvider struct {
-	Arn                   *string `json:"arn,omitempty"`
-	DrainingInstanceCount *int32  `json:"drainingInstanceCount,omitempty"`
-	RunningInstanceCount  *int32  `json:"runningInstanceCount,omitempty"`
+	Arn                   *string `json:"arn,omitzero"`
+	DrainingInstanceCount *int32  `json:"drainingInstanceCount,omitzero"`
+	RunningInstanceCount  *int32  `json:"runningInstanceCount,omitzero"`
 }
 
 type DaemonDeploymentConfiguration struct {
-	Alarms            *DaemonAlarmConfiguration `json:"alarms,omitempty"`
-	BakeTimeInMinutes *int32                    `json:"bakeTimeInMinutes,omitempty"`
-	DrainPercent      *float64                  `json:"drainPercent,omitempty"`
+	Alarms            *DaemonAlarmConfiguration `json:"alarms,omitzero"`
+	BakeTimeInMinutes *int32                    `json:"bakeTimeInMinutes,omitzero"`
+	DrainPercent      *float64                  `json:"drainPercent,omitzero"`
 }
 
 type DaemonDeploymentRevisionDetail struct {
-	Arn                        *string                             `json:"arn,omitempty"`
-	CapacityProviders          []*DaemonDeploymentCapacityProvider `json:"capacityProviders,omitempty"`
-	TotalDrainingInstanceCount *int32                              `json:"totalDrainingInstanceCount,omitempty"`
-	TotalRunningInstanceCount  *int32                              `json:"totalRunningInstanceCount,omitempty"`
+	Arn                        *string                             `json:"arn,omitzero"`
+	CapacityProviders          []*DaemonDeploymentCapacityProvider `json:"capacityProviders,omitzero"`
+	TotalDrainingInstanceCount *int32                              `json:"totalDrainingInstanceCount,omitzero"`
+	TotalRunningInstanceCount  *int32                              `json:"totalRunningInstanceCount,omitzero"`
 }
 
 type DaemonDeploymentSummary struct {
-	ClusterArn              *string `json:"clusterArn,omitempty"`
-	CreatedAt               *Time   `json:"createdAt,omitempty"`
-	DaemonArn               *string `json:"daemonArn,omitempty"`
-	DaemonDeploymentArn     *string `json:"daemonDeploymentArn,omitempty"`
-	FinishedAt              *Time   `json:"finishedAt,omitempty"`
-	StartedAt               *Time   `json:"startedAt,omitempty"`
-	Status                  *string `json:"status,omitempty"`
-	StatusReason            *string `json:"statusReason,omitempty"`
-	StoppedAt               *Time   `json:"stoppedAt,omitempty"`
-	TargetDaemonRevisionArn *string `json:"targetDaemonRevisionArn,omitempty"`
+	ClusterArn              *string `json:"clusterArn,omitzero"`
+	CreatedAt               *Time   `json:"createdAt,omitzero"`
+	DaemonArn               *string `json:"daemonArn,omitzero"`
+	DaemonDeploymentArn     *string `json:"daemonDeploymentArn,omitzero"`
+	FinishedAt              *Time   `json:"finishedAt,omitzero"`
+	StartedAt               *Time   `json:"startedAt,omitzero"`
+	Status                  *string `json:"status,omitzero"`
+	StatusReason            *string `json:"statusReason,omitzero"`
+	StoppedAt               *Time   `json:"stoppedAt,omitzero"`
+	TargetDaemonRevisionArn *string `json:"targetDaemonRevisionArn,omitzero"`
 }
 
 type DaemonDetail struct {
-	ClusterArn       *string                 `json:"clusterArn,omitempty"`
-	CreatedAt        *Time                   `json:"createdAt,omitempty"`
-	CurrentRevisions []*DaemonRevisionDetail `json:"currentRevisions,omitempty"`
-	DaemonArn        *string                 `json:"daemonArn,omitempty"`
-	DeploymentArn    *string                 `json:"deploymentArn,omitempty"`
-	Status           *string                 `json:"status,omitempty"`
-	UpdatedAt        *Time                   `json:"updatedAt,omitempty"`
+	ClusterArn       *string                 `json:"clusterArn,omitzero"`
+	CreatedAt        *Time                   `json:"createdAt,omitzero"`
+	CurrentRevisions []*DaemonRevisionDetail `json:"currentRevisions,omitzero"`
+	DaemonArn        *string                 `json:"daemonArn,omitzero"`
+	DeploymentArn    *string                 `json:"deploymentArn,omitzero"`
+	Status           *string                 `json:"status,omitzero"`
+	UpdatedAt        *Time                   `json:"updatedAt,omitzero"`
 }
 
 type DaemonLinuxParameters struct {
-	Capabilities       *KernelCapabilities `json:"capabilities,omitempty"`
-	Devices            []*Device           `json:"devices,omitempty"`
-	InitProcessEnabled *bool               `json:"initProcessEnabled,omitempty"`
-	Tmpfs              []*Tmpfs            `json:"tmpfs,omitempty"`
+	Capabilities       *KernelCapabilities `json:"capabilities,omitzero"`
+	Devices            []*Device           `json:"devices,omitzero"`
+	InitProcessEnabled *bool               `json:"initProcessEnabled,omitzero"`
+	Tmpfs              []*Tmpfs            `json:"tmpfs,omitzero"`
 }
 
 type DaemonNotActiveException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type DaemonNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type DaemonRevision struct {
-	ClusterArn              *string                 `json:"clusterArn,omitempty"`
-	ContainerImages         []*DaemonContainerImage `json:"containerImages,omitempty"`
-	CreatedAt               *Time                   `json:"createdAt,omitempty"`
-	DaemonArn               *string                 `json:"daemonArn,omitempty"`
-	DaemonRevisionArn       *string                 `json:"daemonRevisionArn,omitempty"`
-	DaemonTaskDefinitionArn *string                 `json:"daemonTaskDefinitionArn,omitempty"`
-	EnableECSManagedTags    *bool                   `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand    *bool                   `json:"enableExecuteCommand,omitempty"`
-	PropagateTags           *string                 `json:"propagateTags,omitempty"`
+	ClusterArn              *string                 `json:"clusterArn,omitzero"`
+	ContainerImages         []*DaemonContainerImage `json:"containerImages,omitzero"`
+	CreatedAt               *Time                   `json:"createdAt,omitzero"`
+	DaemonArn               *string                 `json:"daemonArn,omitzero"`
+	DaemonRevisionArn       *string                 `json:"daemonRevisionArn,omitzero"`
+	DaemonTaskDefinitionArn *string                 `json:"daemonTaskDefinitionArn,omitzero"`
+	EnableECSManagedTags    *bool                   `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand    *bool                   `json:"enableExecuteCommand,omitzero"`
+	PropagateTags           *string                 `json:"propagateTags,omitzero"`
 }
 
 type DaemonRevisionDetail struct {
-	Arn               *string                   `json:"arn,omitempty"`
-	CapacityProviders []*DaemonCapacityProvider `json:"capacityProviders,omitempty"`
-	TotalRunningCount *int32                    `json:"totalRunningCount,omitempty"`
+	Arn               *string                   `json:"arn,omitzero"`
+	CapacityProviders []*DaemonCapacityProvider `json:"capacityProviders,omitzero"`
+	TotalRunningCount *int32                    `json:"totalRunningCount,omitzero"`
 }
 
 type DaemonRollback struct {
-	Reason                          *string  `json:"reason,omitempty"`
-	RollbackCapacityProviders       []string `json:"rollbackCapacityProviders,omitempty"`
-	RollbackTargetDaemonRevisionArn *string  `json:"rollbackTargetDaemonRevisionArn,omitempty"`
-	StartedAt                       *Time    `json:"startedAt,omitempty"`
+	Reason                          *string  `json:"reason,omitzero"`
+	RollbackCapacityProviders       []string `json:"rollbackCapacityProviders,omitzero"`
+	RollbackTargetDaemonRevisionArn *string  `json:"rollbackTargetDaemonRevisionArn,omitzero"`
+	StartedAt                       *Time    `json:"startedAt,omitzero"`
 }
 
 type DaemonSummary struct {
-	CreatedAt *Time   `json:"createdAt,omitempty"`
-	DaemonArn *string `json:"daemonArn,omitempty"`
-	Status    *string `json:"status,omitempty"`
-	UpdatedAt *Time   `json:"updatedAt,omitempty"`
+	CreatedAt *Time   `json:"createdAt,omitzero"`
+	DaemonArn *string `json:"daemonArn,omitzero"`
+	Status    *string `json:"status,omitzero"`
+	UpdatedAt *Time   `json:"updatedAt,omitzero"`
 }
 
 type DaemonTaskDefinition struct {
-	ContainerDefinitions    []*DaemonContainerDefinition `json:"containerDefinitions,omitempty"`
-	Cpu                     *string                      `json:"cpu,omitempty"`
-	DaemonTaskDefinitionArn *string                      `json:"daemonTaskDefinitionArn,omitempty"`
-	DeleteRequestedAt       *Time                        `json:"deleteRequestedAt,omitempty"`
-	ExecutionRoleArn        *string                      `json:"executionRoleArn,omitempty"`
-	Family                  *string                      `json:"family,omitempty"`
-	Memory                  *string                      `json:"memory,omitempty"`
-	RegisteredAt            *Time                        `json:"registeredAt,omitempty"`
-	RegisteredBy            *string                      `json:"registeredBy,omitempty"`
-	Revision                *int32                       `json:"revision,omitempty"`
-	Status                  *string                      `json:"status,omitempty"`
-	TaskRoleArn             *string                      `json:"taskRoleArn,omitempty"`
-	Volumes                 []*DaemonVolume              `json:"volumes,omitempty"`
+	ContainerDefinitions    []*DaemonContainerDefinition `json:"containerDefinitions,omitzero"`
+	Cpu                     *string                      `json:"cpu,omitzero"`
+	DaemonTaskDefinitionArn *string                      `json:"daemonTaskDefinitionArn,omitzero"`
+	DeleteRequestedAt       *Time                        `json:"deleteRequestedAt,omitzero"`
+	ExecutionRoleArn        *string                      `json:"executionRoleArn,omitzero"`
+	Family                  *string                      `json:"family,omitzero"`
+	Memory                  *string                      `json:"memory,omitzero"`
+	RegisteredAt            *Time                        `json:"registeredAt,omitzero"`
+	RegisteredBy            *string                      `json:"registeredBy,omitzero"`
+	Revision                *int32                       `json:"revision,omitzero"`
+	Status                  *string                      `json:"status,omitzero"`
+	TaskRoleArn             *string                      `json:"taskRoleArn,omitzero"`
+	Volumes                 []*DaemonVolume              `json:"volumes,omitzero"`
 }
 
 type DaemonTaskDefinitionSummary struct {
-	Arn               *string `json:"arn,omitempty"`
-	DeleteRequestedAt *Time   `json:"deleteRequestedAt,omitempty"`
-	RegisteredAt      *Time   `json:"registeredAt,omitempty"`
-	RegisteredBy      *string `json:"registeredBy,omitempty"`
-	Status            *string `json:"status,omitempty"`
+	Arn               *string `json:"arn,omitzero"`
+	DeleteRequestedAt *Time   `json:"deleteRequestedAt,omitzero"`
+	RegisteredAt      *Time   `json:"registeredAt,omitzero"`
+	RegisteredBy      *string `json:"registeredBy,omitzero"`
+	Status            *string `json:"status,omitzero"`
 }
 
 type DaemonVolume struct {
-	Host *HostVolumeProperties `json:"host,omitempty"`
-	Name *string               `json:"name,omitempty"`
+	Host *HostVolumeProperties `json:"host,omitzero"`
+	Name *string               `json:"name,omitzero"`
 }
 
 type DeleteAccountSettingRequest struct {
-	Name         *string `json:"name,omitempty"`
-	PrincipalArn *string `json:"principalArn,omitempty"`
+	Name         *string `json:"name,omitzero"`
+	PrincipalArn *string `json:"principalArn,omitzero"`
 }
 
 type DeleteAccountSettingResponse struct {
-	Setting *Setting `json:"setting,omitempty"`
+	Setting *Setting `json:"setting,omitzero"`
 }
 
 type DeleteAttributesRequest struct {
-	Attributes []*Attribute `json:"attributes,omitempty"`
-	Cluster    *string      `json:"cluster,omitempty"`
+	Attributes []*Attribute `json:"attributes,omitzero"`
+	Cluster    *string      `json:"cluster,omitzero"`
 }
 
 type DeleteAttributesResponse struct {
-	Attributes []*Attribute `json:"attributes,omitempty"`
+	Attributes []*Attribute `json:"attributes,omitzero"`
 }
 
 type DeleteCapacityProviderRequest struct {
-	CapacityProvider *string `json:"capacityProvider,omitempty"`
-	Cluster          *string `json:"cluster,omitempty"`
+	CapacityProvider *string `json:"capacityProvider,omitzero"`
+	Cluster          *string `json:"cluster,omitzero"`
 }
 
 type DeleteCapacityProviderResponse struct {
-	CapacityProvider *CapacityProvider `json:"capacityProvider,omitempty"`
+	CapacityProvider *CapacityProvider `json:"capacityProvider,omitzero"`
 }
 
 type DeleteClusterRequest struct {
-	Cluster *string `json:"cluster,omitempty"`
+	Cluster *string `json:"cluster,omitzero"`
 }
 
 type DeleteClusterResponse struct {
-	Cluster *Cluster `json:"cluster,omitempty"`
+	Cluster *Cluster `json:"cluster,omitzero"`
 }
 
 type DeleteDaemonRequest struct {
-	DaemonArn *string `json:"daemonArn,omitempty"`
+	DaemonArn *string `json:"daemonArn,omitzero"`
 }
 
 type DeleteDaemonResponse struct {
-	CreatedAt     *Time   `json:"createdAt,omitempty"`
-	DaemonArn     *string `json:"daemonArn,omitempty"`
-	DeploymentArn *string `json:"deploymentArn,omitempty"`
-	Status        *string `json:"status,omitempty"`
-	UpdatedAt     *Time   `json:"updatedAt,omitempty"`
+	CreatedAt     *Time   `json:"createdAt,omitzero"`
+	DaemonArn     *string `json:"daemonArn,omitzero"`
+	DeploymentArn *string `json:"deploymentArn,omitzero"`
+	Status        *string `json:"status,omitzero"`
+	UpdatedAt     *Time   `json:"updatedAt,omitzero"`
 }
 
 type DeleteDaemonTaskDefinitionRequest struct {
-	DaemonTaskDefinition *string `json:"daemonTaskDefinition,omitempty"`
+	DaemonTaskDefinition *string `json:"daemonTaskDefinition,omitzero"`
 }
 
 type DeleteDaemonTaskDefinitionResponse struct {
-	DaemonTaskDefinitionArn *string `json:"daemonTaskDefinitionArn,omitempty"`
+	DaemonTaskDefinitionArn *string `json:"daemonTaskDefinitionArn,omitzero"`
 }
 
 type DeleteExpressGatewayServiceRequest struct {
-	ServiceArn *string `json:"serviceArn,omitempty"`
+	ServiceArn *string `json:"serviceArn,omitzero"`
 }
 
 type DeleteExpressGatewayServiceResponse struct {
-	Service *ECSExpressGatewayService `json:"service,omitempty"`
+	Service *ECSExpressGatewayService `json:"service,omitzero"`
 }
 
 type DeleteServiceRequest struct {
-	Cluster *string `json:"cluster,omitempty"`
-	Force   *bool   `json:"force,omitempty"`
-	Service *string `json:"service,omitempty"`
+	Cluster *string `json:"cluster,omitzero"`
+	Force   *bool   `json:"force,omitzero"`
+	Service *string `json:"service,omitzero"`
 }
 
 type DeleteServiceResponse struct {
-	Service *Service `json:"service,omitempty"`
+	Service *Service `json:"service,omitzero"`
 }
 
 type DeleteTaskDefinitionsRequest struct {
-	TaskDefinitions []string `json:"taskDefinitions,omitempty"`
+	TaskDefinitions []string `json:"taskDefinitions,omitzero"`
 }
 
 type DeleteTaskDefinitionsResponse struct {
-	Failures        []*Failure        `json:"failures,omitempty"`
-	TaskDefinitions []*TaskDefinition `json:"taskDefinitions,omitempty"`
+	Failures        []*Failure        `json:"failures,omitzero"`
+	TaskDefinitions []*TaskDefinition `json:"taskDefinitions,omitzero"`
 }
 
 type DeleteTaskSetRequest struct {
-	Cluster *string `json:"cluster,omitempty"`
-	Force   *bool   `json:"force,omitempty"`
-	Service *string `json:"service,omitempty"`
-	TaskSet *string `json:"taskSet,omitempty"`
+	Cluster *string `json:"cluster,omitzero"`
+	Force   *bool   `json:"force,omitzero"`
+	Service *string `json:"service,omitzero"`
+	TaskSet *string `json:"taskSet,omitzero"`
 }
 
 type DeleteTaskSetResponse struct {
-	TaskSet *TaskSet `json:"taskSet,omitempty"`
+	TaskSet *TaskSet `json:"taskSet,omitzero"`
 }
 
 type Deployment struct {
-	CapacityProviderStrategy    []*CapacityProviderStrategyItem  `json:"capacityProviderStrategy,omitempty"`
-	CreatedAt                   *Time                            `json:"createdAt,omitempty"`
-	DesiredCount                *int32                           `json:"desiredCount,omitempty"`
-	FailedTasks                 *int32                           `json:"failedTasks,omitempty"`
-	FargateEphemeralStorage     *DeploymentEphemeralStorage      `json:"fargateEphemeralStorage,omitempty"`
-	Id                          *string                          `json:"id,omitempty"`
-	LaunchType                  *string                          `json:"launchType,omitempty"`
-	NetworkConfiguration        *NetworkConfiguration            `json:"networkConfiguration,omitempty"`
-	PendingCount                *int32                           `json:"pendingCount,omitempty"`
-	PlatformFamily              *string                          `json:"platformFamily,omitempty"`
-	PlatformVersion             *string                          `json:"platformVersion,omitempty"`
-	RolloutState                *string                          `json:"rolloutState,omitempty"`
-	RolloutStateReason          *string                          `json:"rolloutStateReason,omitempty"`
-	RunningCount                *int32                           `json:"runningCount,omitempty"`
-	ServiceConnectConfiguration *ServiceConnectConfiguration     `json:"serviceConnectConfiguration,omitempty"`
-	ServiceConnectResources     []*ServiceConnectServiceResource `json:"serviceConnectResources,omitempty"`
-	Status                      *string                          `json:"status,omitempty"`
-	TaskDefinition              *string                          `json:"taskDefinition,omitempty"`
-	UpdatedAt                   *Time                            `json:"updatedAt,omitempty"`
-	VolumeConfigurations        []*ServiceVolumeConfiguration    `json:"volumeConfigurations,omitempty"`
-	VpcLatticeConfigurations    []*VpcLatticeConfiguration       `json:"vpcLatticeConfigurations,omitempty"`
+	CapacityProviderStrategy    []*CapacityProviderStrategyItem  `json:"capacityProviderStrategy,omitzero"`
+	CreatedAt                   *Time                            `json:"createdAt,omitzero"`
+	DesiredCount                *int32                           `json:"desiredCount,omitzero"`
+	FailedTasks                 *int32                           `json:"failedTasks,omitzero"`
+	FargateEphemeralStorage     *DeploymentEphemeralStorage      `json:"fargateEphemeralStorage,omitzero"`
+	Id                          *string                          `json:"id,omitzero"`
+	LaunchType                  *string                          `json:"launchType,omitzero"`
+	NetworkConfiguration        *NetworkConfiguration            `json:"networkConfiguration,omitzero"`
+	PendingCount                *int32                           `json:"pendingCount,omitzero"`
+	PlatformFamily              *string                          `json:"platformFamily,omitzero"`
+	PlatformVersion             *string                          `json:"platformVersion,omitzero"`
+	RolloutState                *string                          `json:"rolloutState,omitzero"`
+	RolloutStateReason          *string                          `json:"rolloutStateReason,omitzero"`
+	RunningCount                *int32                           `json:"runningCount,omitzero"`
+	ServiceConnectConfiguration *ServiceConnectConfiguration     `json:"serviceConnectConfiguration,omitzero"`
+	ServiceConnectResources     []*ServiceConnectServiceResource `json:"serviceConnectResources,omitzero"`
+	Status                      *string                          `json:"status,omitzero"`
+	TaskDefinition              *string                          `json:"taskDefinition,omitzero"`
+	UpdatedAt                   *Time                            `json:"updatedAt,omitzero"`
+	VolumeConfigurations        []*ServiceVolumeConfiguration    `json:"volumeConfigurations,omitzero"`
+	VpcLatticeConfigurations    []*VpcLatticeConfiguration       `json:"vpcLatticeConfigurations,omitzero"`
 }
 
 type DeploymentAlarms struct {
-	AlarmNames []string `json:"alarmNames,omitempty"`
-	Enable     *bool    `json:"enable,omitempty"`
-	Rollback   *bool    `json:"rollback,omitempty"`
+	AlarmNames []string `json:"alarmNames,omitzero"`
+	Enable     *bool    `json:"enable,omitzero"`
+	Rollback   *bool    `json:"rollback,omitzero"`
 }
 
 type DeploymentCircuitBreaker struct {
-	Enable   *bool `json:"enable,omitempty"`
-	Rollback *bool `json:"rollback,omitempty"`
+	Enable   *bool `json:"enable,omitzero"`
+	Rollback *bool `json:"rollback,omitzero"`
 }
 
 type DeploymentConfiguration struct {
-	Alarms                   *DeploymentAlarms          `json:"alarms,omitempty"`
-	BakeTimeInMinutes        *int32                     `json:"bakeTimeInMinutes,omitempty"`
-	CanaryConfiguration      *CanaryConfiguration       `json:"canaryConfiguration,omitempty"`
-	DeploymentCircuitBreaker *DeploymentCircuitBreaker  `json:"deploymentCircuitBreaker,omitempty"`
-	LifecycleHooks           []*DeploymentLifecycleHook `json:"lifecycleHooks,omitempty"`
-	LinearConfiguration      *LinearConfiguration       `json:"linearConfiguration,omitempty"`
-	MaximumPercent           *int32                     `json:"maximumPercent,omitempty"`
-	MinimumHealthyPercent    *int32                     `json:"minimumHealthyPercent,omitempty"`
-	Strategy                 *string                    `json:"strategy,omitempty"`
+	Alarms                   *DeploymentAlarms          `json:"alarms,omitzero"`
+	BakeTimeInMinutes        *int32                     `json:"bakeTimeInMinutes,omitzero"`
+	CanaryConfiguration      *CanaryConfiguration       `json:"canaryConfiguration,omitzero"`
+	DeploymentCircuitBreaker *DeploymentCircuitBreaker  `json:"deploymentCircuitBreaker,omitzero"`
+	LifecycleHooks           []*DeploymentLifecycleHook `json:"lifecycleHooks,omitzero"`
+	LinearConfiguration      *LinearConfiguration       `json:"linearConfiguration,omitzero"`
+	MaximumPercent           *int32                     `json:"maximumPercent,omitzero"`
+	MinimumHealthyPercent    *int32                     `json:"minimumHealthyPercent,omitzero"`
+	Strategy                 *string                    `json:"strategy,omitzero"`
 }
 
 type DeploymentController struct {
-	Type_ *string `json:"type,omitempty"`
+	Type_ *string `json:"type,omitzero"`
 }
 
 type DeploymentEphemeralStorage struct {
-	KmsKeyId *string `json:"kmsKeyId,omitempty"`
+	KmsKeyId *string `json:"kmsKeyId,omitzero"`
 }
 
 type DeploymentLifecycleHook struct {
-	HookDetails          *HookDetails                                 `json:"hookDetails,omitempty"`
-	HookTargetArn        *string                                      `json:"hookTargetArn,omitempty"`
-	LifecycleStages      []string                                     `json:"lifecycleStages,omitempty"`
-	RoleArn              *string                                      `json:"roleArn,omitempty"`
-	TargetType           *string                                      `json:"targetType,omitempty"`
-	TimeoutConfiguration *DeploymentLifecycleHookTimeoutConfiguration `json:"timeoutConfiguration,omitempty"`
+	HookDetails          *HookDetails                                 `json:"hookDetails,omitzero"`
+	HookTargetArn        *string                                      `json:"hookTargetArn,omitzero"`
+	LifecycleStages      []string                                     `json:"lifecycleStages,omitzero"`
+	RoleArn              *string                                      `json:"roleArn,omitzero"`
+	TargetType           *string                                      `json:"targetType,omitzero"`
+	TimeoutConfiguration *DeploymentLifecycleHookTimeoutConfiguration `json:"timeoutConfiguration,omitzero"`
 }
 
 type DeploymentLifecycleHookDetail struct {
-	ExpiresAt     *Time   `json:"expiresAt,omitempty"`
-	HookId        *string `json:"hookId,omitempty"`
-	Status        *string `json:"status,omitempty"`
-	TargetArn     *string `json:"targetArn,omitempty"`
-	TargetType    *string `json:"targetType,omitempty"`
-	TimeoutAction *string `json:"timeoutAction,omitempty"`
+	ExpiresAt     *Time   `json:"expiresAt,omitzero"`
+	HookId        *string `json:"hookId,omitzero"`
+	Status        *string `json:"status,omitzero"`
+	TargetArn     *string `json:"targetArn,omitzero"`
+	TargetType    *string `json:"targetType,omitzero"`
+	TimeoutAction *string `json:"timeoutAction,omitzero"`
 }
 
 type DeploymentLifecycleHookTimeoutConfiguration struct {
-	Action           *string `json:"action,omitempty"`
-	TimeoutInMinutes *int32  `json:"timeoutInMinutes,omitempty"`
+	Action           *string `json:"action,omitzero"`
+	TimeoutInMinutes *int32  `json:"timeoutInMinutes,omitzero"`
 }
 
 type DeregisterContainerInstanceRequest struct {
-	Cluster           *string `json:"cluster,omitempty"`
-	ContainerInstance *string `json:"containerInstance,omitempty"`
-	Force             *bool   `json:"force,omitempty"`
+	Cluster           *string `json:"cluster,omitzero"`
+	ContainerInstance *string `json:"containerInstance,omitzero"`
+	Force             *bool   `json:"force,omitzero"`
 }
 
 type DeregisterContainerInstanceResponse struct {
-	ContainerInstance *ContainerInstance `json:"containerInstance,omitempty"`
+	ContainerInstance *ContainerInstance `json:"containerInstance,omitzero"`
 }
 
 type DeregisterTaskDefinitionRequest struct {
-	TaskDefinition *string `json:"taskDefinition,omitempty"`
+	TaskDefinition *string `json:"taskDefinition,omitzero"`
 }
 
 type DeregisterTaskDefinitionResponse struct {
-	TaskDefinition *TaskDefinition `json:"taskDefinition,omitempty"`
+	TaskDefinition *TaskDefinition `json:"taskDefinition,omitzero"`
 }
 
 type DescribeCapacityProvidersRequest struct {
-	CapacityProviders []string `json:"capacityProviders,omitempty"`
-	Cluster           *string  `json:"cluster,omitempty"`
-	Include           []string `json:"include,omitempty"`
-	MaxResults        *int32   `json:"maxResults,omitempty"`
-	NextToken         *string  `json:"nextToken,omitempty"`
+	CapacityProviders []string `json:"capacityProviders,omitzero"`
+	Cluster           *string  `json:"cluster,omitzero"`
+	Include           []string `json:"include,omitzero"`
+	MaxResults        *int32   `json:"maxResults,omitzero"`
+	NextToken         *string  `json:"nextToken,omitzero"`
 }
 
 type DescribeCapacityProvidersResponse struct {
-	CapacityProviders []*CapacityProvider `json:"capacityProviders,omitempty"`
-	Failures          []*Failure          `json:"failures,omitempty"`
-	NextToken         *string             `json:"nextToken,omitempty"`
+	CapacityProviders []*CapacityProvider `json:"capacityProviders,omitzero"`
+	Failures          []*Failure          `json:"failures,omitzero"`
+	NextToken         *string             `json:"nextToken,omitzero"`
 }
 
 type DescribeClustersRequest struct {
-	Clusters []string `json:"clusters,omitempty"`
-	Include  []string `json:"include,omitempty"`
+	Clusters []string `json:"clusters,omitzero"`
+	Include  []string `json:"include,omitzero"`
 }
 
 type DescribeClustersResponse struct {
-	Clusters []*Cluster `json:"clusters,omitempty"`
-	Failures []*Failure `json:"failures,omitempty"`
+	Clusters []*Cluster `json:"clusters,omitzero"`
+	Failures []*Failure `json:"failures,omitzero"`
 }
 
 type DescribeContainerInstancesRequest struct {
-	Cluster            *string  `json:"cluster,omitempty"`
-	ContainerInstances []string `json:"containerInstances,omitempty"`
-	Include            []string `json:"include,omitempty"`
+	Cluster            *string  `json:"cluster,omitzero"`
+	ContainerInstances []string `json:"containerInstances,omitzero"`
+	Include            []string `json:"include,omitzero"`
 }
 
 type DescribeContainerInstancesResponse struct {
-	ContainerInstances []*ContainerInstance `json:"containerInstances,omitempty"`
-	Failures           []*Failure           `json:"failures,omitempty"`
+	ContainerInstances []*ContainerInstance `json:"containerInstances,omitzero"`
+	Failures           []*Failure           `json:"failures,omitzero"`
 }
 
 type DescribeDaemonDeploymentsRequest struct {
-	DaemonDeploymentArns []string `json:"daemonDeploymentArns,omitempty"`
+	DaemonDeploymentArns []string `json:"daemonDeploymentArns,omitzero"`
 }
 
 type DescribeDaemonDeploymentsResponse struct {
-	DaemonDeployments []*DaemonDeployment `json:"daemonDeployments,omitempty"`
-	Failures          []*Failure          `json:"failures,omitempty"`
+	DaemonDeployments []*DaemonDeployment `json:"daemonDeployments,omitzero"`
+	Failures          []*Failure          `json:"failures,omitzero"`
 }
 
 type DescribeDaemonRequest struct {
-	DaemonArn *string `json:"daemonArn,omitempty"`
+	DaemonArn *string `json:"daemonArn,omitzero"`
 }
 
 type DescribeDaemonResponse struct {
-	Daemon *DaemonDetail `json:"daemon,omitempty"`
+	Daemon *DaemonDetail `json:"daemon,omitzero"`
 }
 
 type DescribeDaemonRevisionsRequest struct {
-	DaemonRevisionArns []string `json:"daemonRevisionArns,omitempty"`
+	DaemonRevisionArns []string `json:"daemonRevisionArns,omitzero"`
 }
 
 type DescribeDaemonRevisionsResponse struct {
-	DaemonRevisions []*DaemonRevision `json:"daemonRevisions,omitempty"`
-	Failures        []*Failure        `json:"failures,omitempty"`
+	DaemonRevisions []*DaemonRevision `json:"daemonRevisions,omitzero"`
+	Failures        []*Failure        `json:"failures,omitzero"`
 }
 
 type DescribeDaemonTaskDefinitionRequest struct {
-	DaemonTaskDefinition *string `json:"daemonTaskDefinition,omitempty"`
+	DaemonTaskDefinition *string `json:"daemonTaskDefinition,omitzero"`
 }
 
 type DescribeDaemonTaskDefinitionResponse struct {
-	DaemonTaskDefinition *DaemonTaskDefinition `json:"daemonTaskDefinition,omitempty"`
+	DaemonTaskDefinition *DaemonTaskDefinition `json:"daemonTaskDefinition,omitzero"`
 }
 
 type DescribeExpressGatewayServiceRequest struct {
-	Include    []string `json:"include,omitempty"`
-	ServiceArn *string  `json:"serviceArn,omitempty"`
+	Include    []string `json:"include,omitzero"`
+	ServiceArn *string  `json:"serviceArn,omitzero"`
 }
 
 type DescribeExpressGatewayServiceResponse struct {
-	Service *ECSExpressGatewayService `json:"service,omitempty"`
+	Service *ECSExpressGatewayService `json:"service,omitzero"`
 }
 
 type DescribeServiceDeploymentsRequest struct {
-	ServiceDeploymentArns []string `json:"serviceDeploymentArns,omitempty"`
+	ServiceDeploymentArns []string `json:"serviceDeploymentArns,omitzero"`
 }
 
 type DescribeServiceDeploymentsResponse struct {
-	Failures           []*Failure           `json:"failures,omitempty"`
-	ServiceDeployments []*ServiceDeployment `json:"serviceDeployments,omitempty"`
+	Failures           []*Failure           `json:"failures,omitzero"`
+	ServiceDeployments []*ServiceDeployment `json:"serviceDeployments,omitzero"`
 }
 
 type DescribeServiceRevisionsRequest struct {
-	ServiceRevisionArns []string `json:"serviceRevisionArns,omitempty"`
+	ServiceRevisionArns []string `json:"serviceRevisionArns,omitzero"`
 }
 
 type DescribeServiceRevisionsResponse struct {
-	Failures         []*Failure         `json:"failures,omitempty"`
-	ServiceRevisions []*ServiceRevision `json:"serviceRevisions,omitempty"`
+	Failures         []*Failure         `json:"failures,omitzero"`
+	ServiceRevisions []*ServiceRevision `json:"serviceRevisions,omitzero"`
 }
 
 type DescribeServicesRequest struct {
-	Cluster  *string  `json:"cluster,omitempty"`
-	Include  []string `json:"include,omitempty"`
-	Services []string `json:"services,omitempty"`
+	Cluster  *string  `json:"cluster,omitzero"`
+	Include  []string `json:"include,omitzero"`
+	Services []string `json:"services,omitzero"`
 }
 
 type DescribeServicesResponse struct {
-	Failures []*Failure `json:"failures,omitempty"`
-	Services []*Service `json:"services,omitempty"`
+	Failures []*Failure `json:"failures,omitzero"`
+	Services []*Service `json:"services,omitzero"`
 }
 
 type DescribeTaskDefinitionRequest struct {
-	Include        []string `json:"include,omitempty"`
-	TaskDefinition *string  `json:"taskDefinition,omitempty"`
+	Include        []string `json:"include,omitzero"`
+	TaskDefinition *string  `json:"taskDefinition,omitzero"`
 }
 
 type DescribeTaskDefinitionResponse struct {
-	Tags           []*Tag          `json:"tags,omitempty"`
-	TaskDefinition *TaskDefinition `json:"taskDefinition,omitempty"`
+	Tags           []*Tag          `json:"tags,omitzero"`
+	TaskDefinition *TaskDefinition `json:"taskDefinition,omitzero"`
 }
 
 type DescribeTaskSetsRequest struct {
-	Cluster  *string  `json:"cluster,omitempty"`
-	Include  []string `json:"include,omitempty"`
-	Service  *string  `json:"service,omitempty"`
-	TaskSets []string `json:"taskSets,omitempty"`
+	Cluster  *string  `json:"cluster,omitzero"`
+	Include  []string `json:"include,omitzero"`
+	Service  *string  `json:"service,omitzero"`
+	TaskSets []string `json:"taskSets,omitzero"`
 }
 
 type DescribeTaskSetsResponse struct {
-	Failures []*Failure `json:"failures,omitempty"`
-	TaskSets []*TaskSet `json:"taskSets,omitempty"`
+	Failures []*Failure `json:"failures,omitzero"`
+	TaskSets []*TaskSet `json:"taskSets,omitzero"`
 }
 
 type DescribeTasksRequest struct {
-	Cluster *string  `json:"cluster,omitempty"`
-	Include []string `json:"include,omitempty"`
-	Tasks   []string `json:"tasks,omitempty"`
+	Cluster *string  `json:"cluster,omitzero"`
+	Include []string `json:"include,omitzero"`
+	Tasks   []string `json:"tasks,omitzero"`
 }
 
 type DescribeTasksResponse struct {
-	Failures []*Failure `json:"failures,omitempty"`
-	Tasks    []*Task    `json:"tasks,omitempty"`
+	Failures []*Failure `json:"failures,omitzero"`
+	Tasks    []*Task    `json:"tasks,omitzero"`
 }
 
 type Device struct {
-	ContainerPath *string  `json:"containerPath,omitempty"`
-	HostPath      *string  `json:"hostPath,omitempty"`
-	Permissions   []string `json:"permissions,omitempty"`
+	ContainerPath *string  `json:"containerPath,omitzero"`
+	HostPath      *string  `json:"hostPath,omitzero"`
+	Permissions   []string `json:"permissions,omitzero"`
 }
 
 type DiscoverPollEndpointRequest struct {
-	Cluster           *string `json:"cluster,omitempty"`
-	ContainerInstance *string `json:"containerInstance,omitempty"`
+	Cluster           *string `json:"cluster,omitzero"`
+	ContainerInstance *string `json:"containerInstance,omitzero"`
 }
 
 type DiscoverPollEndpointResponse struct {
-	Endpoint               *string `json:"endpoint,omitempty"`
-	ServiceConnectEndpoint *string `json:"serviceConnectEndpoint,omitempty"`
-	TelemetryEndpoint      *string `json:"telemetryEndpoint,omitempty"`
+	Endpoint               *string `json:"endpoint,omitzero"`
+	ServiceConnectEndpoint *string `json:"serviceConnectEndpoint,omitzero"`
+	TelemetryEndpoint      *string `json:"telemetryEndpoint,omitzero"`
 }
 
 type DockerVolumeConfiguration struct {
-	Autoprovision *bool             `json:"autoprovision,omitempty"`
-	Driver        *string           `json:"driver,omitempty"`
-	DriverOpts    map[string]string `json:"driverOpts,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	Scope         *string           `json:"scope,omitempty"`
+	Autoprovision *bool             `json:"autoprovision,omitzero"`
+	Driver        *string           `json:"driver,omitzero"`
+	DriverOpts    map[string]string `json:"driverOpts,omitzero"`
+	Labels        map[string]string `json:"labels,omitzero"`
+	Scope         *string           `json:"scope,omitzero"`
 }
 
 type EBSTagSpecification struct {
-	PropagateTags *string `json:"propagateTags,omitempty"`
-	ResourceType  *string `json:"resourceType,omitempty"`
-	Tags          []*Tag  `json:"tags,omitempty"`
+	PropagateTags *string `json:"propagateTags,omitzero"`
+	ResourceType  *string `json:"resourceType,omitzero"`
+	Tags          []*Tag  `json:"tags,omitzero"`
 }
 
 type ECSExpressGatewayService struct {
-	ActiveConfigurations  []*ExpressGatewayServiceConfiguration `json:"activeConfigurations,omitempty"`
-	Cluster               *string                               `json:"cluster,omitempty"`
-	CreatedAt             *Time                                 `json:"createdAt,omitempty"`
-	CurrentDeployment     *string                               `json:"currentDeployment,omitempty"`
-	InfrastructureRoleArn *string                               `json:"infrastructureRoleArn,omitempty"`
-	ServiceArn            *string                               `json:"serviceArn,omitempty"`
-	ServiceName           *string                               `json:"serviceName,omitempty"`
-	Status                *ExpressGatewayServiceStatus          `json:"status,omitempty"`
-	Tags                  []*Tag                                `json:"tags,omitempty"`
-	UpdatedAt             *Time                                 `json:"updatedAt,omitempty"`
+	ActiveConfigurations  []*ExpressGatewayServiceConfiguration `json:"activeConfigurations,omitzero"`
+	Cluster               *string                               `json:"cluster,omitzero"`
+	CreatedAt             *Time                                 `json:"createdAt,omitzero"`
+	CurrentDeployment     *string                               `json:"currentDeployment,omitzero"`
+	InfrastructureRoleArn *string                               `json:"infrastructureRoleArn,omitzero"`
+	ServiceArn            *string                               `json:"serviceArn,omitzero"`
+	ServiceName           *string                               `json:"serviceName,omitzero"`
+	Status                *ExpressGatewayServiceStatus          `json:"status,omitzero"`
+	Tags                  []*Tag                                `json:"tags,omitzero"`
+	UpdatedAt             *Time                                 `json:"updatedAt,omitzero"`
 }
 
 type ECSManagedResources struct {
-	AutoScaling           *ManagedAutoScaling     `json:"autoScaling,omitempty"`
-	IngressPaths          []*ManagedIngressPath   `json:"ingressPaths,omitempty"`
-	LogGroups             []*ManagedLogGroup      `json:"logGroups,omitempty"`
-	MetricAlarms          []*ManagedMetricAlarm   `json:"metricAlarms,omitempty"`
-	ServiceSecurityGroups []*ManagedSecurityGroup `json:"serviceSecurityGroups,omitempty"`
+	AutoScaling           *ManagedAutoScaling     `json:"autoScaling,omitzero"`
+	IngressPaths          []*ManagedIngressPath   `json:"ingressPaths,omitzero"`
+	LogGroups             []*ManagedLogGroup      `json:"logGroups,omitzero"`
+	MetricAlarms          []*ManagedMetricAlarm   `json:"metricAlarms,omitzero"`
+	ServiceSecurityGroups []*ManagedSecurityGroup `json:"serviceSecurityGroups,omitzero"`
 }
 
 type EFSAuthorizationConfig struct {
-	AccessPointId *string `json:"accessPointId,omitempty"`
-	Iam           *string `json:"iam,omitempty"`
+	AccessPointId *string `json:"accessPointId,omitzero"`
+	Iam           *string `json:"iam,omitzero"`
 }
 
 type EFSVolumeConfiguration struct {
-	AuthorizationConfig   *EFSAuthorizationConfig `json:"authorizationConfig,omitempty"`
-	FileSystemId          *string                 `json:"fileSystemId,omitempty"`
-	RootDirectory         *string                 `json:"rootDirectory,omitempty"`
-	TransitEncryption     *string                 `json:"transitEncryption,omitempty"`
-	TransitEncryptionPort *int32                  `json:"transitEncryptionPort,omitempty"`
+	AuthorizationConfig   *EFSAuthorizationConfig `json:"authorizationConfig,omitzero"`
+	FileSystemId          *string                 `json:"fileSystemId,omitzero"`
+	RootDirectory         *string                 `json:"rootDirectory,omitzero"`
+	TransitEncryption     *string                 `json:"transitEncryption,omitzero"`
+	TransitEncryptionPort *int32                  `json:"transitEncryptionPort,omitzero"`
 }
 
 type EnvironmentFile struct {
-	Type_ *string `json:"type,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Type_ *string `json:"type,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type EphemeralStorage struct {
-	SizeInGiB *int32 `json:"sizeInGiB,omitempty"`
+	SizeInGiB *int32 `json:"sizeInGiB,omitzero"`
 }
 
 type ExecuteCommandConfiguration struct {
-	KmsKeyId         *string                         `json:"kmsKeyId,omitempty"`
-	LogConfiguration *ExecuteCommandLogConfiguration `json:"logConfiguration,omitempty"`
-	Logging          *string                         `json:"logging,omitempty"`
+	KmsKeyId         *string                         `json:"kmsKeyId,omitzero"`
+	LogConfiguration *ExecuteCommandLogConfiguration `json:"logConfiguration,omitzero"`
+	Logging          *string                         `json:"logging,omitzero"`
 }
 
 type ExecuteCommandLogConfiguration struct {
-	CloudWatchEncryptionEnabled *bool   `json:"cloudWatchEncryptionEnabled,omitempty"`
-	CloudWatchLogGroupName      *string `json:"cloudWatchLogGroupName,omitempty"`
-	S3BucketName                *string `json:"s3BucketName,omitempty"`
-	S3EncryptionEnabled         *bool   `json:"s3EncryptionEnabled,omitempty"`
-	S3KeyPrefix                 *string `json:"s3KeyPrefix,omitempty"`
+	CloudWatchEncryptionEnabled *bool   `json:"cloudWatchEncryptionEnabled,omitzero"`
+	CloudWatchLogGroupName      *string `json:"cloudWatchLogGroupName,omitzero"`
+	S3BucketName                *string `json:"s3BucketName,omitzero"`
+	S3EncryptionEnabled         *bool   `json:"s3EncryptionEnabled,omitzero"`
+	S3KeyPrefix                 *string `json:"s3KeyPrefix,omitzero"`
 }
 
 type ExecuteCommandRequest struct {
-	Cluster     *string `json:"cluster,omitempty"`
-	Command     *string `json:"command,omitempty"`
-	Container   *string `json:"container,omitempty"`
-	Interactive *bool   `json:"interactive,omitempty"`
-	Task        *string `json:"task,omitempty"`
+	Cluster     *string `json:"cluster,omitzero"`
+	Command     *string `json:"command,omitzero"`
+	Container   *string `json:"container,omitzero"`
+	Interactive *bool   `json:"interactive,omitzero"`
+	Task        *string `json:"task,omitzero"`
 }
 
 type ExecuteCommandResponse struct {
-	ClusterArn    *string  `json:"clusterArn,omitempty"`
-	ContainerArn  *string  `json:"containerArn,omitempty"`
-	ContainerName *string  `json:"containerName,omitempty"`
-	Interactive   *bool    `json:"interactive,omitempty"`
-	Session       *Session `json:"session,omitempty"`
-	TaskArn       *string  `json:"taskArn,omitempty"`
+	ClusterArn    *string  `json:"clusterArn,omitzero"`
+	ContainerArn  *string  `json:"containerArn,omitzero"`
+	ContainerName *string  `json:"containerName,omitzero"`
+	Interactive   *bool    `json:"interactive,omitzero"`
+	Session       *Session `json:"session,omitzero"`
+	TaskArn       *string  `json:"taskArn,omitzero"`
 }
 
 type ExpressGatewayContainer struct {
-	AwsLogsConfiguration  *ExpressGatewayServiceAwsLogsConfiguration `json:"awsLogsConfiguration,omitempty"`
-	Command               []string                                   `json:"command,omitempty"`
-	ContainerPort         *int32                                     `json:"containerPort,omitempty"`
-	Environment           []*KeyValuePair                            `json:"environment,omitempty"`
-	Image                 *string                                    `json:"image,omitempty"`
-	RepositoryCredentials *ExpressGatewayRepositoryCredentials       `json:"repositoryCredentials,omitempty"`
-	Secrets               []*Secret                                  `json:"secrets,omitempty"`
+	AwsLogsConfiguration  *ExpressGatewayServiceAwsLogsConfiguration `json:"awsLogsConfiguration,omitzero"`
+	Command               []string                                   `json:"command,omitzero"`
+	ContainerPort         *int32                                     `json:"containerPort,omitzero"`
+	Environment           []*KeyValuePair                            `json:"environment,omitzero"`
+	Image                 *string                                    `json:"image,omitzero"`
+	RepositoryCredentials *ExpressGatewayRepositoryCredentials       `json:"repositoryCredentials,omitzero"`
+	Secrets               []*Secret                                  `json:"secrets,omitzero"`
 }
 
 type ExpressGatewayRepositoryCredentials struct {
-	CredentialsParameter *string `json:"credentialsParameter,omitempty"`
+	CredentialsParameter *string `json:"credentialsParameter,omitzero"`
 }
 
 type ExpressGatewayScalingTarget struct {
-	AutoScalingMetric      *string `json:"autoScalingMetric,omitempty"`
-	AutoScalingTargetValue *int32  `json:"autoScalingTargetValue,omitempty"`
-	MaxTaskCount           *int32  `json:"maxTaskCount,omitempty"`
-	MinTaskCount           *int32  `json:"minTaskCount,omitempty"`
+	AutoScalingMetric      *string `json:"autoScalingMetric,omitzero"`
+	AutoScalingTargetValue *int32  `json:"autoScalingTargetValue,omitzero"`
+	MaxTaskCount           *int32  `json:"maxTaskCount,omitzero"`
+	MinTaskCount           *int32  `json:"minTaskCount,omitzero"`
 }
 
 type ExpressGatewayServiceAwsLogsConfiguration struct {
-	LogGroup        *string `json:"logGroup,omitempty"`
-	LogStreamPrefix *string `json:"logStreamPrefix,omitempty"`
+	LogGroup        *string `json:"logGroup,omitzero"`
+	LogStreamPrefix *string `json:"logStreamPrefix,omitzero"`
 }
 
 type ExpressGatewayServiceConfiguration struct {
-	Cpu                  *string                                    `json:"cpu,omitempty"`
-	CreatedAt            *Time                                      `json:"createdAt,omitempty"`
-	ExecutionRoleArn     *string                                    `json:"executionRoleArn,omitempty"`
-	HealthCheckPath      *string                                    `json:"healthCheckPath,omitempty"`
-	IngressPaths         []*IngressPathSummary                      `json:"ingressPaths,omitempty"`
-	Memory               *string                                    `json:"memory,omitempty"`
-	NetworkConfiguration *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitempty"`
-	PrimaryContainer     *ExpressGatewayContainer                   `json:"primaryContainer,omitempty"`
-	ScalingTarget        *ExpressGatewayScalingTarget               `json:"scalingTarget,omitempty"`
-	ServiceRevisionArn   *string                                    `json:"serviceRevisionArn,omitempty"`
-	TaskRoleArn          *string                                    `json:"taskRoleArn,omitempty"`
+	Cpu                  *string                                    `json:"cpu,omitzero"`
+	CreatedAt            *Time                                      `json:"createdAt,omitzero"`
+	ExecutionRoleArn     *string                                    `json:"executionRoleArn,omitzero"`
+	HealthCheckPath      *string                                    `json:"healthCheckPath,omitzero"`
+	IngressPaths         []*IngressPathSummary                      `json:"ingressPaths,omitzero"`
+	Memory               *string                                    `json:"memory,omitzero"`
+	NetworkConfiguration *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitzero"`
+	PrimaryContainer     *ExpressGatewayContainer                   `json:"primaryContainer,omitzero"`
+	ScalingTarget        *ExpressGatewayScalingTarget               `json:"scalingTarget,omitzero"`
+	ServiceRevisionArn   *string                                    `json:"serviceRevisionArn,omitzero"`
+	TaskRoleArn          *string                                    `json:"taskRoleArn,omitzero"`
 }
 
 type ExpressGatewayServiceNetworkConfiguration struct {
-	SecurityGroups []string `json:"securityGroups,omitempty"`
-	Subnets        []string `json:"subnets,omitempty"`
+	SecurityGroups []string `json:"securityGroups,omitzero"`
+	Subnets        []string `json:"subnets,omitzero"`
 }
 
 type ExpressGatewayServiceStatus struct {
-	StatusCode   *string `json:"statusCode,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
+	StatusCode   *string `json:"statusCode,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
 }
 
 type FSxWindowsFileServerAuthorizationConfig struct {
-	CredentialsParameter *string `json:"credentialsParameter,omitempty"`
-	Domain               *string `json:"domain,omitempty"`
+	CredentialsParameter *string `json:"credentialsParameter,omitzero"`
+	Domain               *string `json:"domain,omitzero"`
 }
 
 type FSxWindowsFileServerVolumeConfiguration struct {
-	AuthorizationConfig *FSxWindowsFileServerAuthorizationConfig `json:"authorizationConfig,omitempty"`
-	FileSystemId        *string                                  `json:"fileSystemId,omitempty"`
-	RootDirectory       *string                                  `json:"rootDirectory,omitempty"`
+	AuthorizationConfig *FSxWindowsFileServerAuthorizationConfig `json:"authorizationConfig,omitzero"`
+	FileSystemId        *string                                  `json:"fileSystemId,omitzero"`
+	RootDirectory       *string                                  `json:"rootDirectory,omitzero"`
 }
 
 type Failure struct {
-	Arn    *string `json:"arn,omitempty"`
-	Detail *string `json:"detail,omitempty"`
-	Reason *string `json:"reason,omitempty"`
+	Arn    *string `json:"arn,omitzero"`
+	Detail *string `json:"detail,omitzero"`
+	Reason *string `json:"reason,omitzero"`
 }
 
 type FirelensConfiguration struct {
-	Options map[string]string `json:"options,omitempty"`
-	Type_   *string           `json:"type,omitempty"`
+	Options map[string]string `json:"options,omitzero"`
+	Type_   *string           `json:"type,omitzero"`
 }
 
 type GetTaskProtectionRequest struct {
-	Cluster *string  `json:"cluster,omitempty"`
-	Tasks   []string `json:"tasks,omitempty"`
+	Cluster *string  `json:"cluster,omitzero"`
+	Tasks   []string `json:"tasks,omitzero"`
 }
 
 type GetTaskProtectionResponse struct {
-	Failures       []*Failure       `json:"failures,omitempty"`
-	ProtectedTasks []*ProtectedTask `json:"protectedTasks,omitempty"`
+	Failures       []*Failure       `json:"failures,omitzero"`
+	ProtectedTasks []*ProtectedTask `json:"protectedTasks,omitzero"`
 }
 
 type HealthCheck struct {
-	Command     []string `json:"command,omitempty"`
-	Interval    *int32   `json:"interval,omitempty"`
-	Retries     *int32   `json:"retries,omitempty"`
-	StartPeriod *int32   `json:"startPeriod,omitempty"`
-	Timeout     *int32   `json:"timeout,omitempty"`
+	Command     []string `json:"command,omitzero"`
+	Interval    *int32   `json:"interval,omitzero"`
+	Retries     *int32   `json:"retries,omitzero"`
+	StartPeriod *int32   `json:"startPeriod,omitzero"`
+	Timeout     *int32   `json:"timeout,omitzero"`
 }
 
 type HookDetails struct {
 }
 
 type HostEntry struct {
-	Hostname  *string `json:"hostname,omitempty"`
-	IpAddress *string `json:"ipAddress,omitempty"`
+	Hostname  *string `json:"hostname,omitzero"`
+	IpAddress *string `json:"ipAddress,omitzero"`
 }
 
 type HostVolumeProperties struct {
-	SourcePath *string `json:"sourcePath,omitempty"`
+	SourcePath *string `json:"sourcePath,omitzero"`
 }
 
 type InferenceAccelerator struct {
-	DeviceName *string `json:"deviceName,omitempty"`
-	DeviceType *string `json:"deviceType,omitempty"`
+	DeviceName *string `json:"deviceName,omitzero"`
+	DeviceType *string `json:"deviceType,omitzero"`
 }
 
 type InferenceAcceleratorOverride struct {
-	DeviceName *string `json:"deviceName,omitempty"`
-	DeviceType *string `json:"deviceType,omitempty"`
+	DeviceName *string `json:"deviceName,omitzero"`
+	DeviceType *string `json:"deviceType,omitzero"`
 }
 
 type InfrastructureOptimization struct {
-	ScaleInAfter *int32 `json:"scaleInAfter,omitempty"`
+	ScaleInAfter *int32 `json:"scaleInAfter,omitzero"`
 }
 
 type IngressPathSummary struct {
-	AccessType *string `json:"accessType,omitempty"`
-	Endpoint   *string `json:"endpoint,omitempty"`
+	AccessType *string `json:"accessType,omitzero"`
+	Endpoint   *string `json:"endpoint,omitzero"`
 }
 
 type InstanceHealthCheckResult struct {
-	LastStatusChange *Time   `json:"lastStatusChange,omitempty"`
-	LastUpdated      *Time   `json:"lastUpdated,omitempty"`
-	Status           *string `json:"status,omitempty"`
-	StatusReason     *string `json:"statusReason,omitempty"`
-	Type_            *string `json:"type,omitempty"`
+	LastStatusChange *Time   `json:"lastStatusChange,omitzero"`
+	LastUpdated      *Time   `json:"lastUpdated,omitzero"`
+	Status           *string `json:"status,omitzero"`
+	StatusReason     *string `json:"statusReason,omitzero"`
+	Type_            *string `json:"type,omitzero"`
 }
 
 type InstanceLaunchTemplate struct {
-	CapacityOptionType              *string                                    `json:"capacityOptionType,omitempty"`
-	CapacityReservations            *CapacityReservationRequest                `json:"capacityReservations,omitempty"`
-	Ec2InstanceProfileArn           *string                                    `json:"ec2InstanceProfileArn,omitempty"`
-	FipsEnabled                     *bool                                      `json:"fipsEnabled,omitempty"`
-	InstanceMetadataTagsPropagation *bool                                      `json:"instanceMetadataTagsPropagation,omitempty"`
-	InstanceRequirements            *InstanceRequirementsRequest               `json:"instanceRequirements,omitempty"`
-	LocalStorageConfiguration       *ManagedInstancesLocalStorageConfiguration `json:"localStorageConfiguration,omitempty"`
-	Monitoring                      *string                                    `json:"monitoring,omitempty"`
-	NetworkConfiguration            *ManagedInstancesNetworkConfiguration      `json:"networkConfiguration,omitempty"`
-	StorageConfiguration            *ManagedInstancesStorageConfiguration      `json:"storageConfiguration,omitempty"`
+	CapacityOptionType              *string                                    `json:"capacityOptionType,omitzero"`
+	CapacityReservations            *CapacityReservationRequest                `json:"capacityReservations,omitzero"`
+	Ec2InstanceProfileArn           *string                                    `json:"ec2InstanceProfileArn,omitzero"`
+	FipsEnabled                     *bool                                      `json:"fipsEnabled,omitzero"`
+	InstanceMetadataTagsPropagation *bool                                      `json:"instanceMetadataTagsPropagation,omitzero"`
+	InstanceRequirements            *InstanceRequirementsRequest               `json:"instanceRequirements,omitzero"`
+	LocalStorageConfiguration       *ManagedInstancesLocalStorageConfiguration `json:"localStorageConfiguration,omitzero"`
+	Monitoring                      *string                                    `json:"monitoring,omitzero"`
+	NetworkConfiguration            *ManagedInstancesNetworkConfiguration      `json:"networkConfiguration,omitzero"`
+	StorageConfiguration            *ManagedInstancesStorageConfiguration      `json:"storageConfiguration,omitzero"`
 }
 
 type InstanceLaunchTemplateUpdate struct {
-	CapacityReservations            *CapacityReservationRequest                `json:"capacityReservations,omitempty"`
-	Ec2InstanceProfileArn           *string                                    `json:"ec2InstanceProfileArn,omitempty"`
-	InstanceMetadataTagsPropagation *bool                                      `json:"instanceMetadataTagsPropagation,omitempty"`
-	InstanceRequirements            *InstanceRequirementsRequest               `json:"instanceRequirements,omitempty"`
-	LocalStorageConfiguration       *ManagedInstancesLocalStorageConfiguration `json:"localStorageConfiguration,omitempty"`
-	Monitoring                      *string                                    `json:"monitoring,omitempty"`
-	NetworkConfiguration            *ManagedInstancesNetworkConfiguration      `json:"networkConfiguration,omitempty"`
-	StorageConfiguration            *ManagedInstancesStorageConfiguration      `json:"storageConfiguration,omitempty"`
+	CapacityReservations            *CapacityReservationRequest                `json:"capacityReservations,omitzero"`
+	Ec2InstanceProfileArn           *string                                    `json:"ec2InstanceProfileArn,omitzero"`
+	InstanceMetadataTagsPropagation *bool                                      `json:"instanceMetadataTagsPropagation,omitzero"`
+	InstanceRequirements            *InstanceRequirementsRequest               `json:"instanceRequirements,omitzero"`
+	LocalStorageConfiguration       *ManagedInstancesLocalStorageConfiguration `json:"localStorageConfiguration,omitzero"`
+	Monitoring                      *string                                    `json:"monitoring,omitzero"`
+	NetworkConfiguration            *ManagedInstancesNetworkConfiguration      `json:"networkConfiguration,omitzero"`
+	StorageConfiguration            *ManagedInstancesStorageConfiguration      `json:"storageConfiguration,omitzero"`
 }
 
 type InstanceRequirementsRequest struct {
-	AcceleratorCount                               *AcceleratorCountRequest          `json:"acceleratorCount,omitempty"`
-	AcceleratorManufacturers                       []string                          `json:"acceleratorManufacturers,omitempty"`
-	AcceleratorNames                               []string                          `json:"acceleratorNames,omitempty"`
-	AcceleratorTotalMemoryMiB                      *AcceleratorTotalMemoryMiBRequest `json:"acceleratorTotalMemoryMiB,omitempty"`
-	AcceleratorTypes                               []string                          `json:"acceleratorTypes,omitempty"`
-	AllowedInstanceTypes                           []string                          `json:"allowedInstanceTypes,omitempty"`
-	BareMetal                                      *string                           `json:"bareMetal,omitempty"`
-	BaselineEbsBandwidthMbps                       *BaselineEbsBandwidthMbpsRequest  `json:"baselineEbsBandwidthMbps,omitempty"`
-	BurstablePerformance                           *string                           `json:"burstablePerformance,omitempty"`
-	CpuManufacturers                               []string                          `json:"cpuManufacturers,omitempty"`
-	ExcludedInstanceTypes                          []string                          `json:"excludedInstanceTypes,omitempty"`
-	InstanceGenerations                            []string                          `json:"instanceGenerations,omitempty"`
-	LocalStorage                                   *string                           `json:"localStorage,omitempty"`
-	LocalStorageTypes                              []string                          `json:"localStorageTypes,omitempty"`
-	MaxSpotPriceAsPercentageOfOptimalOnDemandPrice *int32                            `json:"maxSpotPriceAsPercentageOfOptimalOnDemandPrice,omitempty"`
-	MemoryGiBPerVCpu                               *MemoryGiBPerVCpuRequest          `json:"memoryGiBPerVCpu,omitempty"`
-	MemoryMiB                                      *MemoryMiBRequest                 `json:"memoryMiB,omitempty"`
-	NetworkBandwidthGbps                           *NetworkBandwidthGbpsRequest      `json:"networkBandwidthGbps,omitempty"`
-	NetworkInterfaceCount                          *NetworkInterfaceCountRequest     `json:"networkInterfaceCount,omitempty"`
-	OnDemandMaxPricePercentageOverLowestPrice      *int32                            `json:"onDemandMaxPricePercentageOverLowestPrice,omitempty"`
-	RequireHibernateSupport                        *bool                             `json:"requireHibernateSupport,omitempty"`
-	SpotMaxPricePercentageOverLowestPrice          *int32                            `json:"spotMaxPricePercentageOverLowestPrice,omitempty"`
-	TotalLocalStorageGB                            *TotalLocalStorageGBRequest       `json:"totalLocalStorageGB,omitempty"`
-	VCpuCount                                      *VCpuCountRangeRequest            `json:"vCpuCount,omitempty"`
+	AcceleratorCount                               *AcceleratorCountRequest          `json:"acceleratorCount,omitzero"`
+	AcceleratorManufacturers                       []string                          `json:"acceleratorManufacturers,omitzero"`
+	AcceleratorNames                               []string                          `json:"acceleratorNames,omitzero"`
+	AcceleratorTotalMemoryMiB                      *AcceleratorTotalMemoryMiBRequest `json:"acceleratorTotalMemoryMiB,omitzero"`
+	AcceleratorTypes                               []string                          `json:"acceleratorTypes,omitzero"`
+	AllowedInstanceTypes                           []string                          `json:"allowedInstanceTypes,omitzero"`
+	BareMetal                                      *string                           `json:"bareMetal,omitzero"`
+	BaselineEbsBandwidthMbps                       *BaselineEbsBandwidthMbpsRequest  `json:"baselineEbsBandwidthMbps,omitzero"`
+	BurstablePerformance                           *string                           `json:"burstablePerformance,omitzero"`
+	CpuManufacturers                               []string                          `json:"cpuManufacturers,omitzero"`
+	ExcludedInstanceTypes                          []string                          `json:"excludedInstanceTypes,omitzero"`
+	InstanceGenerations                            []string                          `json:"instanceGenerations,omitzero"`
+	LocalStorage                                   *string                           `json:"localStorage,omitzero"`
+	LocalStorageTypes                              []string                          `json:"localStorageTypes,omitzero"`
+	MaxSpotPriceAsPercentageOfOptimalOnDemandPrice *int32                            `json:"maxSpotPriceAsPercentageOfOptimalOnDemandPrice,omitzero"`
+	MemoryGiBPerVCpu                               *MemoryGiBPerVCpuRequest          `json:"memoryGiBPerVCpu,omitzero"`
+	MemoryMiB                                      *MemoryMiBRequest                 `json:"memoryMiB,omitzero"`
+	NetworkBandwidthGbps                           *NetworkBandwidthGbpsRequest      `json:"networkBandwidthGbps,omitzero"`
+	NetworkInterfaceCount                          *NetworkInterfaceCountRequest     `json:"networkInterfaceCount,omitzero"`
+	OnDemandMaxPricePercentageOverLowestPrice      *int32                            `json:"onDemandMaxPricePercentageOverLowestPrice,omitzero"`
+	RequireHibernateSupport                        *bool                             `json:"requireHibernateSupport,omitzero"`
+	SpotMaxPricePercentageOverLowestPrice          *int32                            `json:"spotMaxPricePercentageOverLowestPrice,omitzero"`
+	TotalLocalStorageGB                            *TotalLocalStorageGBRequest       `json:"totalLocalStorageGB,omitzero"`
+	VCpuCount                                      *VCpuCountRangeRequest            `json:"vCpuCount,omitzero"`
 }
 
 type InvalidParameterException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type KernelCapabilities struct {
-	Add  []string `json:"add,omitempty"`
-	Drop []string `json:"drop,omitempty"`
+	Add  []string `json:"add,omitzero"`
+	Drop []string `json:"drop,omitzero"`
 }
 
 type KeyValuePair struct {
-	Name  *string `json:"name,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Name  *string `json:"name,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type LimitExceededException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type LinearConfiguration struct {
-	StepBakeTimeInMinutes *int32   `json:"stepBakeTimeInMinutes,omitempty"`
-	StepPercent           *float64 `json:"stepPercent,omitempty"`
+	StepBakeTimeInMinutes *int32   `json:"stepBakeTimeInMinutes,omitzero"`
+	StepPercent           *float64 `json:"stepPercent,omitzero"`
 }
 
 type LinuxParameters struct {
-	Capabilities       *KernelCapabilities `json:"capabilities,omitempty"`
-	Devices            []*Device           `json:"devices,omitempty"`
-	InitProcessEnabled *bool               `json:"initProcessEnabled,omitempty"`
-	MaxSwap            *int32              `json:"maxSwap,omitempty"`
-	SharedMemorySize   *int32              `json:"sharedMemorySize,omitempty"`
-	Swappiness         *int32              `json:"swappiness,omitempty"`
-	Tmpfs              []*Tmpfs            `json:"tmpfs,omitempty"`
+	Capabilities       *KernelCapabilities `json:"capabilities,omitzero"`
+	Devices            []*Device           `json:"devices,omitzero"`
+	InitProcessEnabled *bool               `json:"initProcessEnabled,omitzero"`
+	MaxSwap            *int32              `json:"maxSwap,omitzero"`
+	SharedMemorySize   *int32              `json:"sharedMemorySize,omitzero"`
+	Swappiness         *int32              `json:"swappiness,omitzero"`
+	Tmpfs              []*Tmpfs            `json:"tmpfs,omitzero"`
 }
 
 type ListAccountSettingsRequest struct {
-	EffectiveSettings *bool   `json:"effectiveSettings,omitempty"`
-	MaxResults        *int32  `json:"maxResults,omitempty"`
-	Name              *string `json:"name,omitempty"`
-	NextToken         *string `json:"nextToken,omitempty"`
-	PrincipalArn      *string `json:"principalArn,omitempty"`
-	Value             *string `json:"value,omitempty"`
+	EffectiveSettings *bool   `json:"effectiveSettings,omitzero"`
+	MaxResults        *int32  `json:"maxResults,omitzero"`
+	Name              *string `json:"name,omitzero"`
+	NextToken         *string `json:"nextToken,omitzero"`
+	PrincipalArn      *string `json:"principalArn,omitzero"`
+	Value             *string `json:"value,omitzero"`
 }
 
 type ListAccountSettingsResponse struct {
-	NextToken *string    `json:"nextToken,omitempty"`
-	Settings  []*Setting `json:"settings,omitempty"`
+	NextToken *string    `json:"nextToken,omitzero"`
+	Settings  []*Setting `json:"settings,omitzero"`
 }
 
 type ListAttributesRequest struct {
-	AttributeName  *string `json:"attributeName,omitempty"`
-	AttributeValue *string `json:"attributeValue,omitempty"`
-	Cluster        *string `json:"cluster,omitempty"`
-	MaxResults     *int32  `json:"maxResults,omitempty"`
-	NextToken      *string `json:"nextToken,omitempty"`
-	TargetType     *string `json:"targetType,omitempty"`
+	AttributeName  *string `json:"attributeName,omitzero"`
+	AttributeValue *string `json:"attributeValue,omitzero"`
+	Cluster        *string `json:"cluster,omitzero"`
+	MaxResults     *int32  `json:"maxResults,omitzero"`
+	NextToken      *string `json:"nextToken,omitzero"`
+	TargetType     *string `json:"targetType,omitzero"`
 }
 
 type ListAttributesResponse struct {
-	Attributes []*Attribute `json:"attributes,omitempty"`
-	NextToken  *string      `json:"nextToken,omitempty"`
+	Attributes []*Attribute `json:"attributes,omitzero"`
+	NextToken  *string      `json:"nextToken,omitzero"`
 }
 
 type ListClustersRequest struct {
-	MaxResults *int32  `json:"maxResults,omitempty"`
-	NextToken  *string `json:"nextToken,omitempty"`
+	MaxResults *int32  `json:"maxResults,omitzero"`
+	NextToken  *string `json:"nextToken,omitzero"`
 }
 
 type ListClustersResponse struct {
-	ClusterArns []string `json:"clusterArns,omitempty"`
-	NextToken   *string  `json:"nextToken,omitempty"`
+	ClusterArns []string `json:"clusterArns,omitzero"`
+	NextToken   *string  `json:"nextToken,omitzero"`
 }
 
 type ListContainerInstancesRequest struct {
-	Cluster    *string `json:"cluster,omitempty"`
-	Filter     *string `json:"filter,omitempty"`
-	MaxResults *int32  `json:"maxResults,omitempty"`
-	NextToken  *string `json:"nextToken,omitempty"`
-	Status     *string `json:"status,omitempty"`
+	Cluster    *string `json:"cluster,omitzero"`
+	Filter     *string `json:"filter,omitzero"`
+	MaxResults *int32  `json:"maxResults,omitzero"`
+	NextToken  *string `json:"nextToken,omitzero"`
+	Status     *string `json:"status,omitzero"`
 }
 
 type ListContainerInstancesResponse struct {
-	ContainerInstanceArns []string `json:"containerInstanceArns,omitempty"`
-	NextToken             *string  `json:"nextToken,omitempty"`
+	ContainerInstanceArns []string `json:"containerInstanceArns,omitzero"`
+	NextToken             *string  `json:"nextToken,omitzero"`
 }
 
 type ListDaemonDeploymentsRequest struct {
-	CreatedAt  *CreatedAt `json:"createdAt,omitempty"`
-	DaemonArn  *string    `json:"daemonArn,omitempty"`
-	MaxResults *int32     `json:"maxResults,omitempty"`
-	NextToken  *string    `json:"nextToken,omitempty"`
-	Status     []string   `json:"status,omitempty"`
+	CreatedAt  *CreatedAt `json:"createdAt,omitzero"`
+	DaemonArn  *string    `json:"daemonArn,omitzero"`
+	MaxResults *int32     `json:"maxResults,omitzero"`
+	NextToken  *string    `json:"nextToken,omitzero"`
+	Status     []string   `json:"status,omitzero"`
 }
 
 type ListDaemonDeploymentsResponse struct {
-	DaemonDeployments []*DaemonDeploymentSummary `json:"daemonDeployments,omitempty"`
-	NextToken         *string                    `json:"nextToken,omitempty"`
+	DaemonDeployments []*DaemonDeploymentSummary `json:"daemonDeployments,omitzero"`
+	NextToken         *string                    `json:"nextToken,omitzero"`
 }
 
 type ListDaemonTaskDefinitionsRequest struct {
-	Family       *string `json:"family,omitempty"`
-	FamilyPrefix *string `json:"familyPrefix,omitempty"`
-	MaxResults   *int32  `json:"maxResults,omitempty"`
-	NextToken    *string `json:"nextToken,omitempty"`
-	Revision     *string `json:"revision,omitempty"`
-	Sort         *string `json:"sort,omitempty"`
-	Status       *string `json:"status,omitempty"`
+	Family       *string `json:"family,omitzero"`
+	FamilyPrefix *string `json:"familyPrefix,omitzero"`
+	MaxResults   *int32  `json:"maxResults,omitzero"`
+	NextToken    *string `json:"nextToken,omitzero"`
+	Revision     *string `json:"revision,omitzero"`
+	Sort         *string `json:"sort,omitzero"`
+	Status       *string `json:"status,omitzero"`
 }
 
 type ListDaemonTaskDefinitionsResponse struct {
-	DaemonTaskDefinitions []*DaemonTaskDefinitionSummary `json:"daemonTaskDefinitions,omitempty"`
-	NextToken             *string                        `json:"nextToken,omitempty"`
+	DaemonTaskDefinitions []*DaemonTaskDefinitionSummary `json:"daemonTaskDefinitions,omitzero"`
+	NextToken             *string                        `json:"nextToken,omitzero"`
 }
 
 type ListDaemonsRequest struct {
-	CapacityProviderArns []string `json:"capacityProviderArns,omitempty"`
-	ClusterArn           *string  `json:"clusterArn,omitempty"`
-	MaxResults           *int32   `json:"maxResults,omitempty"`
-	NextToken            *string  `json:"nextToken,omitempty"`
+	CapacityProviderArns []string `json:"capacityProviderArns,omitzero"`
+	ClusterArn           *string  `json:"clusterArn,omitzero"`
+	MaxResults           *int32   `json:"maxResults,omitzero"`
+	NextToken            *string  `json:"nextToken,omitzero"`
 }
 
 type ListDaemonsResponse struct {
-	DaemonSummariesList []*DaemonSummary `json:"daemonSummariesList,omitempty"`
-	NextToken           *string          `json:"nextToken,omitempty"`
+	DaemonSummariesList []*DaemonSummary `json:"daemonSummariesList,omitzero"`
+	NextToken           *string          `json:"nextToken,omitzero"`
 }
 
 type ListServiceDeploymentsRequest struct {
-	Cluster    *string    `json:"cluster,omitempty"`
-	CreatedAt  *CreatedAt `json:"createdAt,omitempty"`
-	MaxResults *int32     `json:"maxResults,omitempty"`
-	NextToken  *string    `json:"nextToken,omitempty"`
-	Service    *string    `json:"service,omitempty"`
-	Status     []string   `json:"status,omitempty"`
+	Cluster    *string    `json:"cluster,omitzero"`
+	CreatedAt  *CreatedAt `json:"createdAt,omitzero"`
+	MaxResults *int32     `json:"maxResults,omitzero"`
+	NextToken  *string    `json:"nextToken,omitzero"`
+	Service    *string    `json:"service,omitzero"`
+	Status     []string   `json:"status,omitzero"`
 }
 
 type ListServiceDeploymentsResponse struct {
-	NextToken          *string                   `json:"nextToken,omitempty"`
-	ServiceDeployments []*ServiceDeploymentBrief `json:"serviceDeployments,omitempty"`
+	NextToken          *string                   `json:"nextToken,omitzero"`
+	ServiceDeployments []*ServiceDeploymentBrief `json:"serviceDeployments,omitzero"`
 }
 
 type ListServicesByNamespaceRequest struct {
-	MaxResults *int32  `json:"maxResults,omitempty"`
-	Namespace  *string `json:"namespace,omitempty"`
-	NextToken  *string `json:"nextToken,omitempty"`
+	MaxResults *int32  `json:"maxResults,omitzero"`
+	Namespace  *string `json:"namespace,omitzero"`
+	NextToken  *string `json:"nextToken,omitzero"`
 }
 
 type ListServicesByNamespaceResponse struct {
-	NextToken   *string  `json:"nextToken,omitempty"`
-	ServiceArns []string `json:"serviceArns,omitempty"`
+	NextToken   *string  `json:"nextToken,omitzero"`
+	ServiceArns []string `json:"serviceArns,omitzero"`
 }
 
 type ListServicesRequest struct {
-	Cluster                *string `json:"cluster,omitempty"`
-	LaunchType             *string `json:"launchType,omitempty"`
-	MaxResults             *int32  `json:"maxResults,omitempty"`
-	NextToken              *string `json:"nextToken,omitempty"`
-	ResourceManagementType *string `json:"resourceManagementType,omitempty"`
-	SchedulingStrategy     *string `json:"schedulingStrategy,omitempty"`
+	Cluster                *string `json:"cluster,omitzero"`
+	LaunchType             *string `json:"launchType,omitzero"`
+	MaxResults             *int32  `json:"maxResults,omitzero"`
+	NextToken              *string `json:"nextToken,omitzero"`
+	ResourceManagementType *string `json:"resourceManagementType,omitzero"`
+	SchedulingStrategy     *string `json:"schedulingStrategy,omitzero"`
 }
 
 type ListServicesResponse struct {
-	NextToken   *string  `json:"nextToken,omitempty"`
-	ServiceArns []string `json:"serviceArns,omitempty"`
+	NextToken   *string  `json:"nextToken,omitzero"`
+	ServiceArns []string `json:"serviceArns,omitzero"`
 }
 
 type ListTagsForResourceRequest struct {
-	ResourceArn *string `json:"resourceArn,omitempty"`
+	ResourceArn *string `json:"resourceArn,omitzero"`
 }
 
 type ListTagsForResourceResponse struct {
-	Tags []*Tag `json:"tags,omitempty"`
+	Tags []*Tag `json:"tags,omitzero"`
 }
 
 type ListTaskDefinitionFamiliesRequest struct {
-	FamilyPrefix *string `json:"familyPrefix,omitempty"`
-	MaxResults   *int32  `json:"maxResults,omitempty"`
-	NextToken    *string `json:"nextToken,omitempty"`
-	Status       *string `json:"status,omitempty"`
+	FamilyPrefix *string `json:"familyPrefix,omitzero"`
+	MaxResults   *int32  `json:"maxResults,omitzero"`
+	NextToken    *string `json:"nextToken,omitzero"`
+	Status       *string `json:"status,omitzero"`
 }
 
 type ListTaskDefinitionFamiliesResponse struct {
-	Families  []string `json:"families,omitempty"`
-	NextToken *string  `json:"nextToken,omitempty"`
+	Families  []string `json:"families,omitzero"`
+	NextToken *string  `json:"nextToken,omitzero"`
 }
 
 type ListTaskDefinitionsRequest struct {
-	FamilyPrefix *string `json:"familyPrefix,omitempty"`
-	MaxResults   *int32  `json:"maxResults,omitempty"`
-	NextToken    *string `json:"nextToken,omitempty"`
-	Sort         *string `json:"sort,omitempty"`
-	Status       *string `json:"status,omitempty"`
+	FamilyPrefix *string `json:"familyPrefix,omitzero"`
+	MaxResults   *int32  `json:"maxResults,omitzero"`
+	NextToken    *string `json:"nextToken,omitzero"`
+	Sort         *string `json:"sort,omitzero"`
+	Status       *string `json:"status,omitzero"`
 }
 
 type ListTaskDefinitionsResponse struct {
-	NextToken          *string  `json:"nextToken,omitempty"`
-	TaskDefinitionArns []string `json:"taskDefinitionArns,omitempty"`
+	NextToken          *string  `json:"nextToken,omitzero"`
+	TaskDefinitionArns []string `json:"taskDefinitionArns,omitzero"`
 }
 
 type ListTasksRequest struct {
-	Cluster           *string `json:"cluster,omitempty"`
-	ContainerInstance *string `json:"containerInstance,omitempty"`
-	DaemonName        *string `json:"daemonName,omitempty"`
-	DesiredStatus     *string `json:"desiredStatus,omitempty"`
-	Family            *string `json:"family,omitempty"`
-	LaunchType        *string `json:"launchType,omitempty"`
-	MaxResults        *int32  `json:"maxResults,omitempty"`
-	NextToken         *string `json:"nextToken,omitempty"`
-	ServiceName       *string `json:"serviceName,omitempty"`
-	StartedBy         *string `json:"startedBy,omitempty"`
+	Cluster           *string `json:"cluster,omitzero"`
+	ContainerInstance *string `json:"containerInstance,omitzero"`
+	DaemonName        *string `json:"daemonName,omitzero"`
+	DesiredStatus     *string `json:"desiredStatus,omitzero"`
+	Family            *string `json:"family,omitzero"`
+	LaunchType        *string `json:"launchType,omitzero"`
+	MaxResults        *int32  `json:"maxResults,omitzero"`
+	NextToken         *string `json:"nextToken,omitzero"`
+	ServiceName       *string `json:"serviceName,omitzero"`
+	StartedBy         *string `json:"startedBy,omitzero"`
 }
 
 type ListTasksResponse struct {
-	NextToken *string  `json:"nextToken,omitempty"`
-	TaskArns  []string `json:"taskArns,omitempty"`
+	NextToken *string  `json:"nextToken,omitzero"`
+	TaskArns  []string `json:"taskArns,omitzero"`
 }
 
 type LoadBalancer struct {
-	AdvancedConfiguration *AdvancedConfiguration `json:"advancedConfiguration,omitempty"`
-	ContainerName         *string                `json:"containerName,omitempty"`
-	ContainerPort         *int32                 `json:"containerPort,omitempty"`
-	LoadBalancerName      *string                `json:"loadBalancerName,omitempty"`
-	TargetGroupArn        *string                `json:"targetGroupArn,omitempty"`
+	AdvancedConfiguration *AdvancedConfiguration `json:"advancedConfiguration,omitzero"`
+	ContainerName         *string                `json:"containerName,omitzero"`
+	ContainerPort         *int32                 `json:"containerPort,omitzero"`
+	LoadBalancerName      *string                `json:"loadBalancerName,omitzero"`
+	TargetGroupArn        *string                `json:"targetGroupArn,omitzero"`
 }
 
 type LogConfiguration struct {
-	LogDriver     *string           `json:"logDriver,omitempty"`
-	Options       map[string]string `json:"options,omitempty"`
-	SecretOptions []*Secret         `json:"secretOptions,omitempty"`
+	LogDriver     *string           `json:"logDriver,omitzero"`
+	Options       map[string]string `json:"options,omitzero"`
+	SecretOptions []*Secret         `json:"secretOptions,omitzero"`
 }
 
 type ManagedAgent struct {
-	LastStartedAt *Time   `json:"lastStartedAt,omitempty"`
-	LastStatus    *string `json:"lastStatus,omitempty"`
-	Name          *string `json:"name,omitempty"`
-	Reason        *string `json:"reason,omitempty"`
+	LastStartedAt *Time   `json:"lastStartedAt,omitzero"`
+	LastStatus    *string `json:"lastStatus,omitzero"`
+	Name          *string `json:"name,omitzero"`
+	Reason        *string `json:"reason,omitzero"`
 }
 
 type ManagedAgentStateChange struct {
-	ContainerName    *string `json:"containerName,omitempty"`
-	ManagedAgentName *string `json:"managedAgentName,omitempty"`
-	Reason           *string `json:"reason,omitempty"`
-	Status           *string `json:"status,omitempty"`
+	ContainerName    *string `json:"containerName,omitzero"`
+	ManagedAgentName *string `json:"managedAgentName,omitzero"`
+	Reason           *string `json:"reason,omitzero"`
+	Status           *string `json:"status,omitzero"`
 }
 
 type ManagedApplicationAutoScalingPolicy struct {
-	Arn          *string  `json:"arn,omitempty"`
-	Metric       *string  `json:"metric,omitempty"`
-	PolicyType   *string  `json:"policyType,omitempty"`
-	Status       *string  `json:"status,omitempty"`
-	StatusReason *string  `json:"statusReason,omitempty"`
-	TargetValue  *float64 `json:"targetValue,omitempty"`
-	UpdatedAt    *Time    `json:"updatedAt,omitempty"`
+	Arn          *string  `json:"arn,omitzero"`
+	Metric       *string  `json:"metric,omitzero"`
+	PolicyType   *string  `json:"policyType,omitzero"`
+	Status       *string  `json:"status,omitzero"`
+	StatusReason *string  `json:"statusReason,omitzero"`
+	TargetValue  *float64 `json:"targetValue,omitzero"`
+	UpdatedAt    *Time    `json:"updatedAt,omitzero"`
 }
 
 type ManagedAutoScaling struct {
-	ApplicationAutoScalingPolicies []*ManagedApplicationAutoScalingPolicy `json:"applicationAutoScalingPolicies,omitempty"`
-	ScalableTarget                 *ManagedScalableTarget                 `json:"scalableTarget,omitempty"`
+	ApplicationAutoScalingPolicies []*ManagedApplicationAutoScalingPolicy `json:"applicationAutoScalingPolicies,omitzero"`
+	ScalableTarget                 *ManagedScalableTarget                 `json:"scalableTarget,omitzero"`
 }
 
 type ManagedCertificate struct {
-	Arn          *string `json:"arn,omitempty"`
-	DomainName   *string `json:"domainName,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	DomainName   *string `json:"domainName,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedIngressPath struct {
-	AccessType                 *string                 `json:"accessType,omitempty"`
-	Certificate                *ManagedCertificate     `json:"certificate,omitempty"`
-	Endpoint                   *string                 `json:"endpoint,omitempty"`
-	Listener                   *ManagedListener        `json:"listener,omitempty"`
-	LoadBalancer               *ManagedLoadBalancer    `json:"loadBalancer,omitempty"`
-	LoadBalancerSecurityGroups []*ManagedSecurityGroup `json:"loadBalancerSecurityGroups,omitempty"`
-	Rule                       *ManagedListenerRule    `json:"rule,omitempty"`
-	TargetGroups               []*ManagedTargetGroup   `json:"targetGroups,omitempty"`
+	AccessType                 *string                 `json:"accessType,omitzero"`
+	Certificate                *ManagedCertificate     `json:"certificate,omitzero"`
+	Endpoint                   *string                 `json:"endpoint,omitzero"`
+	Listener                   *ManagedListener        `json:"listener,omitzero"`
+	LoadBalancer               *ManagedLoadBalancer    `json:"loadBalancer,omitzero"`
+	LoadBalancerSecurityGroups []*ManagedSecurityGroup `json:"loadBalancerSecurityGroups,omitzero"`
+	Rule                       *ManagedListenerRule    `json:"rule,omitzero"`
+	TargetGroups               []*ManagedTargetGroup   `json:"targetGroups,omitzero"`
 }
 
 type ManagedInstancesLocalStorageConfiguration struct {
-	UseLocalStorage *bool `json:"useLocalStorage,omitempty"`
+	UseLocalStorage *bool `json:"useLocalStorage,omitzero"`
 }
 
 type ManagedInstancesNetworkConfiguration struct {
-	SecurityGroups []string `json:"securityGroups,omitempty"`
-	Subnets        []string `json:"subnets,omitempty"`
+	SecurityGroups []string `json:"securityGroups,omitzero"`
+	Subnets        []string `json:"subnets,omitzero"`
 }
 
 type ManagedInstancesProvider struct {
-	AutoRepairConfiguration    *AutoRepairConfiguration    `json:"autoRepairConfiguration,omitempty"`
-	InfrastructureOptimization *InfrastructureOptimization `json:"infrastructureOptimization,omitempty"`
-	InfrastructureRoleArn      *string                     `json:"infrastructureRoleArn,omitempty"`
-	InstanceLaunchTemplate     *InstanceLaunchTemplate     `json:"instanceLaunchTemplate,omitempty"`
-	PropagateTags              *string                     `json:"propagateTags,omitempty"`
+	AutoRepairConfiguration    *AutoRepairConfiguration    `json:"autoRepairConfiguration,omitzero"`
+	InfrastructureOptimization *InfrastructureOptimization `json:"infrastructureOptimization,omitzero"`
+	InfrastructureRoleArn      *string                     `json:"infrastructureRoleArn,omitzero"`
+	InstanceLaunchTemplate     *InstanceLaunchTemplate     `json:"instanceLaunchTemplate,omitzero"`
+	PropagateTags              *string                     `json:"propagateTags,omitzero"`
 }
 
 type ManagedInstancesStorageConfiguration struct {
-	StorageSizeGiB *int32 `json:"storageSizeGiB,omitempty"`
+	StorageSizeGiB *int32 `json:"storageSizeGiB,omitzero"`
 }
 
 type ManagedListener struct {
-	Arn          *string `json:"arn,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedListenerRule struct {
-	Arn          *string `json:"arn,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedLoadBalancer struct {
-	Arn              *string  `json:"arn,omitempty"`
-	Scheme           *string  `json:"scheme,omitempty"`
-	SecurityGroupIds []string `json:"securityGroupIds,omitempty"`
-	Status           *string  `json:"status,omitempty"`
-	StatusReason     *string  `json:"statusReason,omitempty"`
-	SubnetIds        []string `json:"subnetIds,omitempty"`
-	UpdatedAt        *Time    `json:"updatedAt,omitempty"`
+	Arn              *string  `json:"arn,omitzero"`
+	Scheme           *string  `json:"scheme,omitzero"`
+	SecurityGroupIds []string `json:"securityGroupIds,omitzero"`
+	Status           *string  `json:"status,omitzero"`
+	StatusReason     *string  `json:"statusReason,omitzero"`
+	SubnetIds        []string `json:"subnetIds,omitzero"`
+	UpdatedAt        *Time    `json:"updatedAt,omitzero"`
 }
 
 type ManagedLogGroup struct {
-	Arn          *string `json:"arn,omitempty"`
-	LogGroupName *string `json:"logGroupName,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	LogGroupName *string `json:"logGroupName,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedMetricAlarm struct {
-	Arn          *string `json:"arn,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedScalableTarget struct {
-	Arn          *string `json:"arn,omitempty"`
-	MaxCapacity  *int32  `json:"maxCapacity,omitempty"`
-	MinCapacity  *int32  `json:"minCapacity,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	MaxCapacity  *int32  `json:"maxCapacity,omitzero"`
+	MinCapacity  *int32  `json:"minCapacity,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedScaling struct {
-	InstanceWarmupPeriod   *int32  `json:"instanceWarmupPeriod,omitempty"`
-	MaximumScalingStepSize *int32  `json:"maximumScalingStepSize,omitempty"`
-	MinimumScalingStepSize *int32  `json:"minimumScalingStepSize,omitempty"`
-	Status                 *string `json:"status,omitempty"`
-	TargetCapacity         *int32  `json:"targetCapacity,omitempty"`
+	InstanceWarmupPeriod   *int32  `json:"instanceWarmupPeriod,omitzero"`
+	MaximumScalingStepSize *int32  `json:"maximumScalingStepSize,omitzero"`
+	MinimumScalingStepSize *int32  `json:"minimumScalingStepSize,omitzero"`
+	Status                 *string `json:"status,omitzero"`
+	TargetCapacity         *int32  `json:"targetCapacity,omitzero"`
 }
 
 type ManagedSecurityGroup struct {
-	Arn          *string `json:"arn,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	StatusReason *string `json:"statusReason,omitempty"`
-	UpdatedAt    *Time   `json:"updatedAt,omitempty"`
+	Arn          *string `json:"arn,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	StatusReason *string `json:"statusReason,omitzero"`
+	UpdatedAt    *Time   `json:"updatedAt,omitzero"`
 }
 
 type ManagedStorageConfiguration struct {
-	FargateEphemeralStorageKmsKeyId *string `json:"fargateEphemeralStorageKmsKeyId,omitempty"`
-	KmsKeyId                        *string `json:"kmsKeyId,omitempty"`
+	FargateEphemeralStorageKmsKeyId *string `json:"fargateEphemeralStorageKmsKeyId,omitzero"`
+	KmsKeyId                        *string `json:"kmsKeyId,omitzero"`
 }
 
 type ManagedTargetGroup struct {
-	Arn             *string `json:"arn,omitempty"`
-	HealthCheckPath *string `json:"healthCheckPath,omitempty"`
-	HealthCheckPort *int32  `json:"healthCheckPort,omitempty"`
-	Port            *int32  `json:"port,omitempty"`
-	Status          *string `json:"status,omitempty"`
-	StatusReason    *string `json:"statusReason,omitempty"`
-	UpdatedAt       *Time   `json:"updatedAt,omitempty"`
+	Arn             *string `json:"arn,omitzero"`
+	HealthCheckPath *string `json:"healthCheckPath,omitzero"`
+	HealthCheckPort *int32  `json:"healthCheckPort,omitzero"`
+	Port            *int32  `json:"port,omitzero"`
+	Status          *string `json:"status,omitzero"`
+	StatusReason    *string `json:"statusReason,omitzero"`
+	UpdatedAt       *Time   `json:"updatedAt,omitzero"`
 }
 
 type MemoryGiBPerVCpuRequest struct {
-	Max *float64 `json:"max,omitempty"`
-	Min *float64 `json:"min,omitempty"`
+	Max *float64 `json:"max,omitzero"`
+	Min *float64 `json:"min,omitzero"`
 }
 
 type MemoryMiBRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type MissingVersionException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type MountPoint struct {
-	ContainerPath *string `json:"containerPath,omitempty"`
-	ReadOnly      *bool   `json:"readOnly,omitempty"`
-	SourceVolume  *string `json:"sourceVolume,omitempty"`
+	ContainerPath *string `json:"containerPath,omitzero"`
+	ReadOnly      *bool   `json:"readOnly,omitzero"`
+	SourceVolume  *string `json:"sourceVolume,omitzero"`
 }
 
 type NamespaceNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type NetworkBandwidthGbpsRequest struct {
-	Max *float64 `json:"max,omitempty"`
-	Min *float64 `json:"min,omitempty"`
+	Max *float64 `json:"max,omitzero"`
+	Min *float64 `json:"min,omitzero"`
 }
 
 type NetworkBinding struct {
-	BindIP             *string `json:"bindIP,omitempty"`
-	ContainerPort      *int32  `json:"containerPort,omitempty"`
-	ContainerPortRange *string `json:"containerPortRange,omitempty"`
-	HostPort           *int32  `json:"hostPort,omitempty"`
-	HostPortRange      *string `json:"hostPortRange,omitempty"`
-	Protocol           *string `json:"protocol,omitempty"`
+	BindIP             *string `json:"bindIP,omitzero"`
+	ContainerPort      *int32  `json:"containerPort,omitzero"`
+	ContainerPortRange *string `json:"containerPortRange,omitzero"`
+	HostPort           *int32  `json:"hostPort,omitzero"`
+	HostPortRange      *string `json:"hostPortRange,omitzero"`
+	Protocol           *string `json:"protocol,omitzero"`
 }
 
 type NetworkConfiguration struct {
-	AwsvpcConfiguration *AwsVpcConfiguration `json:"awsvpcConfiguration,omitempty"`
+	AwsvpcConfiguration *AwsVpcConfiguration `json:"awsvpcConfiguration,omitzero"`
 }
 
 type NetworkInterface struct {
-	AttachmentId       *string `json:"attachmentId,omitempty"`
-	Ipv6Address        *string `json:"ipv6Address,omitempty"`
-	PrivateIpv4Address *string `json:"privateIpv4Address,omitempty"`
+	AttachmentId       *string `json:"attachmentId,omitzero"`
+	Ipv6Address        *string `json:"ipv6Address,omitzero"`
+	PrivateIpv4Address *string `json:"privateIpv4Address,omitzero"`
 }
 
 type NetworkInterfaceCountRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type NoUpdateAvailableException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type PlacementConstraint struct {
-	Expression *string `json:"expression,omitempty"`
-	Type_      *string `json:"type,omitempty"`
+	Expression *string `json:"expression,omitzero"`
+	Type_      *string `json:"type,omitzero"`
 }
 
 type PlacementStrategy struct {
-	Field *string `json:"field,omitempty"`
-	Type_ *string `json:"type,omitempty"`
+	Field *string `json:"field,omitzero"`
+	Type_ *string `json:"type,omitzero"`
 }
 
 type PlatformDevice struct {
-	Id    *string `json:"id,omitempty"`
-	Type_ *string `json:"type,omitempty"`
+	Id    *string `json:"id,omitzero"`
+	Type_ *string `json:"type,omitzero"`
 }
 
 type PlatformTaskDefinitionIncompatibilityException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type PlatformUnknownException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type PortMapping struct {
-	AppProtocol        *string `json:"appProtocol,omitempty"`
-	ContainerPort      *int32  `json:"containerPort,omitempty"`
-	ContainerPortRange *string `json:"containerPortRange,omitempty"`
-	HostPort           *int32  `json:"hostPort,omitempty"`
-	Name               *string `json:"name,omitempty"`
-	Protocol           *string `json:"protocol,omitempty"`
+	AppProtocol        *string `json:"appProtocol,omitzero"`
+	ContainerPort      *int32  `json:"containerPort,omitzero"`
+	ContainerPortRange *string `json:"containerPortRange,omitzero"`
+	HostPort           *int32  `json:"hostPort,omitzero"`
+	Name               *string `json:"name,omitzero"`
+	Protocol           *string `json:"protocol,omitzero"`
 }
 
 type ProtectedTask struct {
-	ExpirationDate    *Time   `json:"expirationDate,omitempty"`
-	ProtectionEnabled *bool   `json:"protectionEnabled,omitempty"`
-	TaskArn           *string `json:"taskArn,omitempty"`
+	ExpirationDate    *Time   `json:"expirationDate,omitzero"`
+	ProtectionEnabled *bool   `json:"protectionEnabled,omitzero"`
+	TaskArn           *string `json:"taskArn,omitzero"`
 }
 
 type ProxyConfiguration struct {
-	ContainerName *string         `json:"containerName,omitempty"`
-	Properties    []*KeyValuePair `json:"properties,omitempty"`
-	Type_         *string         `json:"type,omitempty"`
+	ContainerName *string         `json:"containerName,omitzero"`
+	Properties    []*KeyValuePair `json:"properties,omitzero"`
+	Type_         *string         `json:"type,omitzero"`
 }
 
 type PutAccountSettingDefaultRequest struct {
-	Name  *string `json:"name,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Name  *string `json:"name,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type PutAccountSettingDefaultResponse struct {
-	Setting *Setting `json:"setting,omitempty"`
+	Setting *Setting `json:"setting,omitzero"`
 }
 
 type PutAccountSettingRequest struct {
-	Name         *string `json:"name,omitempty"`
-	PrincipalArn *string `json:"principalArn,omitempty"`
-	Value        *string `json:"value,omitempty"`
+	Name         *string `json:"name,omitzero"`
+	PrincipalArn *string `json:"principalArn,omitzero"`
+	Value        *string `json:"value,omitzero"`
 }
 
 type PutAccountSettingResponse struct {
-	Setting *Setting `json:"setting,omitempty"`
+	Setting *Setting `json:"setting,omitzero"`
 }
 
 type PutAttributesRequest struct {
-	Attributes []*Attribute `json:"attributes,omitempty"`
-	Cluster    *string      `json:"cluster,omitempty"`
+	Attributes []*Attribute `json:"attributes,omitzero"`
+	Cluster    *string      `json:"cluster,omitzero"`
 }
 
 type PutAttributesResponse struct {
-	Attributes []*Attribute `json:"attributes,omitempty"`
+	Attributes []*Attribute `json:"attributes,omitzero"`
 }
 
 type PutClusterCapacityProvidersRequest struct {
-	CapacityProviders               []string                        `json:"capacityProviders,omitempty"`
-	Cluster                         *string                         `json:"cluster,omitempty"`
-	DefaultCapacityProviderStrategy []*CapacityProviderStrategyItem `json:"defaultCapacityProviderStrategy,omitempty"`
+	CapacityProviders               []string                        `json:"capacityProviders,omitzero"`
+	Cluster                         *string                         `json:"cluster,omitzero"`
+	DefaultCapacityProviderStrategy []*CapacityProviderStrategyItem `json:"defaultCapacityProviderStrategy,omitzero"`
 }
 
 type PutClusterCapacityProvidersResponse struct {
-	Cluster *Cluster `json:"cluster,omitempty"`
+	Cluster *Cluster `json:"cluster,omitzero"`
 }
 
 type RegisterContainerInstanceRequest struct {
-	Attributes                        []*Attribute      `json:"attributes,omitempty"`
-	Cluster                           *string           `json:"cluster,omitempty"`
-	ContainerInstanceArn              *string           `json:"containerInstanceArn,omitempty"`
-	InstanceIdentityDocument          *string           `json:"instanceIdentityDocument,omitempty"`
-	InstanceIdentityDocumentSignature *string           `json:"instanceIdentityDocumentSignature,omitempty"`
-	PlatformDevices                   []*PlatformDevice `json:"platformDevices,omitempty"`
-	Tags                              []*Tag            `json:"tags,omitempty"`
-	TotalResources                    []*Resource       `json:"totalResources,omitempty"`
-	VersionInfo                       *VersionInfo      `json:"versionInfo,omitempty"`
+	Attributes                        []*Attribute      `json:"attributes,omitzero"`
+	Cluster                           *string           `json:"cluster,omitzero"`
+	ContainerInstanceArn              *string           `json:"containerInstanceArn,omitzero"`
+	InstanceIdentityDocument          *string           `json:"instanceIdentityDocument,omitzero"`
+	InstanceIdentityDocumentSignature *string           `json:"instanceIdentityDocumentSignature,omitzero"`
+	PlatformDevices                   []*PlatformDevice `json:"platformDevices,omitzero"`
+	Tags                              []*Tag            `json:"tags,omitzero"`
+	TotalResources                    []*Resource       `json:"totalResources,omitzero"`
+	VersionInfo                       *VersionInfo      `json:"versionInfo,omitzero"`
 }
 
 type RegisterContainerInstanceResponse struct {
-	ContainerInstance *ContainerInstance `json:"containerInstance,omitempty"`
+	ContainerInstance *ContainerInstance `json:"containerInstance,omitzero"`
 }
 
 type RegisterDaemonTaskDefinitionRequest struct {
-	ContainerDefinitions []*DaemonContainerDefinition `json:"containerDefinitions,omitempty"`
-	Cpu                  *string                      `json:"cpu,omitempty"`
-	ExecutionRoleArn     *string                      `json:"executionRoleArn,omitempty"`
-	Family               *string                      `json:"family,omitempty"`
-	Memory               *string                      `json:"memory,omitempty"`
-	Tags                 []*Tag                       `json:"tags,omitempty"`
-	TaskRoleArn          *string                      `json:"taskRoleArn,omitempty"`
-	Volumes              []*DaemonVolume              `json:"volumes,omitempty"`
+	ContainerDefinitions []*DaemonContainerDefinition `json:"containerDefinitions,omitzero"`
+	Cpu                  *string                      `json:"cpu,omitzero"`
+	ExecutionRoleArn     *string                      `json:"executionRoleArn,omitzero"`
+	Family               *string                      `json:"family,omitzero"`
+	Memory               *string                      `json:"memory,omitzero"`
+	Tags                 []*Tag                       `json:"tags,omitzero"`
+	TaskRoleArn          *string                      `json:"taskRoleArn,omitzero"`
+	Volumes              []*DaemonVolume              `json:"volumes,omitzero"`
 }
 
 type RegisterDaemonTaskDefinitionResponse struct {
-	DaemonTaskDefinitionArn *string `json:"daemonTaskDefinitionArn,omitempty"`
+	DaemonTaskDefinitionArn *string `json:"daemonTaskDefinitionArn,omitzero"`
 }
 
 type RegisterTaskDefinitionRequest struct {
-	ContainerDefinitions    []*ContainerDefinition               `json:"containerDefinitions,omitempty"`
-	Cpu                     *string                              `json:"cpu,omitempty"`
-	EnableFaultInjection    *bool                                `json:"enableFaultInjection,omitempty"`
-	EphemeralStorage        *EphemeralStorage                    `json:"ephemeralStorage,omitempty"`
-	ExecutionRoleArn        *string                              `json:"executionRoleArn,omitempty"`
-	Family                  *string                              `json:"family,omitempty"`
-	InferenceAccelerators   []*InferenceAccelerator              `json:"inferenceAccelerators,omitempty"`
-	IpcMode                 *string                              `json:"ipcMode,omitempty"`
-	Memory                  *string                              `json:"memory,omitempty"`
-	NetworkMode             *string                              `json:"networkMode,omitempty"`
-	PidMode                 *string                              `json:"pidMode,omitempty"`
-	PlacementConstraints    []*TaskDefinitionPlacementConstraint `json:"placementConstraints,omitempty"`
-	ProxyConfiguration      *ProxyConfiguration                  `json:"proxyConfiguration,omitempty"`
-	RequiresCompatibilities []string                             `json:"requiresCompatibilities,omitempty"`
-	RuntimePlatform         *RuntimePlatform                     `json:"runtimePlatform,omitempty"`
-	Tags                    []*Tag                               `json:"tags,omitempty"`
-	TaskRoleArn             *string                              `json:"taskRoleArn,omitempty"`
-	Volumes                 []*Volume                            `json:"volumes,omitempty"`
+	ContainerDefinitions    []*ContainerDefinition               `json:"containerDefinitions,omitzero"`
+	Cpu                     *string                              `json:"cpu,omitzero"`
+	EnableFaultInjection    *bool                                `json:"enableFaultInjection,omitzero"`
+	EphemeralStorage        *EphemeralStorage                    `json:"ephemeralStorage,omitzero"`
+	ExecutionRoleArn        *string                              `json:"executionRoleArn,omitzero"`
+	Family                  *string                              `json:"family,omitzero"`
+	InferenceAccelerators   []*InferenceAccelerator              `json:"inferenceAccelerators,omitzero"`
+	IpcMode                 *string                              `json:"ipcMode,omitzero"`
+	Memory                  *string                              `json:"memory,omitzero"`
+	NetworkMode             *string                              `json:"networkMode,omitzero"`
+	PidMode                 *string                              `json:"pidMode,omitzero"`
+	PlacementConstraints    []*TaskDefinitionPlacementConstraint `json:"placementConstraints,omitzero"`
+	ProxyConfiguration      *ProxyConfiguration                  `json:"proxyConfiguration,omitzero"`
+	RequiresCompatibilities []string                             `json:"requiresCompatibilities,omitzero"`
+	RuntimePlatform         *RuntimePlatform                     `json:"runtimePlatform,omitzero"`
+	Tags                    []*Tag                               `json:"tags,omitzero"`
+	TaskRoleArn             *string                              `json:"taskRoleArn,omitzero"`
+	Volumes                 []*Volume                            `json:"volumes,omitzero"`
 }
 
 type RegisterTaskDefinitionResponse struct {
-	Tags           []*Tag          `json:"tags,omitempty"`
-	TaskDefinition *TaskDefinition `json:"taskDefinition,omitempty"`
+	Tags           []*Tag          `json:"tags,omitzero"`
+	TaskDefinition *TaskDefinition `json:"taskDefinition,omitzero"`
 }
 
 type RepositoryCredentials struct {
-	CredentialsParameter *string `json:"credentialsParameter,omitempty"`
+	CredentialsParameter *string `json:"credentialsParameter,omitzero"`
 }
 
 type ResolvedConfiguration struct {
-	LoadBalancers []*ServiceRevisionLoadBalancer `json:"loadBalancers,omitempty"`
+	LoadBalancers []*ServiceRevisionLoadBalancer `json:"loadBalancers,omitzero"`
 }
 
 type Resource struct {
-	DoubleValue    *float64 `json:"doubleValue,omitempty"`
-	IntegerValue   *int32   `json:"integerValue,omitempty"`
-	LongValue      *int64   `json:"longValue,omitempty"`
-	Name           *string  `json:"name,omitempty"`
-	StringSetValue []string `json:"stringSetValue,omitempty"`
-	Type_          *string  `json:"type,omitempty"`
+	DoubleValue    *float64 `json:"doubleValue,omitzero"`
+	IntegerValue   *int32   `json:"integerValue,omitzero"`
+	LongValue      *int64   `json:"longValue,omitzero"`
+	Name           *string  `json:"name,omitzero"`
+	StringSetValue []string `json:"stringSetValue,omitzero"`
+	Type_          *string  `json:"type,omitzero"`
 }
 
 type ResourceInUseException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ResourceNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ResourceRequirement struct {
-	Type_ *string `json:"type,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Type_ *string `json:"type,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type Rollback struct {
-	Reason             *string `json:"reason,omitempty"`
-	ServiceRevisionArn *string `json:"serviceRevisionArn,omitempty"`
-	StartedAt          *Time   `json:"startedAt,omitempty"`
+	Reason             *string `json:"reason,omitzero"`
+	ServiceRevisionArn *string `json:"serviceRevisionArn,omitzero"`
+	StartedAt          *Time   `json:"startedAt,omitzero"`
 }
 
 type RunTaskRequest struct {
-	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	ClientToken              *string                         `json:"clientToken,omitempty"`
-	Cluster                  *string                         `json:"cluster,omitempty"`
-	Count                    *int32                          `json:"count,omitempty"`
-	EnableECSManagedTags     *bool                           `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand     *bool                           `json:"enableExecuteCommand,omitempty"`
-	Group                    *string                         `json:"group,omitempty"`
-	LaunchType               *string                         `json:"launchType,omitempty"`
-	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	Overrides                *TaskOverride                   `json:"overrides,omitempty"`
-	PlacementConstraints     []*PlacementConstraint          `json:"placementConstraints,omitempty"`
-	PlacementStrategy        []*PlacementStrategy            `json:"placementStrategy,omitempty"`
-	PlatformVersion          *string                         `json:"platformVersion,omitempty"`
-	PropagateTags            *string                         `json:"propagateTags,omitempty"`
-	ReferenceId              *string                         `json:"referenceId,omitempty"`
-	StartedBy                *string                         `json:"startedBy,omitempty"`
-	Tags                     []*Tag                          `json:"tags,omitempty"`
-	TaskDefinition           *string                         `json:"taskDefinition,omitempty"`
-	VolumeConfigurations     []*TaskVolumeConfiguration      `json:"volumeConfigurations,omitempty"`
+	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	ClientToken              *string                         `json:"clientToken,omitzero"`
+	Cluster                  *string                         `json:"cluster,omitzero"`
+	Count                    *int32                          `json:"count,omitzero"`
+	EnableECSManagedTags     *bool                           `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand     *bool                           `json:"enableExecuteCommand,omitzero"`
+	Group                    *string                         `json:"group,omitzero"`
+	LaunchType               *string                         `json:"launchType,omitzero"`
+	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	Overrides                *TaskOverride                   `json:"overrides,omitzero"`
+	PlacementConstraints     []*PlacementConstraint          `json:"placementConstraints,omitzero"`
+	PlacementStrategy        []*PlacementStrategy            `json:"placementStrategy,omitzero"`
+	PlatformVersion          *string                         `json:"platformVersion,omitzero"`
+	PropagateTags            *string                         `json:"propagateTags,omitzero"`
+	ReferenceId              *string                         `json:"referenceId,omitzero"`
+	StartedBy                *string                         `json:"startedBy,omitzero"`
+	Tags                     []*Tag                          `json:"tags,omitzero"`
+	TaskDefinition           *string                         `json:"taskDefinition,omitzero"`
+	VolumeConfigurations     []*TaskVolumeConfiguration      `json:"volumeConfigurations,omitzero"`
 }
 
 type RunTaskResponse struct {
-	Failures []*Failure `json:"failures,omitempty"`
-	Tasks    []*Task    `json:"tasks,omitempty"`
+	Failures []*Failure `json:"failures,omitzero"`
+	Tasks    []*Task    `json:"tasks,omitzero"`
 }
 
 type RuntimePlatform struct {
-	CpuArchitecture       *string `json:"cpuArchitecture,omitempty"`
-	OperatingSystemFamily *string `json:"operatingSystemFamily,omitempty"`
+	CpuArchitecture       *string `json:"cpuArchitecture,omitzero"`
+	OperatingSystemFamily *string `json:"operatingSystemFamily,omitzero"`
 }
 
 type S3FilesVolumeConfiguration struct {
-	AccessPointArn        *string `json:"accessPointArn,omitempty"`
-	FileSystemArn         *string `json:"fileSystemArn,omitempty"`
-	RootDirectory         *string `json:"rootDirectory,omitempty"`
-	TransitEncryptionPort *int32  `json:"transitEncryptionPort,omitempty"`
+	AccessPointArn        *string `json:"accessPointArn,omitzero"`
+	FileSystemArn         *string `json:"fileSystemArn,omitzero"`
+	RootDirectory         *string `json:"rootDirectory,omitzero"`
+	TransitEncryptionPort *int32  `json:"transitEncryptionPort,omitzero"`
 }
 
 type Scale struct {
-	Unit  *string  `json:"unit,omitempty"`
-	Value *float64 `json:"value,omitempty"`
+	Unit  *string  `json:"unit,omitzero"`
+	Value *float64 `json:"value,omitzero"`
 }
 
 type Secret struct {
-	Name      *string `json:"name,omitempty"`
-	ValueFrom *string `json:"valueFrom,omitempty"`
+	Name      *string `json:"name,omitzero"`
+	ValueFrom *string `json:"valueFrom,omitzero"`
 }
 
 type ServerException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type Service struct {
-	AvailabilityZoneRebalancing   *string                          `json:"availabilityZoneRebalancing,omitempty"`
-	CapacityProviderStrategy      []*CapacityProviderStrategyItem  `json:"capacityProviderStrategy,omitempty"`
-	ClusterArn                    *string                          `json:"clusterArn,omitempty"`
-	CreatedAt                     *Time                            `json:"createdAt,omitempty"`
-	CreatedBy                     *string                          `json:"createdBy,omitempty"`
-	CurrentServiceDeployment      *string                          `json:"currentServiceDeployment,omitempty"`
-	CurrentServiceRevisions       []*ServiceCurrentRevisionSummary `json:"currentServiceRevisions,omitempty"`
-	DeploymentConfiguration       *DeploymentConfiguration         `json:"deploymentConfiguration,omitempty"`
-	DeploymentController          *DeploymentController            `json:"deploymentController,omitempty"`
-	Deployments                   []*Deployment                    `json:"deployments,omitempty"`
-	DesiredCount                  *int32                           `json:"desiredCount,omitempty"`
-	EnableECSManagedTags          *bool                            `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand          *bool                            `json:"enableExecuteCommand,omitempty"`
-	Events                        []*ServiceEvent                  `json:"events,omitempty"`
-	HealthCheckGracePeriodSeconds *int32                           `json:"healthCheckGracePeriodSeconds,omitempty"`
-	LaunchType                    *string                          `json:"launchType,omitempty"`
-	LoadBalancers                 []*LoadBalancer                  `json:"loadBalancers,omitempty"`
-	NetworkConfiguration          *NetworkConfiguration            `json:"networkConfiguration,omitempty"`
-	PendingCount                  *int32                           `json:"pendingCount,omitempty"`
-	PlacementConstraints          []*PlacementConstraint           `json:"placementConstraints,omitempty"`
-	PlacementStrategy             []*PlacementStrategy             `json:"placementStrategy,omitempty"`
-	PlatformFamily                *string                          `json:"platformFamily,omitempty"`
-	PlatformVersion               *string                          `json:"platformVersion,omitempty"`
-	PropagateTags                 *string                          `json:"propagateTags,omitempty"`
-	ResourceManagementType        *string                          `json:"resourceManagementType,omitempty"`
-	RoleArn                       *string                          `json:"roleArn,omitempty"`
-	RunningCount                  *int32                           `json:"runningCount,omitempty"`
-	SchedulingStrategy            *string                          `json:"schedulingStrategy,omitempty"`
-	ServiceArn                    *string                          `json:"serviceArn,omitempty"`
-	ServiceName                   *string                          `json:"serviceName,omitempty"`
-	ServiceRegistries             []*ServiceRegistry               `json:"serviceRegistries,omitempty"`
-	Status                        *string                          `json:"status,omitempty"`
-	Tags                          []*Tag                           `json:"tags,omitempty"`
-	TaskDefinition                *string                          `json:"taskDefinition,omitempty"`
-	TaskSets                      []*TaskSet                       `json:"taskSets,omitempty"`
+	AvailabilityZoneRebalancing   *string                          `json:"availabilityZoneRebalancing,omitzero"`
+	CapacityProviderStrategy      []*CapacityProviderStrategyItem  `json:"capacityProviderStrategy,omitzero"`
+	ClusterArn                    *string                          `json:"clusterArn,omitzero"`
+	CreatedAt                     *Time                            `json:"createdAt,omitzero"`
+	CreatedBy                     *string                          `json:"createdBy,omitzero"`
+	CurrentServiceDeployment      *string                          `json:"currentServiceDeployment,omitzero"`
+	CurrentServiceRevisions       []*ServiceCurrentRevisionSummary `json:"currentServiceRevisions,omitzero"`
+	DeploymentConfiguration       *DeploymentConfiguration         `json:"deploymentConfiguration,omitzero"`
+	DeploymentController          *DeploymentController            `json:"deploymentController,omitzero"`
+	Deployments                   []*Deployment                    `json:"deployments,omitzero"`
+	DesiredCount                  *int32                           `json:"desiredCount,omitzero"`
+	EnableECSManagedTags          *bool                            `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand          *bool                            `json:"enableExecuteCommand,omitzero"`
+	Events                        []*ServiceEvent                  `json:"events,omitzero"`
+	HealthCheckGracePeriodSeconds *int32                           `json:"healthCheckGracePeriodSeconds,omitzero"`
+	LaunchType                    *string                          `json:"launchType,omitzero"`
+	LoadBalancers                 []*LoadBalancer                  `json:"loadBalancers,omitzero"`
+	NetworkConfiguration          *NetworkConfiguration            `json:"networkConfiguration,omitzero"`
+	PendingCount                  *int32                           `json:"pendingCount,omitzero"`
+	PlacementConstraints          []*PlacementConstraint           `json:"placementConstraints,omitzero"`
+	PlacementStrategy             []*PlacementStrategy             `json:"placementStrategy,omitzero"`
+	PlatformFamily                *string                          `json:"platformFamily,omitzero"`
+	PlatformVersion               *string                          `json:"platformVersion,omitzero"`
+	PropagateTags                 *string                          `json:"propagateTags,omitzero"`
+	ResourceManagementType        *string                          `json:"resourceManagementType,omitzero"`
+	RoleArn                       *string                          `json:"roleArn,omitzero"`
+	RunningCount                  *int32                           `json:"runningCount,omitzero"`
+	SchedulingStrategy            *string                          `json:"schedulingStrategy,omitzero"`
+	ServiceArn                    *string                          `json:"serviceArn,omitzero"`
+	ServiceName                   *string                          `json:"serviceName,omitzero"`
+	ServiceRegistries             []*ServiceRegistry               `json:"serviceRegistries,omitzero"`
+	Status                        *string                          `json:"status,omitzero"`
+	Tags                          []*Tag                           `json:"tags,omitzero"`
+	TaskDefinition                *string                          `json:"taskDefinition,omitzero"`
+	TaskSets                      []*TaskSet                       `json:"taskSets,omitzero"`
 }
 
 type ServiceConnectAccessLogConfiguration struct {
-	Format                 *string `json:"format,omitempty"`
-	IncludeQueryParameters *string `json:"includeQueryParameters,omitempty"`
+	Format                 *string `json:"format,omitzero"`
+	IncludeQueryParameters *string `json:"includeQueryParameters,omitzero"`
 }
 
 type ServiceConnectClientAlias struct {
-	DnsName          *string                         `json:"dnsName,omitempty"`
-	Port             *int32                          `json:"port,omitempty"`
-	TestTrafficRules *ServiceConnectTestTrafficRules `json:"testTrafficRules,omitempty"`
+	DnsName          *string                         `json:"dnsName,omitzero"`
+	Port             *int32                          `json:"port,omitzero"`
+	TestTrafficRules *ServiceConnectTestTrafficRules `json:"testTrafficRules,omitzero"`
 }
 
 type ServiceConnectConfiguration struct {
-	AccessLogConfiguration *ServiceConnectAccessLogConfiguration `json:"accessLogConfiguration,omitempty"`
-	Enabled                *bool                                 `json:"enabled,omitempty"`
-	LogConfiguration       *LogConfiguration                     `json:"logConfiguration,omitempty"`
-	Namespace              *string                               `json:"namespace,omitempty"`
-	Services               []*ServiceConnectService              `json:"services,omitempty"`
+	AccessLogConfiguration *ServiceConnectAccessLogConfiguration `json:"accessLogConfiguration,omitzero"`
+	Enabled                *bool                                 `json:"enabled,omitzero"`
+	LogConfiguration       *LogConfiguration                     `json:"logConfiguration,omitzero"`
+	Namespace              *string                               `json:"namespace,omitzero"`
+	Services               []*ServiceConnectService              `json:"services,omitzero"`
 }
 
 type ServiceConnectService struct {
-	ClientAliases       []*ServiceConnectClientAlias    `json:"clientAliases,omitempty"`
-	DiscoveryName       *string                         `json:"discoveryName,omitempty"`
-	IngressPortOverride *int32                          `json:"ingressPortOverride,omitempty"`
-	PortName            *string                         `json:"portName,omitempty"`
-	Timeout             *TimeoutConfiguration           `json:"timeout,omitempty"`
-	Tls                 *ServiceConnectTlsConfiguration `json:"tls,omitempty"`
+	ClientAliases       []*ServiceConnectClientAlias    `json:"clientAliases,omitzero"`
+	DiscoveryName       *string                         `json:"discoveryName,omitzero"`
+	IngressPortOverride *int32                          `json:"ingressPortOverride,omitzero"`
+	PortName            *string                         `json:"portName,omitzero"`
+	Timeout             *TimeoutConfiguration           `json:"timeout,omitzero"`
+	Tls                 *ServiceConnectTlsConfiguration `json:"tls,omitzero"`
 }
 
 type ServiceConnectServiceResource struct {
-	DiscoveryArn  *string `json:"discoveryArn,omitempty"`
-	DiscoveryName *string `json:"discoveryName,omitempty"`
+	DiscoveryArn  *string `json:"discoveryArn,omitzero"`
+	DiscoveryName *string `json:"discoveryName,omitzero"`
 }
 
 type ServiceConnectTestTrafficHeaderMatchRules struct {
-	Exact *string `json:"exact,omitempty"`
+	Exact *string `json:"exact,omitzero"`
 }
 
 type ServiceConnectTestTrafficHeaderRules struct {
-	Name  *string                                    `json:"name,omitempty"`
-	Value *ServiceConnectTestTrafficHeaderMatchRules `json:"value,omitempty"`
+	Name  *string                                    `json:"name,omitzero"`
+	Value *ServiceConnectTestTrafficHeaderMatchRules `json:"value,omitzero"`
 }
 
 type ServiceConnectTestTrafficRules struct {
-	Header *ServiceConnectTestTrafficHeaderRules `json:"header,omitempty"`
+	Header *ServiceConnectTestTrafficHeaderRules `json:"header,omitzero"`
 }
 
 type ServiceConnectTlsCertificateAuthority struct {
-	AwsPcaAuthorityArn *string `json:"awsPcaAuthorityArn,omitempty"`
+	AwsPcaAuthorityArn *string `json:"awsPcaAuthorityArn,omitzero"`
 }
 
 type ServiceConnectTlsConfiguration struct {
-	IssuerCertificateAuthority *ServiceConnectTlsCertificateAuthority `json:"issuerCertificateAuthority,omitempty"`
-	KmsKey                     *string                                `json:"kmsKey,omitempty"`
-	RoleArn                    *string                                `json:"roleArn,omitempty"`
+	IssuerCertificateAuthority *ServiceConnectTlsCertificateAuthority `json:"issuerCertificateAuthority,omitzero"`
+	KmsKey                     *string                                `json:"kmsKey,omitzero"`
+	RoleArn                    *string                                `json:"roleArn,omitzero"`
 }
 
 type ServiceCurrentRevisionSummary struct {
-	Arn                *string `json:"arn,omitempty"`
-	PendingTaskCount   *int32  `json:"pendingTaskCount,omitempty"`
-	RequestedTaskCount *int32  `json:"requestedTaskCount,omitempty"`
-	RunningTaskCount   *int32  `json:"runningTaskCount,omitempty"`
+	Arn                *string `json:"arn,omitzero"`
+	PendingTaskCount   *int32  `json:"pendingTaskCount,omitzero"`
+	RequestedTaskCount *int32  `json:"requestedTaskCount,omitzero"`
+	RunningTaskCount   *int32  `json:"runningTaskCount,omitzero"`
 }
 
 type ServiceDeployment struct {
-	Alarms                   *ServiceDeploymentAlarms         `json:"alarms,omitempty"`
-	ClusterArn               *string                          `json:"clusterArn,omitempty"`
-	CreatedAt                *Time                            `json:"createdAt,omitempty"`
-	DeploymentCircuitBreaker *ServiceDeploymentCircuitBreaker `json:"deploymentCircuitBreaker,omitempty"`
-	DeploymentConfiguration  *DeploymentConfiguration         `json:"deploymentConfiguration,omitempty"`
-	FinishedAt               *Time                            `json:"finishedAt,omitempty"`
-	LifecycleHookDetails     []*DeploymentLifecycleHookDetail `json:"lifecycleHookDetails,omitempty"`
-	LifecycleStage           *string                          `json:"lifecycleStage,omitempty"`
-	Rollback                 *Rollback                        `json:"rollback,omitempty"`
-	ServiceArn               *string                          `json:"serviceArn,omitempty"`
-	ServiceDeploymentArn     *string                          `json:"serviceDeploymentArn,omitempty"`
-	SourceServiceRevisions   []*ServiceRevisionSummary        `json:"sourceServiceRevisions,omitempty"`
-	StartedAt                *Time                            `json:"startedAt,omitempty"`
-	Status                   *string                          `json:"status,omitempty"`
-	StatusReason             *string                          `json:"statusReason,omitempty"`
-	StoppedAt                *Time                            `json:"stoppedAt,omitempty"`
-	TargetServiceRevision    *ServiceRevisionSummary          `json:"targetServiceRevision,omitempty"`
-	UpdatedAt                *Time                            `json:"updatedAt,omitempty"`
+	Alarms                   *ServiceDeploymentAlarms         `json:"alarms,omitzero"`
+	ClusterArn               *string                          `json:"clusterArn,omitzero"`
+	CreatedAt                *Time                            `json:"createdAt,omitzero"`
+	DeploymentCircuitBreaker *ServiceDeploymentCircuitBreaker `json:"deploymentCircuitBreaker,omitzero"`
+	DeploymentConfiguration  *DeploymentConfiguration         `json:"deploymentConfiguration,omitzero"`
+	FinishedAt               *Time                            `json:"finishedAt,omitzero"`
+	LifecycleHookDetails     []*DeploymentLifecycleHookDetail `json:"lifecycleHookDetails,omitzero"`
+	LifecycleStage           *string                          `json:"lifecycleStage,omitzero"`
+	Rollback                 *Rollback                        `json:"rollback,omitzero"`
+	ServiceArn               *string                          `json:"serviceArn,omitzero"`
+	ServiceDeploymentArn     *string                          `json:"serviceDeploymentArn,omitzero"`
+	SourceServiceRevisions   []*ServiceRevisionSummary        `json:"sourceServiceRevisions,omitzero"`
+	StartedAt                *Time                            `json:"startedAt,omitzero"`
+	Status                   *string                          `json:"status,omitzero"`
+	StatusReason             *string                          `json:"statusReason,omitzero"`
+	StoppedAt                *Time                            `json:"stoppedAt,omitzero"`
+	TargetServiceRevision    *ServiceRevisionSummary          `json:"targetServiceRevision,omitzero"`
+	UpdatedAt                *Time                            `json:"updatedAt,omitzero"`
 }
 
 type ServiceDeploymentAlarms struct {
-	AlarmNames          []string `json:"alarmNames,omitempty"`
-	Status              *string  `json:"status,omitempty"`
-	TriggeredAlarmNames []string `json:"triggeredAlarmNames,omitempty"`
+	AlarmNames          []string `json:"alarmNames,omitzero"`
+	Status              *string  `json:"status,omitzero"`
+	TriggeredAlarmNames []string `json:"triggeredAlarmNames,omitzero"`
 }
 
 type ServiceDeploymentBrief struct {
-	ClusterArn               *string `json:"clusterArn,omitempty"`
-	CreatedAt                *Time   `json:"createdAt,omitempty"`
-	FinishedAt               *Time   `json:"finishedAt,omitempty"`
-	ServiceArn               *string `json:"serviceArn,omitempty"`
-	ServiceDeploymentArn     *string `json:"serviceDeploymentArn,omitempty"`
-	StartedAt                *Time   `json:"startedAt,omitempty"`
-	Status                   *string `json:"status,omitempty"`
-	StatusReason             *string `json:"statusReason,omitempty"`
-	TargetServiceRevisionArn *string `json:"targetServiceRevisionArn,omitempty"`
+	ClusterArn               *string `json:"clusterArn,omitzero"`
+	CreatedAt                *Time   `json:"createdAt,omitzero"`
+	FinishedAt               *Time   `json:"finishedAt,omitzero"`
+	ServiceArn               *string `json:"serviceArn,omitzero"`
+	ServiceDeploymentArn     *string `json:"serviceDeploymentArn,omitzero"`
+	StartedAt                *Time   `json:"startedAt,omitzero"`
+	Status                   *string `json:"status,omitzero"`
+	StatusReason             *string `json:"statusReason,omitzero"`
+	TargetServiceRevisionArn *string `json:"targetServiceRevisionArn,omitzero"`
 }
 
 type ServiceDeploymentCircuitBreaker struct {
-	FailureCount *int32  `json:"failureCount,omitempty"`
-	Status       *string `json:"status,omitempty"`
-	Threshold    *int32  `json:"threshold,omitempty"`
+	FailureCount *int32  `json:"failureCount,omitzero"`
+	Status       *string `json:"status,omitzero"`
+	Threshold    *int32  `json:"threshold,omitzero"`
 }
 
 type ServiceDeploymentNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ServiceEvent struct {
-	CreatedAt *Time   `json:"createdAt,omitempty"`
-	Id        *string `json:"id,omitempty"`
-	Message   *string `json:"message,omitempty"`
+	CreatedAt *Time   `json:"createdAt,omitzero"`
+	Id        *string `json:"id,omitzero"`
+	Message   *string `json:"message,omitzero"`
 }
 
 type ServiceManagedEBSVolumeConfiguration struct {
-	Encrypted                *bool                  `json:"encrypted,omitempty"`
-	FilesystemType           *string                `json:"filesystemType,omitempty"`
-	Iops                     *int32                 `json:"iops,omitempty"`
-	KmsKeyId                 *string                `json:"kmsKeyId,omitempty"`
-	RoleArn                  *string                `json:"roleArn,omitempty"`
-	SizeInGiB                *int32                 `json:"sizeInGiB,omitempty"`
-	SnapshotId               *string                `json:"snapshotId,omitempty"`
-	TagSpecifications        []*EBSTagSpecification `json:"tagSpecifications,omitempty"`
-	Throughput               *int32                 `json:"throughput,omitempty"`
-	VolumeInitializationRate *int32                 `json:"volumeInitializationRate,omitempty"`
-	VolumeType               *string                `json:"volumeType,omitempty"`
+	Encrypted                *bool                  `json:"encrypted,omitzero"`
+	FilesystemType           *string                `json:"filesystemType,omitzero"`
+	Iops                     *int32                 `json:"iops,omitzero"`
+	KmsKeyId                 *string                `json:"kmsKeyId,omitzero"`
+	RoleArn                  *string                `json:"roleArn,omitzero"`
+	SizeInGiB                *int32                 `json:"sizeInGiB,omitzero"`
+	SnapshotId               *string                `json:"snapshotId,omitzero"`
+	TagSpecifications        []*EBSTagSpecification `json:"tagSpecifications,omitzero"`
+	Throughput               *int32                 `json:"throughput,omitzero"`
+	VolumeInitializationRate *int32                 `json:"volumeInitializationRate,omitzero"`
+	VolumeType               *string                `json:"volumeType,omitzero"`
 }
 
 type ServiceNotActiveException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ServiceNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type ServiceRegistry struct {
-	ContainerName *string `json:"containerName,omitempty"`
-	ContainerPort *int32  `json:"containerPort,omitempty"`
-	Port          *int32  `json:"port,omitempty"`
-	RegistryArn   *string `json:"registryArn,omitempty"`
+	ContainerName *string `json:"containerName,omitzero"`
+	ContainerPort *int32  `json:"containerPort,omitzero"`
+	Port          *int32  `json:"port,omitzero"`
+	RegistryArn   *string `json:"registryArn,omitzero"`
 }
 
 type ServiceRevision struct {
-	CapacityProviderStrategy    []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	ClusterArn                  *string                         `json:"clusterArn,omitempty"`
-	ContainerImages             []*ContainerImage               `json:"containerImages,omitempty"`
-	CreatedAt                   *Time                           `json:"createdAt,omitempty"`
-	EcsManagedResources         *ECSManagedResources            `json:"ecsManagedResources,omitempty"`
-	FargateEphemeralStorage     *DeploymentEphemeralStorage     `json:"fargateEphemeralStorage,omitempty"`
-	GuardDutyEnabled            *bool                           `json:"guardDutyEnabled,omitempty"`
-	LaunchType                  *string                         `json:"launchType,omitempty"`
-	LoadBalancers               []*LoadBalancer                 `json:"loadBalancers,omitempty"`
-	NetworkConfiguration        *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	PlatformFamily              *string                         `json:"platformFamily,omitempty"`
-	PlatformVersion             *string                         `json:"platformVersion,omitempty"`
-	ResolvedConfiguration       *ResolvedConfiguration          `json:"resolvedConfiguration,omitempty"`
-	ServiceArn                  *string                         `json:"serviceArn,omitempty"`
-	ServiceConnectConfiguration *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitempty"`
-	ServiceRegistries           []*ServiceRegistry              `json:"serviceRegistries,omitempty"`
-	ServiceRevisionArn          *string                         `json:"serviceRevisionArn,omitempty"`
-	TaskDefinition              *string                         `json:"taskDefinition,omitempty"`
-	VolumeConfigurations        []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitempty"`
-	VpcLatticeConfigurations    []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitempty"`
+	CapacityProviderStrategy    []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	ClusterArn                  *string                         `json:"clusterArn,omitzero"`
+	ContainerImages             []*ContainerImage               `json:"containerImages,omitzero"`
+	CreatedAt                   *Time                           `json:"createdAt,omitzero"`
+	EcsManagedResources         *ECSManagedResources            `json:"ecsManagedResources,omitzero"`
+	FargateEphemeralStorage     *DeploymentEphemeralStorage     `json:"fargateEphemeralStorage,omitzero"`
+	GuardDutyEnabled            *bool                           `json:"guardDutyEnabled,omitzero"`
+	LaunchType                  *string                         `json:"launchType,omitzero"`
+	LoadBalancers               []*LoadBalancer                 `json:"loadBalancers,omitzero"`
+	NetworkConfiguration        *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	PlatformFamily              *string                         `json:"platformFamily,omitzero"`
+	PlatformVersion             *string                         `json:"platformVersion,omitzero"`
+	ResolvedConfiguration       *ResolvedConfiguration          `json:"resolvedConfiguration,omitzero"`
+	ServiceArn                  *string                         `json:"serviceArn,omitzero"`
+	ServiceConnectConfiguration *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitzero"`
+	ServiceRegistries           []*ServiceRegistry              `json:"serviceRegistries,omitzero"`
+	ServiceRevisionArn          *string                         `json:"serviceRevisionArn,omitzero"`
+	TaskDefinition              *string                         `json:"taskDefinition,omitzero"`
+	VolumeConfigurations        []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitzero"`
+	VpcLatticeConfigurations    []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitzero"`
 }
 
 type ServiceRevisionLoadBalancer struct {
-	ProductionListenerRule *string `json:"productionListenerRule,omitempty"`
-	TargetGroupArn         *string `json:"targetGroupArn,omitempty"`
+	ProductionListenerRule *string `json:"productionListenerRule,omitzero"`
+	TargetGroupArn         *string `json:"targetGroupArn,omitzero"`
 }
 
 type ServiceRevisionSummary struct {
-	Arn                              *string  `json:"arn,omitempty"`
-	PendingTaskCount                 *int32   `json:"pendingTaskCount,omitempty"`
-	RequestedProductionTrafficWeight *float64 `json:"requestedProductionTrafficWeight,omitempty"`
-	RequestedTaskCount               *int32   `json:"requestedTaskCount,omitempty"`
-	RequestedTestTrafficWeight       *float64 `json:"requestedTestTrafficWeight,omitempty"`
-	RunningTaskCount                 *int32   `json:"runningTaskCount,omitempty"`
+	Arn                              *string  `json:"arn,omitzero"`
+	PendingTaskCount                 *int32   `json:"pendingTaskCount,omitzero"`
+	RequestedProductionTrafficWeight *float64 `json:"requestedProductionTrafficWeight,omitzero"`
+	RequestedTaskCount               *int32   `json:"requestedTaskCount,omitzero"`
+	RequestedTestTrafficWeight       *float64 `json:"requestedTestTrafficWeight,omitzero"`
+	RunningTaskCount                 *int32   `json:"runningTaskCount,omitzero"`
 }
 
 type ServiceVolumeConfiguration struct {
-	ManagedEBSVolume *ServiceManagedEBSVolumeConfiguration `json:"managedEBSVolume,omitempty"`
-	Name             *string                               `json:"name,omitempty"`
+	ManagedEBSVolume *ServiceManagedEBSVolumeConfiguration `json:"managedEBSVolume,omitzero"`
+	Name             *string                               `json:"name,omitzero"`
 }
 
 type Session struct {
-	SessionId  *string `json:"sessionId,omitempty"`
-	StreamUrl  *string `json:"streamUrl,omitempty"`
-	TokenValue *string `json:"tokenValue,omitempty"`
+	SessionId  *string `json:"sessionId,omitzero"`
+	StreamUrl  *string `json:"streamUrl,omitzero"`
+	TokenValue *string `json:"tokenValue,omitzero"`
 }
 
 type Setting struct {
-	Name         *string `json:"name,omitempty"`
-	PrincipalArn *string `json:"principalArn,omitempty"`
-	Type_        *string `json:"type,omitempty"`
-	Value        *string `json:"value,omitempty"`
+	Name         *string `json:"name,omitzero"`
+	PrincipalArn *string `json:"principalArn,omitzero"`
+	Type_        *string `json:"type,omitzero"`
+	Value        *string `json:"value,omitzero"`
 }
 
 type StartTaskRequest struct {
-	Cluster              *string                    `json:"cluster,omitempty"`
-	ContainerInstances   []string                   `json:"containerInstances,omitempty"`
-	EnableECSManagedTags *bool                      `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand *bool                      `json:"enableExecuteCommand,omitempty"`
-	Group                *string                    `json:"group,omitempty"`
-	NetworkConfiguration *NetworkConfiguration      `json:"networkConfiguration,omitempty"`
-	Overrides            *TaskOverride              `json:"overrides,omitempty"`
-	PropagateTags        *string                    `json:"propagateTags,omitempty"`
-	ReferenceId          *string                    `json:"referenceId,omitempty"`
-	StartedBy            *string                    `json:"startedBy,omitempty"`
-	Tags                 []*Tag                     `json:"tags,omitempty"`
-	TaskDefinition       *string                    `json:"taskDefinition,omitempty"`
-	VolumeConfigurations []*TaskVolumeConfiguration `json:"volumeConfigurations,omitempty"`
+	Cluster              *string                    `json:"cluster,omitzero"`
+	ContainerInstances   []string                   `json:"containerInstances,omitzero"`
+	EnableECSManagedTags *bool                      `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand *bool                      `json:"enableExecuteCommand,omitzero"`
+	Group                *string                    `json:"group,omitzero"`
+	NetworkConfiguration *NetworkConfiguration      `json:"networkConfiguration,omitzero"`
+	Overrides            *TaskOverride              `json:"overrides,omitzero"`
+	PropagateTags        *string                    `json:"propagateTags,omitzero"`
+	ReferenceId          *string                    `json:"referenceId,omitzero"`
+	StartedBy            *string                    `json:"startedBy,omitzero"`
+	Tags                 []*Tag                     `json:"tags,omitzero"`
+	TaskDefinition       *string                    `json:"taskDefinition,omitzero"`
+	VolumeConfigurations []*TaskVolumeConfiguration `json:"volumeConfigurations,omitzero"`
 }
 
 type StartTaskResponse struct {
-	Failures []*Failure `json:"failures,omitempty"`
-	Tasks    []*Task    `json:"tasks,omitempty"`
+	Failures []*Failure `json:"failures,omitzero"`
+	Tasks    []*Task    `json:"tasks,omitzero"`
 }
 
 type StopServiceDeploymentRequest struct {
-	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitempty"`
-	StopType             *string `json:"stopType,omitempty"`
+	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitzero"`
+	StopType             *string `json:"stopType,omitzero"`
 }
 
 type StopServiceDeploymentResponse struct {
-	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitempty"`
+	ServiceDeploymentArn *string `json:"serviceDeploymentArn,omitzero"`
 }
 
 type StopTaskRequest struct {
-	Cluster *string `json:"cluster,omitempty"`
-	Reason  *string `json:"reason,omitempty"`
-	Task    *string `json:"task,omitempty"`
+	Cluster *string `json:"cluster,omitzero"`
+	Reason  *string `json:"reason,omitzero"`
+	Task    *string `json:"task,omitzero"`
 }
 
 type StopTaskResponse struct {
-	Task *Task `json:"task,omitempty"`
+	Task *Task `json:"task,omitzero"`
 }
 
 type SubmitAttachmentStateChangesRequest struct {
-	Attachments []*AttachmentStateChange `json:"attachments,omitempty"`
-	Cluster     *string                  `json:"cluster,omitempty"`
+	Attachments []*AttachmentStateChange `json:"attachments,omitzero"`
+	Cluster     *string                  `json:"cluster,omitzero"`
 }
 
 type SubmitAttachmentStateChangesResponse struct {
-	Acknowledgment *string `json:"acknowledgment,omitempty"`
+	Acknowledgment *string `json:"acknowledgment,omitzero"`
 }
 
 type SubmitContainerStateChangeRequest struct {
-	Cluster         *string           `json:"cluster,omitempty"`
-	ContainerName   *string           `json:"containerName,omitempty"`
-	ExitCode        *int32            `json:"exitCode,omitempty"`
-	NetworkBindings []*NetworkBinding `json:"networkBindings,omitempty"`
-	Reason          *string           `json:"reason,omitempty"`
-	RuntimeId       *string           `json:"runtimeId,omitempty"`
-	Status          *string           `json:"status,omitempty"`
-	Task            *string           `json:"task,omitempty"`
+	Cluster         *string           `json:"cluster,omitzero"`
+	ContainerName   *string           `json:"containerName,omitzero"`
+	ExitCode        *int32            `json:"exitCode,omitzero"`
+	NetworkBindings []*NetworkBinding `json:"networkBindings,omitzero"`
+	Reason          *string           `json:"reason,omitzero"`
+	RuntimeId       *string           `json:"runtimeId,omitzero"`
+	Status          *string           `json:"status,omitzero"`
+	Task            *string           `json:"task,omitzero"`
 }
 
 type SubmitContainerStateChangeResponse struct {
-	Acknowledgment *string `json:"acknowledgment,omitempty"`
+	Acknowledgment *string `json:"acknowledgment,omitzero"`
 }
 
 type SubmitTaskStateChangeRequest struct {
-	Attachments        []*AttachmentStateChange   `json:"attachments,omitempty"`
-	Cluster            *string                    `json:"cluster,omitempty"`
-	Containers         []*ContainerStateChange    `json:"containers,omitempty"`
-	ExecutionStoppedAt *Time                      `json:"executionStoppedAt,omitempty"`
-	ManagedAgents      []*ManagedAgentStateChange `json:"managedAgents,omitempty"`
-	PullStartedAt      *Time                      `json:"pullStartedAt,omitempty"`
-	PullStoppedAt      *Time                      `json:"pullStoppedAt,omitempty"`
-	Reason             *string                    `json:"reason,omitempty"`
-	Status             *string                    `json:"status,omitempty"`
-	Task               *string                    `json:"task,omitempty"`
+	Attachments        []*AttachmentStateChange   `json:"attachments,omitzero"`
+	Cluster            *string                    `json:"cluster,omitzero"`
+	Containers         []*ContainerStateChange    `json:"containers,omitzero"`
+	ExecutionStoppedAt *Time                      `json:"executionStoppedAt,omitzero"`
+	ManagedAgents      []*ManagedAgentStateChange `json:"managedAgents,omitzero"`
+	PullStartedAt      *Time                      `json:"pullStartedAt,omitzero"`
+	PullStoppedAt      *Time                      `json:"pullStoppedAt,omitzero"`
+	Reason             *string                    `json:"reason,omitzero"`
+	Status             *string                    `json:"status,omitzero"`
+	Task               *string                    `json:"task,omitzero"`
 }
 
 type SubmitTaskStateChangeResponse struct {
-	Acknowledgment *string `json:"acknowledgment,omitempty"`
+	Acknowledgment *string `json:"acknowledgment,omitzero"`
 }
 
 type SystemControl struct {
-	Namespace *string `json:"namespace,omitempty"`
-	Value     *string `json:"value,omitempty"`
+	Namespace *string `json:"namespace,omitzero"`
+	Value     *string `json:"value,omitzero"`
 }
 
 type Tag struct {
-	Key   *string `json:"key,omitempty"`
-	Value *string `json:"value,omitempty"`
+	Key   *string `json:"key,omitzero"`
+	Value *string `json:"value,omitzero"`
 }
 
 type TagResourceRequest struct {
-	ResourceArn *string `json:"resourceArn,omitempty"`
-	Tags        []*Tag  `json:"tags,omitempty"`
+	ResourceArn *string `json:"resourceArn,omitzero"`
+	Tags        []*Tag  `json:"tags,omitzero"`
 }
 
 type TagResourceResponse struct {
 }
 
 type TargetNotConnectedException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type TargetNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type Task struct {
-	Attachments             []*Attachment           `json:"attachments,omitempty"`
-	Attributes              []*Attribute            `json:"attributes,omitempty"`
-	AvailabilityZone        *string                 `json:"availabilityZone,omitempty"`
-	CapacityProviderName    *string                 `json:"capacityProviderName,omitempty"`
-	ClusterArn              *string                 `json:"clusterArn,omitempty"`
-	Connectivity            *string                 `json:"connectivity,omitempty"`
-	ConnectivityAt          *Time                   `json:"connectivityAt,omitempty"`
-	ContainerInstanceArn    *string                 `json:"containerInstanceArn,omitempty"`
-	Containers              []*Container            `json:"containers,omitempty"`
-	Cpu                     *string                 `json:"cpu,omitempty"`
-	CreatedAt               *Time                   `json:"createdAt,omitempty"`
-	DesiredStatus           *string                 `json:"desiredStatus,omitempty"`
-	EnableExecuteCommand    *bool                   `json:"enableExecuteCommand,omitempty"`
-	EphemeralStorage        *EphemeralStorage       `json:"ephemeralStorage,omitempty"`
-	ExecutionStoppedAt      *Time                   `json:"executionStoppedAt,omitempty"`
-	FargateEphemeralStorage *TaskEphemeralStorage   `json:"fargateEphemeralStorage,omitempty"`
-	Group                   *string                 `json:"group,omitempty"`
-	HealthStatus            *string                 `json:"healthStatus,omitempty"`
-	InferenceAccelerators   []*InferenceAccelerator `json:"inferenceAccelerators,omitempty"`
-	LastStatus              *string                 `json:"lastStatus,omitempty"`
-	LaunchType              *string                 `json:"launchType,omitempty"`
-	Memory                  *string                 `json:"memory,omitempty"`
-	Overrides               *TaskOverride           `json:"overrides,omitempty"`
-	PlatformFamily          *string                 `json:"platformFamily,omitempty"`
-	PlatformVersion         *string                 `json:"platformVersion,omitempty"`
-	PullStartedAt           *Time                   `json:"pullStartedAt,omitempty"`
-	PullStoppedAt           *Time                   `json:"pullStoppedAt,omitempty"`
-	StartedAt               *Time                   `json:"startedAt,omitempty"`
-	StartedBy               *string                 `json:"startedBy,omitempty"`
-	StopCode                *string                 `json:"stopCode,omitempty"`
-	StoppedAt               *Time                   `json:"stoppedAt,omitempty"`
-	StoppedReason           *string                 `json:"stoppedReason,omitempty"`
-	StoppingAt              *Time                   `json:"stoppingAt,omitempty"`
-	Tags                    []*Tag                  `json:"tags,omitempty"`
-	TaskArn                 *string                 `json:"taskArn,omitempty"`
-	TaskDefinitionArn       *string                 `json:"taskDefinitionArn,omitempty"`
-	Version                 *int64                  `json:"version,omitempty"`
+	Attachments             []*Attachment           `json:"attachments,omitzero"`
+	Attributes              []*Attribute            `json:"attributes,omitzero"`
+	AvailabilityZone        *string                 `json:"availabilityZone,omitzero"`
+	CapacityProviderName    *string                 `json:"capacityProviderName,omitzero"`
+	ClusterArn              *string                 `json:"clusterArn,omitzero"`
+	Connectivity            *string                 `json:"connectivity,omitzero"`
+	ConnectivityAt          *Time                   `json:"connectivityAt,omitzero"`
+	ContainerInstanceArn    *string                 `json:"containerInstanceArn,omitzero"`
+	Containers              []*Container            `json:"containers,omitzero"`
+	Cpu                     *string                 `json:"cpu,omitzero"`
+	CreatedAt               *Time                   `json:"createdAt,omitzero"`
+	DesiredStatus           *string                 `json:"desiredStatus,omitzero"`
+	EnableExecuteCommand    *bool                   `json:"enableExecuteCommand,omitzero"`
+	EphemeralStorage        *EphemeralStorage       `json:"ephemeralStorage,omitzero"`
+	ExecutionStoppedAt      *Time                   `json:"executionStoppedAt,omitzero"`
+	FargateEphemeralStorage *TaskEphemeralStorage   `json:"fargateEphemeralStorage,omitzero"`
+	Group                   *string                 `json:"group,omitzero"`
+	HealthStatus            *string                 `json:"healthStatus,omitzero"`
+	InferenceAccelerators   []*InferenceAccelerator `json:"inferenceAccelerators,omitzero"`
+	LastStatus              *string                 `json:"lastStatus,omitzero"`
+	LaunchType              *string                 `json:"launchType,omitzero"`
+	Memory                  *string                 `json:"memory,omitzero"`
+	Overrides               *TaskOverride           `json:"overrides,omitzero"`
+	PlatformFamily          *string                 `json:"platformFamily,omitzero"`
+	PlatformVersion         *string                 `json:"platformVersion,omitzero"`
+	PullStartedAt           *Time                   `json:"pullStartedAt,omitzero"`
+	PullStoppedAt           *Time                   `json:"pullStoppedAt,omitzero"`
+	StartedAt               *Time                   `json:"startedAt,omitzero"`
+	StartedBy               *string                 `json:"startedBy,omitzero"`
+	StopCode                *string                 `json:"stopCode,omitzero"`
+	StoppedAt               *Time                   `json:"stoppedAt,omitzero"`
+	StoppedReason           *string                 `json:"stoppedReason,omitzero"`
+	StoppingAt              *Time                   `json:"stoppingAt,omitzero"`
+	Tags                    []*Tag                  `json:"tags,omitzero"`
+	TaskArn                 *string                 `json:"taskArn,omitzero"`
+	TaskDefinitionArn       *string                 `json:"taskDefinitionArn,omitzero"`
+	Version                 *int64                  `json:"version,omitzero"`
 }
 
 type TaskDefinition struct {
-	Compatibilities         []string                             `json:"compatibilities,omitempty"`
-	ContainerDefinitions    []*ContainerDefinition               `json:"containerDefinitions,omitempty"`
-	Cpu                     *string                              `json:"cpu,omitempty"`
-	DeleteRequestedAt       *Time                                `json:"deleteRequestedAt,omitempty"`
-	DeregisteredAt          *Time                                `json:"deregisteredAt,omitempty"`
-	EnableFaultInjection    *bool                                `json:"enableFaultInjection,omitempty"`
-	EphemeralStorage        *EphemeralStorage                    `json:"ephemeralStorage,omitempty"`
-	ExecutionRoleArn        *string                              `json:"executionRoleArn,omitempty"`
-	Family                  *string                              `json:"family,omitempty"`
-	InferenceAccelerators   []*InferenceAccelerator              `json:"inferenceAccelerators,omitempty"`
-	IpcMode                 *string                              `json:"ipcMode,omitempty"`
-	Memory                  *string                              `json:"memory,omitempty"`
-	NetworkMode             *string                              `json:"networkMode,omitempty"`
-	PidMode                 *string                              `json:"pidMode,omitempty"`
-	PlacementConstraints    []*TaskDefinitionPlacementConstraint `json:"placementConstraints,omitempty"`
-	ProxyConfiguration      *ProxyConfiguration                  `json:"proxyConfiguration,omitempty"`
-	RegisteredAt            *Time                                `json:"registeredAt,omitempty"`
-	RegisteredBy            *string                              `json:"registeredBy,omitempty"`
-	RequiresAttributes      []*Attribute                         `json:"requiresAttributes,omitempty"`
-	RequiresCompatibilities []string                             `json:"requiresCompatibilities,omitempty"`
-	Revision                *int32                               `json:"revision,omitempty"`
-	RuntimePlatform         *RuntimePlatform                     `json:"runtimePlatform,omitempty"`
-	Status                  *string                              `json:"status,omitempty"`
-	TaskDefinitionArn       *string                              `json:"taskDefinitionArn,omitempty"`
-	TaskRoleArn             *string                              `json:"taskRoleArn,omitempty"`
-	Volumes                 []*Volume                            `json:"volumes,omitempty"`
+	Compatibilities         []string                             `json:"compatibilities,omitzero"`
+	ContainerDefinitions    []*ContainerDefinition               `json:"containerDefinitions,omitzero"`
+	Cpu                     *string                              `json:"cpu,omitzero"`
+	DeleteRequestedAt       *Time                                `json:"deleteRequestedAt,omitzero"`
+	DeregisteredAt          *Time                                `json:"deregisteredAt,omitzero"`
+	EnableFaultInjection    *bool                                `json:"enableFaultInjection,omitzero"`
+	EphemeralStorage        *EphemeralStorage                    `json:"ephemeralStorage,omitzero"`
+	ExecutionRoleArn        *string                              `json:"executionRoleArn,omitzero"`
+	Family                  *string                              `json:"family,omitzero"`
+	InferenceAccelerators   []*InferenceAccelerator              `json:"inferenceAccelerators,omitzero"`
+	IpcMode                 *string                              `json:"ipcMode,omitzero"`
+	Memory                  *string                              `json:"memory,omitzero"`
+	NetworkMode             *string                              `json:"networkMode,omitzero"`
+	PidMode                 *string                              `json:"pidMode,omitzero"`
+	PlacementConstraints    []*TaskDefinitionPlacementConstraint `json:"placementConstraints,omitzero"`
+	ProxyConfiguration      *ProxyConfiguration                  `json:"proxyConfiguration,omitzero"`
+	RegisteredAt            *Time                                `json:"registeredAt,omitzero"`
+	RegisteredBy            *string                              `json:"registeredBy,omitzero"`
+	RequiresAttributes      []*Attribute                         `json:"requiresAttributes,omitzero"`
+	RequiresCompatibilities []string                             `json:"requiresCompatibilities,omitzero"`
+	Revision                *int32                               `json:"revision,omitzero"`
+	RuntimePlatform         *RuntimePlatform                     `json:"runtimePlatform,omitzero"`
+	Status                  *string                              `json:"status,omitzero"`
+	TaskDefinitionArn       *string                              `json:"taskDefinitionArn,omitzero"`
+	TaskRoleArn             *string                              `json:"taskRoleArn,omitzero"`
+	Volumes                 []*Volume                            `json:"volumes,omitzero"`
 }
 
 type TaskDefinitionPlacementConstraint struct {
-	Expression *string `json:"expression,omitempty"`
-	Type_      *string `json:"type,omitempty"`
+	Expression *string `json:"expression,omitzero"`
+	Type_      *string `json:"type,omitzero"`
 }
 
 type TaskEphemeralStorage struct {
-	KmsKeyId  *string `json:"kmsKeyId,omitempty"`
-	SizeInGiB *int32  `json:"sizeInGiB,omitempty"`
+	KmsKeyId  *string `json:"kmsKeyId,omitzero"`
+	SizeInGiB *int32  `json:"sizeInGiB,omitzero"`
 }
 
 type TaskManagedEBSVolumeConfiguration struct {
-	Encrypted                *bool                                  `json:"encrypted,omitempty"`
-	FilesystemType           *string                                `json:"filesystemType,omitempty"`
-	Iops                     *int32                                 `json:"iops,omitempty"`
-	KmsKeyId                 *string                                `json:"kmsKeyId,omitempty"`
-	RoleArn                  *string                                `json:"roleArn,omitempty"`
-	SizeInGiB                *int32                                 `json:"sizeInGiB,omitempty"`
-	SnapshotId               *string                                `json:"snapshotId,omitempty"`
-	TagSpecifications        []*EBSTagSpecification                 `json:"tagSpecifications,omitempty"`
-	TerminationPolicy        *TaskManagedEBSVolumeTerminationPolicy `json:"terminationPolicy,omitempty"`
-	Throughput               *int32                                 `json:"throughput,omitempty"`
-	VolumeInitializationRate *int32                                 `json:"volumeInitializationRate,omitempty"`
-	VolumeType               *string                                `json:"volumeType,omitempty"`
+	Encrypted                *bool                                  `json:"encrypted,omitzero"`
+	FilesystemType           *string                                `json:"filesystemType,omitzero"`
+	Iops                     *int32                                 `json:"iops,omitzero"`
+	KmsKeyId                 *string                                `json:"kmsKeyId,omitzero"`
+	RoleArn                  *string                                `json:"roleArn,omitzero"`
+	SizeInGiB                *int32                                 `json:"sizeInGiB,omitzero"`
+	SnapshotId               *string                                `json:"snapshotId,omitzero"`
+	TagSpecifications        []*EBSTagSpecification                 `json:"tagSpecifications,omitzero"`
+	TerminationPolicy        *TaskManagedEBSVolumeTerminationPolicy `json:"terminationPolicy,omitzero"`
+	Throughput               *int32                                 `json:"throughput,omitzero"`
+	VolumeInitializationRate *int32                                 `json:"volumeInitializationRate,omitzero"`
+	VolumeType               *string                                `json:"volumeType,omitzero"`
 }
 
 type TaskManagedEBSVolumeTerminationPolicy struct {
-	DeleteOnTermination *bool `json:"deleteOnTermination,omitempty"`
+	DeleteOnTermination *bool `json:"deleteOnTermination,omitzero"`
 }
 
 type TaskOverride struct {
-	ContainerOverrides            []*ContainerOverride            `json:"containerOverrides,omitempty"`
-	Cpu                           *string                         `json:"cpu,omitempty"`
-	EphemeralStorage              *EphemeralStorage               `json:"ephemeralStorage,omitempty"`
-	ExecutionRoleArn              *string                         `json:"executionRoleArn,omitempty"`
-	InferenceAcceleratorOverrides []*InferenceAcceleratorOverride `json:"inferenceAcceleratorOverrides,omitempty"`
-	Memory                        *string                         `json:"memory,omitempty"`
-	TaskRoleArn                   *string                         `json:"taskRoleArn,omitempty"`
+	ContainerOverrides            []*ContainerOverride            `json:"containerOverrides,omitzero"`
+	Cpu                           *string                         `json:"cpu,omitzero"`
+	EphemeralStorage              *EphemeralStorage               `json:"ephemeralStorage,omitzero"`
+	ExecutionRoleArn              *string                         `json:"executionRoleArn,omitzero"`
+	InferenceAcceleratorOverrides []*InferenceAcceleratorOverride `json:"inferenceAcceleratorOverrides,omitzero"`
+	Memory                        *string                         `json:"memory,omitzero"`
+	TaskRoleArn                   *string                         `json:"taskRoleArn,omitzero"`
 }
 
 type TaskSet struct {
-	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	ClusterArn               *string                         `json:"clusterArn,omitempty"`
-	ComputedDesiredCount     *int32                          `json:"computedDesiredCount,omitempty"`
-	CreatedAt                *Time                           `json:"createdAt,omitempty"`
-	ExternalId               *string                         `json:"externalId,omitempty"`
-	FargateEphemeralStorage  *DeploymentEphemeralStorage     `json:"fargateEphemeralStorage,omitempty"`
-	Id                       *string                         `json:"id,omitempty"`
-	LaunchType               *string                         `json:"launchType,omitempty"`
-	LoadBalancers            []*LoadBalancer                 `json:"loadBalancers,omitempty"`
-	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	PendingCount             *int32                          `json:"pendingCount,omitempty"`
-	PlatformFamily           *string                         `json:"platformFamily,omitempty"`
-	PlatformVersion          *string                         `json:"platformVersion,omitempty"`
-	RunningCount             *int32                          `json:"runningCount,omitempty"`
-	Scale                    *Scale                          `json:"scale,omitempty"`
-	ServiceArn               *string                         `json:"serviceArn,omitempty"`
-	ServiceRegistries        []*ServiceRegistry              `json:"serviceRegistries,omitempty"`
-	StabilityStatus          *string                         `json:"stabilityStatus,omitempty"`
-	StabilityStatusAt        *Time                           `json:"stabilityStatusAt,omitempty"`
-	StartedBy                *string                         `json:"startedBy,omitempty"`
-	Status                   *string                         `json:"status,omitempty"`
-	Tags                     []*Tag                          `json:"tags,omitempty"`
-	TaskDefinition           *string                         `json:"taskDefinition,omitempty"`
-	TaskSetArn               *string                         `json:"taskSetArn,omitempty"`
-	UpdatedAt                *Time                           `json:"updatedAt,omitempty"`
+	CapacityProviderStrategy []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	ClusterArn               *string                         `json:"clusterArn,omitzero"`
+	ComputedDesiredCount     *int32                          `json:"computedDesiredCount,omitzero"`
+	CreatedAt                *Time                           `json:"createdAt,omitzero"`
+	ExternalId               *string                         `json:"externalId,omitzero"`
+	FargateEphemeralStorage  *DeploymentEphemeralStorage     `json:"fargateEphemeralStorage,omitzero"`
+	Id                       *string                         `json:"id,omitzero"`
+	LaunchType               *string                         `json:"launchType,omitzero"`
+	LoadBalancers            []*LoadBalancer                 `json:"loadBalancers,omitzero"`
+	NetworkConfiguration     *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	PendingCount             *int32                          `json:"pendingCount,omitzero"`
+	PlatformFamily           *string                         `json:"platformFamily,omitzero"`
+	PlatformVersion          *string                         `json:"platformVersion,omitzero"`
+	RunningCount             *int32                          `json:"runningCount,omitzero"`
+	Scale                    *Scale                          `json:"scale,omitzero"`
+	ServiceArn               *string                         `json:"serviceArn,omitzero"`
+	ServiceRegistries        []*ServiceRegistry              `json:"serviceRegistries,omitzero"`
+	StabilityStatus          *string                         `json:"stabilityStatus,omitzero"`
+	StabilityStatusAt        *Time                           `json:"stabilityStatusAt,omitzero"`
+	StartedBy                *string                         `json:"startedBy,omitzero"`
+	Status                   *string                         `json:"status,omitzero"`
+	Tags                     []*Tag                          `json:"tags,omitzero"`
+	TaskDefinition           *string                         `json:"taskDefinition,omitzero"`
+	TaskSetArn               *string                         `json:"taskSetArn,omitzero"`
+	UpdatedAt                *Time                           `json:"updatedAt,omitzero"`
 }
 
 type TaskSetNotFoundException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type TaskVolumeConfiguration struct {
-	ManagedEBSVolume *TaskManagedEBSVolumeConfiguration `json:"managedEBSVolume,omitempty"`
-	Name             *string                            `json:"name,omitempty"`
+	ManagedEBSVolume *TaskManagedEBSVolumeConfiguration `json:"managedEBSVolume,omitzero"`
+	Name             *string                            `json:"name,omitzero"`
 }
 
 type TimeoutConfiguration struct {
-	IdleTimeoutSeconds       *int32 `json:"idleTimeoutSeconds,omitempty"`
-	PerRequestTimeoutSeconds *int32 `json:"perRequestTimeoutSeconds,omitempty"`
+	IdleTimeoutSeconds       *int32 `json:"idleTimeoutSeconds,omitzero"`
+	PerRequestTimeoutSeconds *int32 `json:"perRequestTimeoutSeconds,omitzero"`
 }
 
 type Tmpfs struct {
-	ContainerPath *string  `json:"containerPath,omitempty"`
-	MountOptions  []string `json:"mountOptions,omitempty"`
-	Size          *int32   `json:"size,omitempty"`
+	ContainerPath *string  `json:"containerPath,omitzero"`
+	MountOptions  []string `json:"mountOptions,omitzero"`
+	Size          *int32   `json:"size,omitzero"`
 }
 
 type TotalLocalStorageGBRequest struct {
-	Max *float64 `json:"max,omitempty"`
-	Min *float64 `json:"min,omitempty"`
+	Max *float64 `json:"max,omitzero"`
+	Min *float64 `json:"min,omitzero"`
 }
 
 type Ulimit struct {
-	HardLimit *int32  `json:"hardLimit,omitempty"`
-	Name      *string `json:"name,omitempty"`
-	SoftLimit *int32  `json:"softLimit,omitempty"`
+	HardLimit *int32  `json:"hardLimit,omitzero"`
+	Name      *string `json:"name,omitzero"`
+	SoftLimit *int32  `json:"softLimit,omitzero"`
 }
 
 type UnsupportedFeatureException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type UntagResourceRequest struct {
-	ResourceArn *string  `json:"resourceArn,omitempty"`
-	TagKeys     []string `json:"tagKeys,omitempty"`
+	ResourceArn *string  `json:"resourceArn,omitzero"`
+	TagKeys     []string `json:"tagKeys,omitzero"`
 }
 
 type UntagResourceResponse struct {
 }
 
 type UpdateCapacityProviderRequest struct {
-	AutoScalingGroupProvider *AutoScalingGroupProviderUpdate              `json:"autoScalingGroupProvider,omitempty"`
-	Cluster                  *string                                      `json:"cluster,omitempty"`
-	ManagedInstancesProvider *UpdateManagedInstancesProviderConfiguration `json:"managedInstancesProvider,omitempty"`
-	Name                     *string                                      `json:"name,omitempty"`
+	AutoScalingGroupProvider *AutoScalingGroupProviderUpdate              `json:"autoScalingGroupProvider,omitzero"`
+	Cluster                  *string                                      `json:"cluster,omitzero"`
+	ManagedInstancesProvider *UpdateManagedInstancesProviderConfiguration `json:"managedInstancesProvider,omitzero"`
+	Name                     *string                                      `json:"name,omitzero"`
 }
 
 type UpdateCapacityProviderResponse struct {
-	CapacityProvider *CapacityProvider `json:"capacityProvider,omitempty"`
+	CapacityProvider *CapacityProvider `json:"capacityProvider,omitzero"`
 }
 
 type UpdateClusterRequest struct {
-	Cluster                *string                               `json:"cluster,omitempty"`
-	Configuration          *ClusterConfiguration                 `json:"configuration,omitempty"`
-	ServiceConnectDefaults *ClusterServiceConnectDefaultsRequest `json:"serviceConnectDefaults,omitempty"`
-	Settings               []*ClusterSetting                     `json:"settings,omitempty"`
+	Cluster                *string                               `json:"cluster,omitzero"`
+	Configuration          *ClusterConfiguration                 `json:"configuration,omitzero"`
+	ServiceConnectDefaults *ClusterServiceConnectDefaultsRequest `json:"serviceConnectDefaults,omitzero"`
+	Settings               []*ClusterSetting                     `json:"settings,omitzero"`
 }
 
 type UpdateClusterResponse struct {
-	Cluster *Cluster `json:"cluster,omitempty"`
+	Cluster *Cluster `json:"cluster,omitzero"`
 }
 
 type UpdateClusterSettingsRequest struct {
-	Cluster  *string           `json:"cluster,omitempty"`
-	Settings []*ClusterSetting `json:"settings,omitempty"`
+	Cluster  *string           `json:"cluster,omitzero"`
+	Settings []*ClusterSetting `json:"settings,omitzero"`
 }
 
 type UpdateClusterSettingsResponse struct {
-	Cluster *Cluster `json:"cluster,omitempty"`
+	Cluster *Cluster `json:"cluster,omitzero"`
 }
 
 type UpdateContainerAgentRequest struct {
-	Cluster           *string `json:"cluster,omitempty"`
-	ContainerInstance *string `json:"containerInstance,omitempty"`
+	Cluster           *string `json:"cluster,omitzero"`
+	ContainerInstance *string `json:"containerInstance,omitzero"`
 }
 
 type UpdateContainerAgentResponse struct {
-	ContainerInstance *ContainerInstance `json:"containerInstance,omitempty"`
+	ContainerInstance *ContainerInstance `json:"containerInstance,omitzero"`
 }
 
 type UpdateContainerInstancesStateRequest struct {
-	Cluster            *string  `json:"cluster,omitempty"`
-	ContainerInstances []string `json:"containerInstances,omitempty"`
-	Status             *string  `json:"status,omitempty"`
+	Cluster            *string  `json:"cluster,omitzero"`
+	ContainerInstances []string `json:"containerInstances,omitzero"`
+	Status             *string  `json:"status,omitzero"`
 }
 
 type UpdateContainerInstancesStateResponse struct {
-	ContainerInstances []*ContainerInstance `json:"containerInstances,omitempty"`
-	Failures           []*Failure           `json:"failures,omitempty"`
+	ContainerInstances []*ContainerInstance `json:"containerInstances,omitzero"`
+	Failures           []*Failure           `json:"failures,omitzero"`
 }
 
 type UpdateDaemonRequest struct {
-	CapacityProviderArns    []string                       `json:"capacityProviderArns,omitempty"`
-	DaemonArn               *string                        `json:"daemonArn,omitempty"`
-	DaemonTaskDefinitionArn *string                        `json:"daemonTaskDefinitionArn,omitempty"`
-	DeploymentConfiguration *DaemonDeploymentConfiguration `json:"deploymentConfiguration,omitempty"`
-	EnableECSManagedTags    *bool                          `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand    *bool                          `json:"enableExecuteCommand,omitempty"`
-	PropagateTags           *string                        `json:"propagateTags,omitempty"`
+	CapacityProviderArns    []string                       `json:"capacityProviderArns,omitzero"`
+	DaemonArn               *string                        `json:"daemonArn,omitzero"`
+	DaemonTaskDefinitionArn *string                        `json:"daemonTaskDefinitionArn,omitzero"`
+	DeploymentConfiguration *DaemonDeploymentConfiguration `json:"deploymentConfiguration,omitzero"`
+	EnableECSManagedTags    *bool                          `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand    *bool                          `json:"enableExecuteCommand,omitzero"`
+	PropagateTags           *string                        `json:"propagateTags,omitzero"`
 }
 
 type UpdateDaemonResponse struct {
-	CreatedAt     *Time   `json:"createdAt,omitempty"`
-	DaemonArn     *string `json:"daemonArn,omitempty"`
-	DeploymentArn *string `json:"deploymentArn,omitempty"`
-	Status        *string `json:"status,omitempty"`
-	UpdatedAt     *Time   `json:"updatedAt,omitempty"`
+	CreatedAt     *Time   `json:"createdAt,omitzero"`
+	DaemonArn     *string `json:"daemonArn,omitzero"`
+	DeploymentArn *string `json:"deploymentArn,omitzero"`
+	Status        *string `json:"status,omitzero"`
+	UpdatedAt     *Time   `json:"updatedAt,omitzero"`
 }
 
 type UpdateExpressGatewayServiceRequest struct {
-	Cpu                  *string                                    `json:"cpu,omitempty"`
-	ExecutionRoleArn     *string                                    `json:"executionRoleArn,omitempty"`
-	HealthCheckPath      *string                                    `json:"healthCheckPath,omitempty"`
-	Memory               *string                                    `json:"memory,omitempty"`
-	NetworkConfiguration *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitempty"`
-	PrimaryContainer     *ExpressGatewayContainer                   `json:"primaryContainer,omitempty"`
-	ScalingTarget        *ExpressGatewayScalingTarget               `json:"scalingTarget,omitempty"`
-	ServiceArn           *string                                    `json:"serviceArn,omitempty"`
-	TaskRoleArn          *string                                    `json:"taskRoleArn,omitempty"`
+	Cpu                  *string                                    `json:"cpu,omitzero"`
+	ExecutionRoleArn     *string                                    `json:"executionRoleArn,omitzero"`
+	HealthCheckPath      *string                                    `json:"healthCheckPath,omitzero"`
+	Memory               *string                                    `json:"memory,omitzero"`
+	NetworkConfiguration *ExpressGatewayServiceNetworkConfiguration `json:"networkConfiguration,omitzero"`
+	PrimaryContainer     *ExpressGatewayContainer                   `json:"primaryContainer,omitzero"`
+	ScalingTarget        *ExpressGatewayScalingTarget               `json:"scalingTarget,omitzero"`
+	ServiceArn           *string                                    `json:"serviceArn,omitzero"`
+	TaskRoleArn          *string                                    `json:"taskRoleArn,omitzero"`
 }
 
 type UpdateExpressGatewayServiceResponse struct {
-	Service *UpdatedExpressGatewayService `json:"service,omitempty"`
+	Service *UpdatedExpressGatewayService `json:"service,omitzero"`
 }
 
 type UpdateInProgressException struct {
-	Message *string `json:"message,omitempty"`
+	Message *string `json:"message,omitzero"`
 }
 
 type UpdateManagedInstancesProviderConfiguration struct {
-	AutoRepairConfiguration    *AutoRepairConfiguration      `json:"autoRepairConfiguration,omitempty"`
-	InfrastructureOptimization *InfrastructureOptimization   `json:"infrastructureOptimization,omitempty"`
-	InfrastructureRoleArn      *string                       `json:"infrastructureRoleArn,omitempty"`
-	InstanceLaunchTemplate     *InstanceLaunchTemplateUpdate `json:"instanceLaunchTemplate,omitempty"`
-	PropagateTags              *string                       `json:"propagateTags,omitempty"`
+	AutoRepairConfiguration    *AutoRepairConfiguration      `json:"autoRepairConfiguration,omitzero"`
+	InfrastructureOptimization *InfrastructureOptimization   `json:"infrastructureOptimization,omitzero"`
+	InfrastructureRoleArn      *string                       `json:"infrastructureRoleArn,omitzero"`
+	InstanceLaunchTemplate     *InstanceLaunchTemplateUpdate `json:"instanceLaunchTemplate,omitzero"`
+	PropagateTags              *string                       `json:"propagateTags,omitzero"`
 }
 
 type UpdateServicePrimaryTaskSetRequest struct {
-	Cluster        *string `json:"cluster,omitempty"`
-	PrimaryTaskSet *string `json:"primaryTaskSet,omitempty"`
-	Service        *string `json:"service,omitempty"`
+	Cluster        *string `json:"cluster,omitzero"`
+	PrimaryTaskSet *string `json:"primaryTaskSet,omitzero"`
+	Service        *string `json:"service,omitzero"`
 }
 
 type UpdateServicePrimaryTaskSetResponse struct {
-	TaskSet *TaskSet `json:"taskSet,omitempty"`
+	TaskSet *TaskSet `json:"taskSet,omitzero"`
 }
 
 type UpdateServiceRequest struct {
-	AvailabilityZoneRebalancing   *string                         `json:"availabilityZoneRebalancing,omitempty"`
-	CapacityProviderStrategy      []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitempty"`
-	Cluster                       *string                         `json:"cluster,omitempty"`
-	DeploymentConfiguration       *DeploymentConfiguration        `json:"deploymentConfiguration,omitempty"`
-	DeploymentController          *DeploymentController           `json:"deploymentController,omitempty"`
-	DesiredCount                  *int32                          `json:"desiredCount,omitempty"`
-	EnableECSManagedTags          *bool                           `json:"enableECSManagedTags,omitempty"`
-	EnableExecuteCommand          *bool                           `json:"enableExecuteCommand,omitempty"`
-	ForceNewDeployment            *bool                           `json:"forceNewDeployment,omitempty"`
-	HealthCheckGracePeriodSeconds *int32                          `json:"healthCheckGracePeriodSeconds,omitempty"`
-	LoadBalancers                 []*LoadBalancer                 `json:"loadBalancers,omitempty"`
-	NetworkConfiguration          *NetworkConfiguration           `json:"networkConfiguration,omitempty"`
-	PlacementConstraints          []*PlacementConstraint          `json:"placementConstraints,omitempty"`
-	PlacementStrategy             []*PlacementStrategy            `json:"placementStrategy,omitempty"`
-	PlatformVersion               *string                         `json:"platformVersion,omitempty"`
-	PropagateTags                 *string                         `json:"propagateTags,omitempty"`
-	Service                       *string                         `json:"service,omitempty"`
-	ServiceConnectConfiguration   *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitempty"`
-	ServiceRegistries             []*ServiceRegistry              `json:"serviceRegistries,omitempty"`
-	TaskDefinition                *string                         `json:"taskDefinition,omitempty"`
-	VolumeConfigurations          []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitempty"`
-	VpcLatticeConfigurations      []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitempty"`
+	AvailabilityZoneRebalancing   *string                         `json:"availabilityZoneRebalancing,omitzero"`
+	CapacityProviderStrategy      []*CapacityProviderStrategyItem `json:"capacityProviderStrategy,omitzero"`
+	Cluster                       *string                         `json:"cluster,omitzero"`
+	DeploymentConfiguration       *DeploymentConfiguration        `json:"deploymentConfiguration,omitzero"`
+	DeploymentController          *DeploymentController           `json:"deploymentController,omitzero"`
+	DesiredCount                  *int32                          `json:"desiredCount,omitzero"`
+	EnableECSManagedTags          *bool                           `json:"enableECSManagedTags,omitzero"`
+	EnableExecuteCommand          *bool                           `json:"enableExecuteCommand,omitzero"`
+	ForceNewDeployment            *bool                           `json:"forceNewDeployment,omitzero"`
+	HealthCheckGracePeriodSeconds *int32                          `json:"healthCheckGracePeriodSeconds,omitzero"`
+	LoadBalancers                 []*LoadBalancer                 `json:"loadBalancers,omitzero"`
+	NetworkConfiguration          *NetworkConfiguration           `json:"networkConfiguration,omitzero"`
+	PlacementConstraints          []*PlacementConstraint          `json:"placementConstraints,omitzero"`
+	PlacementStrategy             []*PlacementStrategy            `json:"placementStrategy,omitzero"`
+	PlatformVersion               *string                         `json:"platformVersion,omitzero"`
+	PropagateTags                 *string                         `json:"propagateTags,omitzero"`
+	Service                       *string                         `json:"service,omitzero"`
+	ServiceConnectConfiguration   *ServiceConnectConfiguration    `json:"serviceConnectConfiguration,omitzero"`
+	ServiceRegistries             []*ServiceRegistry              `json:"serviceRegistries,omitzero"`
+	TaskDefinition                *string                         `json:"taskDefinition,omitzero"`
+	VolumeConfigurations          []*ServiceVolumeConfiguration   `json:"volumeConfigurations,omitzero"`
+	VpcLatticeConfigurations      []*VpcLatticeConfiguration      `json:"vpcLatticeConfigurations,omitzero"`
 }
 
 type UpdateServiceResponse struct {
-	Service *Service `json:"service,omitempty"`
+	Service *Service `json:"service,omitzero"`
 }
 
 type UpdateTaskProtectionRequest struct {
-	Cluster           *string  `json:"cluster,omitempty"`
-	ExpiresInMinutes  *int32   `json:"expiresInMinutes,omitempty"`
-	ProtectionEnabled *bool    `json:"protectionEnabled,omitempty"`
-	Tasks             []string `json:"tasks,omitempty"`
+	Cluster           *string  `json:"cluster,omitzero"`
+	ExpiresInMinutes  *int32   `json:"expiresInMinutes,omitzero"`
+	ProtectionEnabled *bool    `json:"protectionEnabled,omitzero"`
+	Tasks             []string `json:"tasks,omitzero"`
 }
 
 type UpdateTaskProtectionResponse struct {
-	Failures       []*Failure       `json:"failures,omitempty"`
-	ProtectedTasks []*ProtectedTask `json:"protectedTasks,omitempty"`
+	Failures       []*Failure       `json:"failures,omitzero"`
+	ProtectedTasks []*ProtectedTask `json:"protectedTasks,omitzero"`
 }
 
 type UpdateTaskSetRequest struct {
-	Cluster *string `json:"cluster,omitempty"`
-	Scale   *Scale  `json:"scale,omitempty"`
-	Service *string `json:"service,omitempty"`
-	TaskSet *string `json:"taskSet,omitempty"`
+	Cluster *string `json:"cluster,omitzero"`
+	Scale   *Scale  `json:"scale,omitzero"`
+	Service *string `json:"service,omitzero"`
+	TaskSet *string `json:"taskSet,omitzero"`
 }
 
 type UpdateTaskSetResponse struct {
-	TaskSet *TaskSet `json:"taskSet,omitempty"`
+	TaskSet *TaskSet `json:"taskSet,omitzero"`
 }
 
 type UpdatedExpressGatewayService struct {
-	Cluster             *string                             `json:"cluster,omitempty"`
-	CreatedAt           *Time                               `json:"createdAt,omitempty"`
-	ServiceArn          *string                             `json:"serviceArn,omitempty"`
-	ServiceName         *string                             `json:"serviceName,omitempty"`
-	Status              *ExpressGatewayServiceStatus        `json:"status,omitempty"`
-	TargetConfiguration *ExpressGatewayServiceConfiguration `json:"targetConfiguration,omitempty"`
-	UpdatedAt           *Time                               `json:"updatedAt,omitempty"`
+	Cluster             *string                             `json:"cluster,omitzero"`
+	CreatedAt           *Time                               `json:"createdAt,omitzero"`
+	ServiceArn          *string                             `json:"serviceArn,omitzero"`
+	ServiceName         *string                             `json:"serviceName,omitzero"`
+	Status              *ExpressGatewayServiceStatus        `json:"status,omitzero"`
+	TargetConfiguration *ExpressGatewayServiceConfiguration `json:"targetConfiguration,omitzero"`
+	UpdatedAt           *Time                               `json:"updatedAt,omitzero"`
 }
 
 type VCpuCountRangeRequest struct {
-	Max *int32 `json:"max,omitempty"`
-	Min *int32 `json:"min,omitempty"`
+	Max *int32 `json:"max,omitzero"`
+	Min *int32 `json:"min,omitzero"`
 }
 
 type VersionInfo struct {
-	AgentHash     *string `json:"agentHash,omitempty"`
-	AgentVersion  *string `json:"agentVersion,omitempty"`
-	DockerVersion *string `json:"dockerVersion,omitempty"`
+	AgentHash     *string `json:"agentHash,omitzero"`
+	AgentVersion  *string `json:"agentVersion,omitzero"`
+	DockerVersion *string `json:"dockerVersion,omitzero"`
 }
 
 type Volume struct {
-	ConfiguredAtLaunch                      *bool                                    `json:"configuredAtLaunch,omitempty"`
-	DockerVolumeConfiguration               *DockerVolumeConfiguration               `json:"dockerVolumeConfiguration,omitempty"`
-	EfsVolumeConfiguration                  *EFSVolumeConfiguration                  `json:"efsVolumeConfiguration,omitempty"`
-	FsxWindowsFileServerVolumeConfiguration *FSxWindowsFileServerVolumeConfiguration `json:"fsxWindowsFileServerVolumeConfiguration,omitempty"`
-	Host                                    *HostVolumeProperties                    `json:"host,omitempty"`
-	Name                                    *string                                  `json:"name,omitempty"`
-	S3filesVolumeConfiguration              *S3FilesVolumeConfiguration              `json:"s3filesVolumeConfiguration,omitempty"`
+	ConfiguredAtLaunch                      *bool                                    `json:"configuredAtLaunch,omitzero"`
+	DockerVolumeConfiguration               *DockerVolumeConfiguration               `json:"dockerVolumeConfiguration,omitzero"`
+	EfsVolumeConfiguration                  *EFSVolumeConfiguration                  `json:"efsVolumeConfiguration,omitzero"`
+	FsxWindowsFileServerVolumeConfiguration *FSxWindowsFileServerVolumeConfiguration `json:"fsxWindowsFileServerVolumeConfiguration,omitzero"`
+	Host                                    *HostVolumeProperties                    `json:"host,omitzero"`
+	Name                                    *string                                  `json:"name,omitzero"`
+	S3filesVolumeConfiguration              *S3FilesVolumeConfiguration              `json:"s3filesVolumeConfiguration,omitzero"`
 }
 
 type VolumeFrom struct {
-	ReadOnly        *bool   `json:"readOnly,omitempty"`
-	SourceContainer *string `json:"sourceContainer,omitempty"`
+	ReadOnly        *bool   `json:"readOnly,omitzero"`
+	SourceContainer *string `json:"sourceContainer,omitzero"`
 }
 
 type VpcLatticeConfiguration struct {
-	PortName       *string `json:"portName,omitempty"`
-	RoleArn        *string `json:"roleArn,omitempty"`
-	TargetGroupArn *string `json:"targetGroupArn,omitempty"`
+	PortName       *string `json:"portName,omitzero"`
+	RoleArn        *string `json:"roleArn,omitzero"`
+	TargetGroupArn *string `json:"targetGroupArn,omitzero"`
 }
 
 // Enums lists the allowed values of each enum shape.
