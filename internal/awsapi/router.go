@@ -3,6 +3,7 @@ package awsapi
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/xml"
 	"io"
 	"log/slog"
 	"net/http"
@@ -40,6 +41,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var qs QueryService
 	if target == "" {
 		qs = rt.Query[scopeService(r.Header.Get("Authorization"))]
+		if qs == nil && isQueryRequest(r) {
+			// Unsigned or badly signed, so no scope names the service; the
+			// client still expects an XML error it can parse.
+			qs = rt.anyQuery()
+		}
 		if qs == nil {
 			WriteJSONError(w, Errorf("UnknownOperationException", "No service on this endpoint answers this request; JSON services need X-Amz-Target."))
 			return
@@ -82,6 +88,52 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc.ServeJSON(w, r, op, body)
+}
+
+// isQueryRequest tells a Query-protocol request by its form body or, for GET,
+// its Action parameter.
+func isQueryRequest(r *http.Request) bool {
+	ct := strings.ToLower(r.Header.Get("Content-Type"))
+	return strings.HasPrefix(ct, "application/x-www-form-urlencoded") || r.URL.Query().Get("Action") != ""
+}
+
+// anyQuery picks the service that answers a Query request nobody can be
+// attributed to: the only one if there is one, else a generic XML writer.
+func (rt *Router) anyQuery() QueryService {
+	if len(rt.Query) == 1 {
+		for _, qs := range rt.Query {
+			return qs
+		}
+	}
+	return genericQuery{}
+}
+
+// genericQuery writes errors in the standard Query error XML, which
+// botocore's query and ec2 parsers both read.
+type genericQuery struct{}
+
+func (genericQuery) ServeQuery(w http.ResponseWriter, r *http.Request, form map[string][]string) {
+	genericQuery{}.WriteError(w, Errorf("InvalidAction", "No service on this endpoint answers this request."))
+}
+
+func (genericQuery) WriteError(w http.ResponseWriter, e *Error) {
+	type xmlError struct {
+		Type    string
+		Code    string
+		Message string
+	}
+	status, typ := e.Status, "Sender"
+	if status == 0 {
+		status = http.StatusBadRequest
+	}
+	if status >= 500 {
+		typ = "Receiver"
+	}
+	WriteXML(w, status, struct {
+		XMLName   xml.Name `xml:"ErrorResponse"`
+		Error     xmlError
+		RequestId string
+	}{Error: xmlError{typ, strings.TrimSuffix(e.Code, "Exception"), e.Message}, RequestId: w.Header().Get("X-Amzn-RequestId")})
 }
 
 // scopeService reads the service from an Authorization header's credential

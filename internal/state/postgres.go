@@ -17,7 +17,7 @@ func OpenPostgres(dsn string) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.Exec(schema); err != nil {
+	if _, err := db.Exec(postgresSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state: initialise postgres: %w", err)
 	}

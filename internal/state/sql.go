@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // sqlStore implements Store on database/sql for both SQLite and PostgreSQL;
@@ -23,6 +26,16 @@ type sqlStore struct {
 const schema = `CREATE TABLE IF NOT EXISTS documents (
 	kind TEXT NOT NULL,
 	key  TEXT NOT NULL,
+	data TEXT NOT NULL,
+	PRIMARY KEY (kind, key)
+)`
+
+// postgresSchema pins keys to byte order: a database's default collation is
+// often linguistic (en_US), which would reorder keys and break the prefix
+// bounds Scan relies on.
+const postgresSchema = `CREATE TABLE IF NOT EXISTS documents (
+	kind TEXT COLLATE "C" NOT NULL,
+	key  TEXT COLLATE "C" NOT NULL,
 	data TEXT NOT NULL,
 	PRIMARY KEY (kind, key)
 )`
@@ -46,20 +59,40 @@ func (s *sqlStore) q(query string) string {
 }
 
 func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
-	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.postgres {
+		// One snapshot for the whole View, as SQLite's WAL readers get;
+		// PostgreSQL's default would let each statement see newer commits.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := s.read.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	return fn(&sqlTx{s: s, tx: tx, ctx: ctx})
+	return fn(&sqlTx{s: s, tx: tx, ctx: ctx, readOnly: true})
 }
 
+// retryFor bounds how long Update keeps retrying conflicts: under heavy
+// contention on one document every loser retries, so a count of attempts
+// alone would fail callers that merely queued behind many writers.
+const retryFor = 30 * time.Second
+
 func (s *sqlStore) Update(ctx context.Context, fn func(Tx) error) error {
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(retryFor)
+	backoff := time.Millisecond
+	for {
 		err := s.update(ctx, fn)
-		if err == nil || s.isConflict == nil || !s.isConflict(err) || attempt >= 20 {
+		if err == nil || s.isConflict == nil || !s.isConflict(err) || time.Now().After(deadline) {
 			return err
 		}
+		// Jitter keeps the writers that collided from colliding again.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff/2 + mathrand.N(backoff)):
+		}
+		backoff = min(backoff*2, 100*time.Millisecond)
 	}
 }
 
@@ -90,10 +123,15 @@ func (s *sqlStore) Close() error {
 }
 
 type sqlTx struct {
-	s   *sqlStore
-	tx  *sql.Tx
-	ctx context.Context
+	s        *sqlStore
+	tx       *sql.Tx
+	ctx      context.Context
+	readOnly bool
 }
+
+// errReadOnly is returned by writes inside View; SQLite would otherwise
+// accept them on a read connection.
+var errReadOnly = errors.New("state: write inside a read-only transaction (use Update)")
 
 func (t *sqlTx) Get(kind, key string, v any) (bool, error) {
 	var data string
@@ -108,6 +146,9 @@ func (t *sqlTx) Get(kind, key string, v any) (bool, error) {
 }
 
 func (t *sqlTx) Put(kind, key string, v any) error {
+	if t.readOnly {
+		return errReadOnly
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -118,6 +159,9 @@ func (t *sqlTx) Put(kind, key string, v any) error {
 }
 
 func (t *sqlTx) Delete(kind, key string) (bool, error) {
+	if t.readOnly {
+		return false, errReadOnly
+	}
 	res, err := t.tx.ExecContext(t.ctx, t.s.q(`DELETE FROM documents WHERE kind = ? AND key = ?`), kind, key)
 	if err != nil {
 		return false, err
@@ -127,39 +171,72 @@ func (t *sqlTx) Delete(kind, key string) (bool, error) {
 }
 
 func (t *sqlTx) Scan(kind, prefix, after string, limit int, fn func(string, []byte) error) error {
-	lo := prefix
-	if after > lo {
-		lo = after
+	query := `SELECT key, data FROM documents WHERE kind = ? AND key >= ? AND key > ?`
+	args := []any{kind, prefix, after}
+	if end, ok := prefixEnd(prefix); ok {
+		query += ` AND key < ?`
+		args = append(args, end)
 	}
-	query := `SELECT key, data FROM documents WHERE kind = ? AND key >= ? AND key > ? AND key < ? ORDER BY key`
-	args := []any{kind, lo, after, prefixEnd(prefix)}
+	query += ` ORDER BY key`
 	if limit > 0 {
 		query += ` LIMIT ?`
 		args = append(args, limit)
 	}
-	rows, err := t.tx.QueryContext(t.ctx, t.s.q(query), args...)
+	docs, err := t.query(query, args...)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var key, data string
-		if err := rows.Scan(&key, &data); err != nil {
-			return err
-		}
-		if err := fn(key, []byte(data)); err != nil {
+	for _, d := range docs {
+		if err := fn(d.key, d.data); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
 		}
 	}
-	return rows.Err()
+	return nil
 }
 
-// prefixEnd is the smallest string greater than every string with prefix p.
-// Keys are ASCII (ids, names, ARNs), so "\x7f" bounds them; an empty prefix
-// selects everything.
-func prefixEnd(p string) string {
-	return p + "\x7f"
+type document struct {
+	key  string
+	data []byte
+}
+
+// query reads all rows before Scan calls back: a transaction is one
+// connection, and PostgreSQL cannot run the callback's Get or Put on it
+// while a result is still streaming ("conn busy").
+func (t *sqlTx) query(query string, args ...any) ([]document, error) {
+	rows, err := t.tx.QueryContext(t.ctx, t.s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var docs []document
+	for rows.Next() {
+		var key, data string
+		if err := rows.Scan(&key, &data); err != nil {
+			return nil, err
+		}
+		docs = append(docs, document{key, []byte(data)})
+	}
+	return docs, rows.Err()
+}
+
+// prefixEnd is the smallest string greater than every string that starts
+// with p: p with its last character incremented (code point order is byte
+// order in UTF-8, and both databases compare keys bytewise). It reports
+// false when nothing bounds p from above (p is empty).
+func prefixEnd(p string) (string, bool) {
+	r := []rune(p)
+	for i := len(r) - 1; i >= 0; i-- {
+		if r[i] == utf8.MaxRune {
+			continue
+		}
+		next := r[i] + 1
+		if next >= 0xD800 && next <= 0xDFFF { // surrogates are not characters
+			next = 0xE000
+		}
+		return string(r[:i]) + string(next), true
+	}
+	return "", false
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs Gantry's whole test suite.
+#
+#   ./scripts/test.sh                       # go vet + every test
+#   ./scripts/test.sh -run TestSigV4 ./test # only some tests (go test args)
+#
+# The integration tests start real servers, containerd and containers, so
+# they run as root and one package at a time (-p 1). The state tests also run
+# against PostgreSQL: a throwaway cluster is started for them unless
+# GANTRY_TEST_POSTGRES already names one. Exits with the tests' status.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+require_root
+apt_install "${GANTRY_PACKAGES[@]}" postgresql python3 || die "package installation failed"
+use_go
+
+# Our clients: the aws CLI v1 (>= 1.29, which honours AWS_ENDPOINT_URL) and
+# boto3. Installed only when missing; Debian's awscli is the fallback.
+if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
+	log "aws CLI or boto3 missing: installing Debian's awscli and python3-boto3"
+	apt_install awscli python3-boto3 || die "could not install awscli/boto3"
+fi
+log "$(aws --version 2>&1)"
+
+if [ -z "${GANTRY_TEST_POSTGRES:-}" ]; then
+	GANTRY_TEST_POSTGRES=$(scripts/test-postgres.sh) || die "could not start PostgreSQL for the state tests"
+fi
+export GANTRY_TEST_POSTGRES
+log "PostgreSQL for the state tests: $GANTRY_TEST_POSTGRES"
+
+status=0
+if [ $# -eq 0 ]; then
+	log "go vet ./..."
+	go vet ./... || status=1
+	set -- ./...
+fi
+log "go test $*"
+go test -count=1 -timeout 60m -p 1 "$@" || status=1
+if [ $status -ne 0 ]; then
+	log "FAILED"
+else
+	log "all passed"
+fi
+exit $status
