@@ -10,11 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/controller"
 	"github.com/gantry-dev/gantry/internal/ec2"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 	"github.com/gantry-dev/gantry/internal/model"
@@ -34,15 +36,23 @@ func (s *Service) runTask(ctx context.Context, in *ecstypes.RunTaskRequest) (*ta
 	sc := scopeOf(ctx)
 	var recs []*model.TaskRecord
 	var failures []*ecstypes.Failure
+	replay := false
 	err := s.Store.Update(ctx, func(tx state.Tx) error {
 		var err error
+		recs, replay, err = replayRunTask(tx, sc, in)
+		if err != nil || replay {
+			return err
+		}
 		recs, failures, err = s.newTasks(tx, sc, in)
-		return err
+		if err != nil || in.ClientToken == nil {
+			return err
+		}
+		return rememberRunTask(tx, sc, in, recs, s.now())
 	})
 	if err != nil {
 		return nil, err
 	}
-	if s.Controller != nil {
+	if s.Controller != nil && !replay {
 		recs = s.Controller.Launch(ctx, recs)
 	}
 	out := &tasksOut{Tasks: []*ecstypes.Task{}, Failures: failures}
@@ -56,8 +66,59 @@ func (s *Service) runTask(ctx context.Context, in *ecstypes.RunTaskRequest) (*ta
 	return out, nil
 }
 
+// runToken is what a RunTask clientToken started, so that a retried
+// request (SDKs send a token with every RunTask) answers with the same tasks
+// instead of starting more.
+type runToken struct {
+	TaskARNs  []string      `json:"taskArns"`
+	CreatedAt ecstypes.Time `json:"createdAt"`
+}
+
+func runTokenKey(sc model.Scope, in *ecstypes.RunTaskRequest) string {
+	return sc.Prefix() + model.ClusterName(in.Cluster) + "/" + *in.ClientToken
+}
+
+func replayRunTask(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequest) ([]*model.TaskRecord, bool, error) {
+	if in.ClientToken == nil {
+		return nil, false, nil
+	}
+	var tok runToken
+	ok, err := tx.Get(controller.KindRunToken, runTokenKey(sc, in), &tok)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var recs []*model.TaskRecord
+	for _, arn := range tok.TaskARNs {
+		var rec model.TaskRecord
+		found, err := tx.Get(model.KindTask, sc.TaskKey(model.ClusterName(in.Cluster), controller.TaskID(arn)), &rec)
+		if err != nil {
+			return nil, false, err
+		}
+		if found {
+			recs = append(recs, &rec)
+		}
+	}
+	return recs, true, nil
+}
+
+func rememberRunTask(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequest, recs []*model.TaskRecord, now time.Time) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	tok := runToken{CreatedAt: ecstypes.Time{Time: now}}
+	for _, r := range recs {
+		tok.TaskARNs = append(tok.TaskARNs, ecstypes.Deref(r.Task.TaskArn))
+	}
+	return tx.Put(controller.KindRunToken, runTokenKey(sc, in), tok)
+}
+
 // checkRunTask validates what needs no stored state.
 func checkRunTask(in *ecstypes.RunTaskRequest) error {
+	if tok := in.ClientToken; tok != nil {
+		if len(*tok) < 1 || len(*tok) > 64 || strings.IndexFunc(*tok, func(r rune) bool { return r < 33 || r > 126 }) >= 0 {
+			return awsapi.InvalidParameter("clientToken must be 1 to 64 characters in the range 33-126.")
+		}
+	}
 	if strings.TrimSpace(ecstypes.Deref(in.TaskDefinition)) == "" {
 		return awsapi.InvalidParameter("TaskDefinition can not be blank.")
 	}

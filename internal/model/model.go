@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 )
 
@@ -102,4 +103,7 @@ type TaskRecord struct {
 	// StopRequested is when StopTask (or the scheduler) asked for the stop.
 	StopCode      string `json:"stopCode,omitempty"`
 	StoppedReason string `json:"stoppedReason,omitempty"`
+	// Spec is what the agent was (or will be) asked to run, kept so a
+	// restarted control plane can hand the task to an agent again.
+	Spec *agent.TaskSpec `json:"spec,omitempty"`
 }

@@ -238,6 +238,21 @@ func (m *Manager) Teardown(ctx context.Context, taskID string, spec agent.Networ
 	return m.teardown(ctx, rec)
 }
 
+// TeardownAll tears down every task network this manager still records:
+// for cleaning up after a host whose agent is gone.
+func (m *Manager) TeardownAll(ctx context.Context) error {
+	ents, err := os.ReadDir(m.stateDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		id := strings.TrimSuffix(e.Name(), ".json")
+		errs = append(errs, m.Teardown(ctx, id, agent.NetworkSpec{}))
+	}
+	return errors.Join(errs...)
+}
+
 func (m *Manager) teardown(ctx context.Context, rec *record) error {
 	var errs []error
 	// A namespace that is already gone (a reboot) is passed as "": the

@@ -89,8 +89,12 @@ func Start(t testing.TB, args ...string) *Server {
 	s.Endpoint = "http://" + s.Listen
 	s.start()
 	t.Cleanup(func() {
+		if !s.stopTasks(2 * time.Minute) {
+			t.Logf("some tasks did not reach STOPPED through the API; reaping them")
+		}
 		s.Stop()
 		StopContainerd(dataDir)
+		reap(dataDir)
 		if t.Failed() {
 			if b, err := os.ReadFile(s.logPath); err == nil {
 				t.Logf("server log:\n%s", lastLines(string(b), 80))

@@ -39,5 +39,8 @@ func HTTPGet(t testing.TB, ip string, port int, path string) (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", resp.Request.URL, resp.Status)
+	}
 	return string(b), err
 }

@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
+
+	"github.com/gantry-dev/gantry/internal/containerd"
+	"github.com/gantry-dev/gantry/internal/netw"
+)
+
+// stopTasks stops, through the API, every task a test left running, and
+// waits for them to reach STOPPED so the server cleans up after them as it
+// would for a user. It reports whether all of them got there.
+func (s *Server) stopTasks(timeout time.Duration) bool {
+	if s.cmd == nil || s.Creds == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := s.ECS()
+	clusters, err := c.ListClusters(ctx, &ecs.ListClustersInput{})
+	if err != nil {
+		return false
+	}
+	type ref struct{ cluster, task string }
+	var left []ref
+	for _, cl := range clusters.ClusterArns {
+		for _, status := range []types.DesiredStatus{types.DesiredStatusRunning, types.DesiredStatusStopped} {
+			p := ecs.NewListTasksPaginator(c, &ecs.ListTasksInput{Cluster: aws.String(cl), DesiredStatus: status})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					return false
+				}
+				for _, arn := range page.TaskArns {
+					left = append(left, ref{cl, arn})
+					if status == types.DesiredStatusRunning {
+						c.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(cl), Task: aws.String(arn), Reason: aws.String("test cleanup")})
+					}
+				}
+			}
+		}
+	}
+	for _, r := range left {
+		for {
+			out, err := c.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(r.cluster), Tasks: []string{r.task}})
+			if err != nil {
+				return false
+			}
+			if len(out.Tasks) == 0 || aws.ToString(out.Tasks[0].LastStatus) == "STOPPED" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return true
+}
+
+// reap removes what a killed server could not: shims of its containerd,
+// their mounts, task networks and cgroups. Tests share one host, so a test
+// that died mid-way must not leave routes or bridges that break the next.
+func reap(dataDir string) {
+	sock := containerd.OwnSocket(dataDir)
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), sock) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid > 1 {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if m, err := netw.New(dataDir); err == nil {
+		m.TeardownAll(context.Background())
+	}
+	if ids, err := os.ReadDir(filepath.Join(dataDir, "agent", "tasks")); err == nil {
+		for _, id := range ids {
+			name := strings.TrimSuffix(id.Name(), ".json")
+			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gantry/" + name)
+			for _, d := range dirs {
+				subs, _ := filepath.Glob(d + "/*/")
+				for _, sub := range subs {
+					syscall.Rmdir(sub)
+				}
+				syscall.Rmdir(d)
+			}
+		}
+	}
+	// Unmount anything still mounted below the data or run directory.
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (strings.HasPrefix(f[4], dataDir+"/") || strings.HasPrefix(f[4], filepath.Dir(sock)+"/")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
