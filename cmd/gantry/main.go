@@ -20,6 +20,7 @@ Usage:
   gantry server [flags]        run the API, the controller and the local agent
   gantry env [--data-dir DIR]  print shell exports for the aws CLI and SDKs
   gantry image load FILE...    import docker-save or OCI image tarballs
+  gantry billing report|budgets  Fargate usage and cost, budgets ('gantry billing help')
   gantry version
 
 Run 'gantry COMMAND -h' for a command's flags.
@@ -42,6 +43,8 @@ func main() {
 		err = runEnv(args)
 	case "image":
 		err = runImage(ctx, args)
+	case "billing":
+		err = runBilling(ctx, args)
 	case "version", "--version":
 		fmt.Println("gantry", version)
 	case "help", "-h", "--help":

@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -96,6 +97,17 @@ type ContainerSpec struct {
 	StopTimeout       time.Duration     `json:"stopTimeout"` // default 30s
 	StartTimeout      time.Duration     `json:"startTimeout,omitempty"`
 	Hostname          string            `json:"hostname,omitempty"`
+	// LogConfig is the container's logConfiguration; nil or a driver other
+	// than awslogs keeps its output on the host only.
+	LogConfig *LogConfig `json:"logConfiguration,omitempty"`
+}
+
+// LogConfig is ECS's logConfiguration: a driver and its options, e.g.
+// awslogs with awslogs-group, awslogs-region, awslogs-stream-prefix,
+// awslogs-create-group, mode and max-buffer-size.
+type LogConfig struct {
+	Driver  string            `json:"logDriver"`
+	Options map[string]string `json:"options,omitempty"`
 }
 
 type Ulimit struct {
@@ -173,3 +185,48 @@ type ContainerStatus struct {
 	Reason       string `json:"reason,omitempty"`       // e.g. OutOfMemoryError: Container killed due to memory usage
 	HealthStatus string `json:"healthStatus,omitempty"` // HEALTHY, UNHEALTHY, UNKNOWN
 }
+
+// LogSink takes the output agents capture for containers using awslogs. It
+// is the agents' way into CloudWatch Logs, with plain messages so it can
+// cross a network like Agent and Reporter.
+type LogSink interface {
+	// OpenStream makes sure events can be put to the stream, creating the
+	// stream and, with CreateGroup, the group, as the awslogs driver does
+	// when a container starts. A missing group is an error naming it.
+	OpenStream(ctx context.Context, req OpenLogStream) error
+	// PutLogs stores a batch. It is idempotent by event offset: events at
+	// or below the highest offset already stored for the stream are
+	// skipped, so an agent may resend a batch it is unsure about.
+	PutLogs(ctx context.Context, b LogBatch) error
+}
+
+// LogStreamRef names a log stream in an account and region.
+type LogStreamRef struct {
+	Account string `json:"account"`
+	Region  string `json:"region"`
+	Group   string `json:"logGroupName"`
+	Stream  string `json:"logStreamName"`
+}
+
+type OpenLogStream struct {
+	LogStreamRef
+	CreateGroup bool `json:"createGroup,omitempty"`
+}
+
+// LogBatch is events for one stream, in the order they were written.
+type LogBatch struct {
+	LogStreamRef
+	Events []LogEvent `json:"events"`
+}
+
+type LogEvent struct {
+	Timestamp int64  `json:"timestamp"` // ms since the epoch, when the line was read
+	Message   string `json:"message"`
+	// Offset increases with every event of a stream: the agent's position
+	// in its on-disk buffer, which makes resending safe.
+	Offset int64 `json:"offset"`
+}
+
+// ErrLogGroupGone is what a LogSink returns when a batch's group no longer
+// exists: the agent drops the batch (and says so) instead of retrying.
+var ErrLogGroupGone = errors.New("ResourceNotFoundException: The specified log group does not exist.")

@@ -34,6 +34,9 @@ func containerSpecs(td *ecstypes.TaskDefinition, ov *ecstypes.TaskOverride) []ag
 			StopTimeout:       30 * time.Second,
 			Hostname:          ecstypes.Deref(cd.Hostname),
 		}
+		if lc := cd.LogConfiguration; lc != nil {
+			cs.LogConfig = &agent.LogConfig{Driver: ecstypes.Deref(lc.LogDriver), Options: lc.Options}
+		}
 		if cd.StopTimeout != nil {
 			cs.StopTimeout = time.Duration(min(max(*cd.StopTimeout, 0), 120)) * time.Second
 		}

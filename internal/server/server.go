@@ -15,10 +15,12 @@ import (
 
 	"github.com/gantry-dev/gantry/internal/agent/local"
 	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/billing"
 	"github.com/gantry-dev/gantry/internal/containerd"
 	"github.com/gantry-dev/gantry/internal/controller"
 	"github.com/gantry-dev/gantry/internal/ec2"
 	"github.com/gantry-dev/gantry/internal/ecs"
+	"github.com/gantry-dev/gantry/internal/logs"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -78,6 +80,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("default VPC: %w", err)
 	}
 
+	// Opened before the agent and closed after it, so that the agent's last
+	// log batches still have somewhere to go.
+	logStore, err := logs.Open(filepath.Join(cfg.DataDir, "logs.db"))
+	if err != nil {
+		return err
+	}
+	defer logStore.Close()
+
+	// Billing: meter before the controller starts, so tasks that stopped
+	// while the server was down are finalised before it prunes them.
+	// GANTRY_BILLING=off switches metering off (benchmarks compare).
+	bill, err := startBilling(ctx, cfg, store, log)
+	if err != nil {
+		return err
+	}
+	defer bill.stop()
+
 	cd, err := containerd.Ensure(ctx, containerd.Options{DataDir: cfg.DataDir, Socket: cfg.ContainerdSocket, Log: log})
 	if err != nil {
 		return err
@@ -85,7 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cd.Close()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: ctl, Log: log})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: ctl, LogSink: logs.Sink{Store: logStore}, Log: log})
 	if err != nil {
 		return err
 	}
@@ -98,7 +117,10 @@ func Run(ctx context.Context, cfg Config) error {
 	router := &awsapi.Router{
 		Keys: keyStore{creds.AccessKeyID: creds},
 		JSON: map[string]*awsapi.JSONService{
-			ecs.TargetPrefix: (&ecs.Service{Store: store, Controller: ctl, Log: log}).JSON(),
+			ecs.TargetPrefix:           (&ecs.Service{Store: store, Controller: ctl, Log: log}).JSON(),
+			logs.TargetPrefix:          (&logs.Service{Store: logStore, Log: log}).JSON(),
+			billing.CETargetPrefix:     bill.svc.CostExplorer(),
+			billing.GantryTargetPrefix: bill.svc.GantryAPI(),
 		},
 		Query: map[string]awsapi.QueryService{
 			"ec2": &ec2.Service{Store: store},
@@ -125,4 +147,42 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctl.Stop()
 	return nil
+}
+
+type billingParts struct {
+	svc   *billing.Service
+	meter *billing.Meter
+}
+
+func (b *billingParts) stop() {
+	if b.meter != nil {
+		b.meter.Stop()
+	}
+}
+
+// startBilling loads the usage ledger, runs a first meter pass and starts
+// metering (unless GANTRY_BILLING=off). Prices come from DATA_DIR/prices.json,
+// written with the defaults on first start and re-read when it changes.
+func startBilling(ctx context.Context, cfg Config, store state.Store, log *slog.Logger) (*billingParts, error) {
+	ledger := billing.NewLedger()
+	if err := ledger.Load(ctx, store); err != nil {
+		return nil, fmt.Errorf("billing: load usage: %w", err)
+	}
+	svc := &billing.Service{Ledger: ledger, Store: store, Log: log}
+	parts := &billingParts{svc: svc}
+	if os.Getenv("GANTRY_BILLING") == "off" {
+		log.Info("billing metering is off (GANTRY_BILLING=off)")
+		return parts, nil
+	}
+	path, err := billing.EnsurePriceFile(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("billing: price list: %w", err)
+	}
+	m := &billing.Meter{Store: store, Prices: &billing.Prices{Path: path, Log: log}, Ledger: ledger, Log: log, AfterPass: svc.CheckBudgets}
+	if err := m.Pass(ctx); err != nil {
+		log.Warn("billing meter pass", "err", err)
+	}
+	m.Start(ctx)
+	svc.Meter, parts.meter = m, m
+	return parts, nil
 }

@@ -36,7 +36,10 @@ type Config struct {
 	DataDir           string // agent state lives under DataDir/agent
 	ContainerdAddress string
 	Reporter          agent.Reporter
-	Log               *slog.Logger
+	// LogSink receives the output of containers using the awslogs driver;
+	// nil: such containers fail to start, as without CloudWatch Logs.
+	LogSink agent.LogSink
+	Log     *slog.Logger
 	// InitBinary is the statically linked init run as pid 1 of containers
 	// with initProcessEnabled (containerd and runc have none built in). It
 	// is bind-mounted read-only into the container, so it must not need
@@ -60,6 +63,10 @@ type Agent struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task
+
+	logMu    sync.Mutex
+	captures map[string]*capture // awslogs spools by task/container
+	logWG    sync.WaitGroup
 }
 
 // New starts an agent; it recovers the tasks a previous run left.
@@ -73,7 +80,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.InitBinary == "" {
 		cfg.InitBinary = DefaultInitBinary
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "agent", "tasks"), tasks: map[string]*task{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "agent", "tasks"), tasks: map[string]*task{}, captures: map[string]*capture{}}
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -92,6 +99,16 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		a.Close()
 		return nil, err
+	}
+	a.resumeCaptures()
+	running := map[string]bool{}
+	for _, rec := range recs {
+		running[rec.Spec.TaskID] = rec.Status.Phase != agent.PhaseStopped
+	}
+	for key := range a.captures {
+		if id, _, _ := strings.Cut(key, "/"); !running[id] {
+			a.finishTaskLogs(id)
+		}
 	}
 	for _, rec := range recs {
 		t := newTask(a, rec)
@@ -223,6 +240,7 @@ func (a *Agent) Close() error {
 	for _, t := range ts {
 		<-t.done
 	}
+	a.logWG.Wait()
 	return a.client.Close()
 }
 

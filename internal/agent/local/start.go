@@ -65,7 +65,7 @@ func (r *runner) startReady() {
 					return
 				}
 				msg := err.Error()
-				if !strings.HasPrefix(msg, "CannotPullContainerError") {
+				if !strings.HasPrefix(msg, "CannotPullContainerError") && !strings.HasPrefix(msg, "ResourceInitializationError") {
 					msg = "CannotStartContainerError: " + msg
 				}
 				r.setReason(c, msg)
@@ -161,6 +161,15 @@ func (r *runner) start(c *ctr) error {
 	if err != nil {
 		return err
 	}
+	creator := cio.LogFile(filepath.Join(r.t.a.taskDir(r.t.id), c.spec.Name+".log"))
+	if lc := c.spec.LogConfig; lc != nil && lc.Driver == "awslogs" {
+		cp, err := r.t.a.openCapture(ctx, r.t.record().Spec, c.spec)
+		if err != nil {
+			return err
+		}
+		stdout, stderr := cp.writers()
+		creator = cio.NewCreator(cio.WithStreams(nil, stdout, stderr))
+	}
 	if c.c == nil {
 		// Recorded first: clean-up and a restarted agent find the container
 		// by this id.
@@ -185,8 +194,7 @@ func (r *runner) start(c *ctr) error {
 		}
 		c.c = cc
 	}
-	logPath := filepath.Join(r.t.a.taskDir(r.t.id), c.spec.Name+".log")
-	tk, err := c.c.NewTask(ctx, cio.LogFile(logPath))
+	tk, err := c.c.NewTask(ctx, creator)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -224,6 +225,18 @@ func (r *runner) reattach(rec record) error {
 		s, err := tk.Status(r.ctx)
 		if err != nil {
 			return err
+		}
+		if lc := c.spec.LogConfig; lc != nil && lc.Driver == "awslogs" && s.Status == containerd.Running {
+			// Read the output the container wrote while no agent was
+			// there; it waited in containerd's pipes.
+			cp, err := r.t.a.openCapture(r.ctx, rec.Spec, c.spec)
+			if err != nil {
+				return err
+			}
+			stdout, stderr := cp.writers()
+			if tk, err = cc.Task(r.ctx, cio.NewAttach(cio.WithStreams(nil, stdout, stderr))); err != nil {
+				return err
+			}
 		}
 		if s.Status == containerd.Created {
 			tk.Delete(r.ctx, containerd.WithProcessKill)
@@ -485,6 +498,11 @@ func (r *runner) exited(c *ctr, ev event) {
 			r.t.log.Warn("delete container process", "container", c.spec.Name, "err", err)
 		}
 	}
+	// Delete waited for containerd to copy the last of the output, so the
+	// lines written just before a crash are in.
+	if cp := r.t.a.captureOf(r.t.id, c.spec.Name); cp != nil {
+		cp.finish()
+	}
 	if c.spec.Essential && !r.stopping {
 		r.t.update(r.ctx, func(rec *record) {
 			if rec.Status.StopCode == "" && !rec.StopRequested {
@@ -548,6 +566,7 @@ func (r *runner) cleanup() {
 			rec.Status.Containers[i].Status = "STOPPED"
 		}
 	})
+	r.t.a.finishTaskLogs(r.t.id)
 }
 
 func (r *runner) release() error {
