@@ -28,6 +28,9 @@ const Namespace = "http://ec2.amazonaws.com/doc/2016-11-15/"
 // Service answers EC2 Query requests.
 type Service struct {
 	Store state.Store
+	// DefaultVPCCIDR is the range of default VPCs made on first use in a
+	// region (empty: AWS's 172.31.0.0/16).
+	DefaultVPCCIDR string
 }
 
 // request is one Query call: its parameters and the caller's scope.
@@ -84,7 +87,7 @@ func (s *Service) ServeQuery(w http.ResponseWriter, r *http.Request, form map[st
 	req.account, req.region = id.Account, id.Region
 	// A region other than the server's gets its default VPC on first use,
 	// as every AWS region of an account has one.
-	if err := EnsureDefaultVPC(r.Context(), s.Store, req.account, req.region); err != nil {
+	if err := EnsureDefaultVPC(r.Context(), s.Store, req.account, req.region, s.DefaultVPCCIDR); err != nil {
 		s.WriteError(w, awsapi.ServerError(err))
 		return
 	}

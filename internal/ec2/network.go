@@ -3,6 +3,7 @@ package ec2
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -195,9 +196,21 @@ func zoneID(region string, i int) string {
 	return fmt.Sprintf("%s-az%d", code, i+1)
 }
 
+// DefaultVPCCIDR is the default VPC's range in every AWS account.
+const DefaultVPCCIDR = "172.31.0.0/16"
+
 // EnsureDefaultVPC creates the account's default VPC, subnets and security
-// group in region if they do not exist yet.
-func EnsureDefaultVPC(ctx context.Context, store state.Store, account, region string) error {
+// group in region if they do not exist yet. cidr is the VPC's range (empty:
+// AWS's 172.31.0.0/16); hosts whose own network already uses that range, or
+// several servers on one host, need another.
+func EnsureDefaultVPC(ctx context.Context, store state.Store, account, region, cidr string) error {
+	if cidr == "" {
+		cidr = DefaultVPCCIDR
+	}
+	vpcRange, err := netip.ParsePrefix(cidr)
+	if err != nil || !vpcRange.Addr().Is4() || vpcRange.Bits() < 16 || vpcRange.Bits() > 24 || vpcRange.Masked() != vpcRange {
+		return fmt.Errorf("default VPC CIDR %q: want an IPv4 network from /16 to /24, such as 10.88.0.0/16", cidr)
+	}
 	var exists bool
 	if err := store.View(ctx, func(tx state.Tx) error {
 		id, err := defaultVPCID(tx, account, region)
@@ -210,16 +223,16 @@ func EnsureDefaultVPC(ctx context.Context, store state.Store, account, region st
 		if id, err := defaultVPCID(tx, account, region); err != nil || id != "" {
 			return err
 		}
-		return createDefaultVPC(tx, account, region)
+		return createDefaultVPC(tx, account, region, vpcRange)
 	})
 }
 
-func createDefaultVPC(tx state.Tx, account, region string) error {
+func createDefaultVPC(tx state.Tx, account, region string, vpcRange netip.Prefix) error {
 	prefix := scopePrefix(account, region)
 	vpc := VPC{
 		ID:                newID("vpc"),
 		OwnerID:           account,
-		CIDR:              "172.31.0.0/16",
+		CIDR:              vpcRange.String(),
 		CIDRAssociationID: newID("vpc-cidr-assoc"),
 		DHCPOptionsID:     newID("dopt"),
 		IsDefault:         true,
@@ -227,11 +240,14 @@ func createDefaultVPC(tx state.Tx, account, region string) error {
 	if err := tx.Put(kindVPC, prefix+vpc.ID, vpc); err != nil {
 		return err
 	}
-	base := netip.MustParseAddr("172.31.0.0").As4()
+	// The first blocks a sixteenth of the VPC each, as AWS lays them out:
+	// 172.31.0.0/20, 172.31.16.0/20, 172.31.32.0/20.
+	bits := vpcRange.Bits() + 4
+	base := vpcRange.Addr().As4()
 	for i, suffix := range zoneSuffixes {
-		// /20 blocks in order: 172.31.0.0, 172.31.16.0, 172.31.32.0, as AWS lays them out.
-		a := base
-		a[2] = byte(16 * i)
+		n := binary.BigEndian.Uint32(base[:]) + uint32(i)<<(32-bits)
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], n)
 		network := netip.AddrFrom4(a)
 		id := newID("subnet")
 		s := Subnet{
@@ -239,7 +255,7 @@ func createDefaultVPC(tx state.Tx, account, region string) error {
 			ARN:                 fmt.Sprintf("arn:aws:ec2:%s:%s:subnet/%s", region, account, id),
 			VPCID:               vpc.ID,
 			OwnerID:             account,
-			CIDR:                netip.PrefixFrom(network, 20).String(),
+			CIDR:                netip.PrefixFrom(network, bits).String(),
 			AvailabilityZone:    region + suffix,
 			AvailabilityZoneID:  zoneID(region, i),
 			DefaultForAz:        true,

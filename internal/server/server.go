@@ -32,6 +32,7 @@ type Config struct {
 	AccountID        string // default 000000000000
 	ContainerdSocket string // host containerd to try first
 	PostgresDSN      string // shared state instead of the embedded SQLite
+	DefaultVPCCIDR   string // range of the default VPC made at first start; default 172.31.0.0/16
 	Log              *slog.Logger
 }
 
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer store.Close()
 
-	if err := ec2.EnsureDefaultVPC(ctx, store, creds.AccountID, cfg.Region); err != nil {
+	if err := ec2.EnsureDefaultVPC(ctx, store, creds.AccountID, cfg.Region, cfg.DefaultVPCCIDR); err != nil {
 		return fmt.Errorf("default VPC: %w", err)
 	}
 
@@ -123,7 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 			billing.GantryTargetPrefix: bill.svc.GantryAPI(),
 		},
 		Query: map[string]awsapi.QueryService{
-			"ec2": &ec2.Service{Store: store},
+			"ec2": &ec2.Service{Store: store, DefaultVPCCIDR: cfg.DefaultVPCCIDR},
 		},
 		Log: log,
 	}

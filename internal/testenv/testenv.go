@@ -5,6 +5,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -74,6 +75,7 @@ type Server struct {
 	Args     []string // extra server flags
 	cmd      *exec.Cmd
 	exited   chan struct{}
+	vpcCIDR  string
 	logPath  string
 }
 
@@ -113,7 +115,11 @@ func (s *Server) start() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	args := append([]string{"server", "--data-dir", s.DataDir, "--listen", s.Listen, "--containerd", "/nonexistent/containerd.sock"}, s.Args...)
+	if s.vpcCIDR == "" {
+		s.vpcCIDR = freeVPCRange()
+	}
+	args := append([]string{"server", "--data-dir", s.DataDir, "--listen", s.Listen, "--containerd", "/nonexistent/containerd.sock",
+		"--default-vpc-cidr", s.vpcCIDR}, s.Args...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
@@ -303,4 +309,21 @@ func (s *Server) DefaultSubnet() string {
 		s.t.Fatal("no default subnets")
 	}
 	return out.Subnets[0].SubnetId
+}
+
+// freeVPCRange picks a default-VPC range no route on this host uses yet.
+// Every AWS account's default VPC is 172.31.0.0/16, but servers of tests
+// that run side by side on one host each make a bridge for theirs, and the
+// host can route a range to only one of them.
+func freeVPCRange() string {
+	out, _ := exec.Command("ip", "-4", "-o", "route").Output()
+	routes := string(out)
+	var b [1]byte
+	for {
+		crand.Read(b[:])
+		n := 100 + int(b[0])%150
+		if !strings.Contains(routes, fmt.Sprintf("10.%d.", n)) {
+			return fmt.Sprintf("10.%d.0.0/16", n)
+		}
+	}
 }
