@@ -3,8 +3,11 @@
 # The runtime Gantry needs on the host: containerd and runc run the
 # containers, the CNI plugins and nftables give tasks their awsvpc network,
 # busybox-static and tini are copied into task sandboxes, curl is how the
-# walkthrough reaches a task.
-GANTRY_PACKAGES=(containerd runc containernetworking-plugins nftables iproute2 busybox-static tini ca-certificates curl)
+# walkthrough reaches a task, e2fsprogs makes each task's ephemeral storage.
+GANTRY_PACKAGES=(containerd runc containernetworking-plugins nftables iproute2 busybox-static tini ca-certificates curl e2fsprogs)
+
+# What only the tests need: skopeo pushes to and pulls from the registry.
+GANTRY_TEST_PACKAGES=(skopeo)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 require_root
-apt_install "${GANTRY_PACKAGES[@]}" postgresql python3 || die "package installation failed"
+apt_install "${GANTRY_PACKAGES[@]}" "${GANTRY_TEST_PACKAGES[@]}" postgresql python3 || die "package installation failed"
 use_go
 
 # Our clients: the aws CLI v1 (>= 1.29, which honours AWS_ENDPOINT_URL) and

@@ -69,6 +69,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ContainerdSocket, "containerd", "/run/containerd/containerd.sock", "host containerd socket to use if it answers; otherwise Gantry starts its own")
 	fs.StringVar(&cfg.PostgresDSN, "postgres", "", "PostgreSQL connection string for shared state (default: SQLite in the data directory)")
 	fs.StringVar(&cfg.DefaultVPCCIDR, "default-vpc-cidr", "172.31.0.0/16", "range of the default VPC created at first start (pick another if the host's network uses it)")
+	fs.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:8911", "address of the image registry (ECR); repository URIs name it")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)
 	level := slog.LevelInfo

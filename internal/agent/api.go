@@ -31,6 +31,11 @@ type Agent interface {
 	Tasks(ctx context.Context) ([]TaskStatus, error)
 	// Forget drops a STOPPED task's record after the control plane stored it.
 	Forget(ctx context.Context, taskID string) error
+	// SetFirewall replaces the host's security-group state: the whole of
+	// it, every time, so a lost or repeated call is repaired by the next.
+	// The agent keeps it across restarts and applies it again whenever its
+	// own tasks' networks come or go.
+	SetFirewall(ctx context.Context, st FirewallState) error
 }
 
 // Reporter receives status changes from agents. Reports for one task arrive
@@ -64,6 +69,8 @@ type TaskSpec struct {
 	Containers   []ContainerSpec `json:"containers"`
 	// Tags from the task, passed on for labels and metadata.
 	Tags map[string]string `json:"tags,omitempty"`
+	// AvailabilityZone of the task's subnet, for the task metadata endpoint.
+	AvailabilityZone string `json:"availabilityZone,omitempty"`
 }
 
 // NetworkSpec is the task's ENI: which subnet it takes an address from.
@@ -74,6 +81,9 @@ type NetworkSpec struct {
 	SubnetCIDR string `json:"subnetCidr"` // e.g. 172.31.0.0/20
 	Gateway    string `json:"gateway"`    // first usable address of the subnet
 	VPCID      string `json:"vpcId"`
+	// SecurityGroupIDs are the ENI's groups (at most five), as RunTask
+	// resolved them; EC2 reads them to refuse deleting a group in use.
+	SecurityGroupIDs []string `json:"securityGroupIds,omitempty"`
 }
 
 // ContainerSpec is one container of a task, with overrides already applied.
@@ -97,9 +107,23 @@ type ContainerSpec struct {
 	StopTimeout       time.Duration     `json:"stopTimeout"` // default 30s
 	StartTimeout      time.Duration     `json:"startTimeout,omitempty"`
 	Hostname          string            `json:"hostname,omitempty"`
+	// ContainerARN is the ARN DescribeTasks shows, for the metadata endpoint.
+	ContainerARN string `json:"containerArn,omitempty"`
 	// LogConfig is the container's logConfiguration; nil or a driver other
 	// than awslogs keeps its output on the host only.
 	LogConfig *LogConfig `json:"logConfiguration,omitempty"`
+	// Mounts are the container's mountPoints with its volumesFrom already
+	// resolved into them.
+	Mounts []Mount `json:"mounts,omitempty"`
+}
+
+// Mount puts a task volume at ContainerPath. A volume is scratch space on
+// the task's ephemeral storage, shared by every container that mounts it
+// and gone with the task.
+type Mount struct {
+	Volume        string `json:"sourceVolume"`
+	ContainerPath string `json:"containerPath"`
+	ReadOnly      bool   `json:"readOnly,omitempty"`
 }
 
 // LogConfig is ECS's logConfiguration: a driver and its options, e.g.
@@ -129,6 +153,43 @@ type HealthCheck struct {
 	Timeout     time.Duration `json:"timeout"`
 	Retries     int           `json:"retries"`
 	StartPeriod time.Duration `json:"startPeriod"`
+}
+
+// FirewallState is the security-group state an agent enforces: the tasks
+// that matter to its host (its own, and any task whose address is a member
+// of a group its tasks' rules name) and the rules of their groups.
+type FirewallState struct {
+	Tasks  []FirewallTask  `json:"tasks"`
+	Groups []FirewallGroup `json:"groups"`
+}
+
+// FirewallTask is one task's ENI as security groups see it.
+type FirewallTask struct {
+	TaskID string `json:"taskId"`
+	VPCID  string `json:"vpcId"`
+	// IPv4 is the task's address once known; the agent knows its own
+	// tasks' addresses before the control plane does.
+	IPv4   string   `json:"ipv4,omitempty"`
+	Groups []string `json:"securityGroupIds"`
+}
+
+// FirewallGroup is a security group's rules.
+type FirewallGroup struct {
+	ID      string         `json:"groupId"`
+	VPCID   string         `json:"vpcId"`
+	Ingress []FirewallRule `json:"ingress,omitempty"`
+	Egress  []FirewallRule `json:"egress,omitempty"`
+}
+
+// FirewallRule allows traffic of Protocol ("-1" all, "tcp", "udp", "icmp"
+// or a number) on ports FromPort..ToPort (ICMP: type and code; nil or -1:
+// all) from (ingress) or to (egress) any of CIDRs or the members of Groups.
+type FirewallRule struct {
+	Protocol string   `json:"protocol"`
+	FromPort *int32   `json:"fromPort,omitempty"`
+	ToPort   *int32   `json:"toPort,omitempty"`
+	CIDRs    []string `json:"cidrs,omitempty"`
+	Groups   []string `json:"groupIds,omitempty"`
 }
 
 // StopRequest asks for a task to stop.
@@ -184,6 +245,10 @@ type ContainerStatus struct {
 	ExitCode     *int   `json:"exitCode,omitempty"`
 	Reason       string `json:"reason,omitempty"`       // e.g. OutOfMemoryError: Container killed due to memory usage
 	HealthStatus string `json:"healthStatus,omitempty"` // HEALTHY, UNHEALTHY, UNKNOWN
+
+	CreatedAt  *time.Time `json:"createdAt,omitempty"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }
 
 // LogSink takes the output agents capture for containers using awslogs. It

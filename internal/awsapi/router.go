@@ -1,6 +1,7 @@
 package awsapi
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
@@ -24,9 +25,21 @@ type Router struct {
 	Query map[string]QueryService // by signing name
 	Log   *slog.Logger
 	Now   func() time.Time
+	// Observe, if set, hears of every answered request: its service
+	// (target prefix or signing name), operation, HTTP status and time
+	// taken. Metrics hang here.
+	Observe func(service, operation string, status int, elapsed time.Duration)
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rt.Observe != nil {
+		rt.observed(w, r)
+		return
+	}
+	rt.serve(w, r)
+}
+
+func (rt *Router) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Amzn-RequestId", newRequestID())
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
 	if err != nil {
@@ -88,6 +101,53 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc.ServeJSON(w, r, op, body)
+}
+
+// observed serves r and reports it to Observe. Operation names come from
+// the request, so they are kept only when a service knows them (JSON) or
+// the request passed SigV4 (Query): a stranger cannot mint label values.
+func (rt *Router) observed(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		WriteJSONError(w, Errorf("SerializationException", "could not read request body: %v", err))
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	rt.serve(sw, r)
+	service, op := "unknown", "unknown"
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		prefix, name, _ := strings.Cut(target, ".")
+		if svc := rt.JSON[prefix]; svc != nil {
+			service = prefix
+			if _, ok := svc.Ops[name]; ok {
+				op = name
+			}
+		}
+	} else if name := scopeService(r.Header.Get("Authorization")); rt.Query[name] != nil {
+		service = name
+		if sw.status != http.StatusForbidden && sw.status != http.StatusUnauthorized {
+			action := r.URL.Query().Get("Action")
+			if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") != "" {
+				action = form.Get("Action")
+			}
+			if len(action) > 0 && len(action) <= 64 {
+				op = action
+			}
+		}
+	}
+	rt.Observe(service, op, sw.status, time.Since(start))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 // isQueryRequest tells a Query-protocol request by its form body or, for GET,

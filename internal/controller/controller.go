@@ -53,6 +53,9 @@ type Controller struct {
 	stopping map[string]bool
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+
+	fwOnce sync.Once
+	fwKick chan struct{} // see FirewallChanged
 }
 
 func (c *Controller) log() *slog.Logger {
@@ -77,11 +80,16 @@ func (c *Controller) Start(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		c.loop(bg)
 	}()
+	go func() {
+		defer c.wg.Done()
+		c.firewallLoop(bg, c.resyncEvery())
+	}()
+	c.FirewallChanged()
 	return nil
 }
 
@@ -94,11 +102,7 @@ func (c *Controller) Stop() {
 }
 
 func (c *Controller) loop(ctx context.Context) {
-	resync := c.Resync
-	if resync <= 0 {
-		resync = 15 * time.Second
-	}
-	tick := time.NewTicker(resync)
+	tick := time.NewTicker(c.resyncEvery())
 	defer tick.Stop()
 	lastPrune := time.Time{}
 	for {
@@ -117,6 +121,13 @@ func (c *Controller) loop(ctx context.Context) {
 			c.log().Warn("resync tasks with agent", "err", err)
 		}
 	}
+}
+
+func (c *Controller) resyncEvery() time.Duration {
+	if c.Resync <= 0 {
+		return 15 * time.Second
+	}
+	return c.Resync
 }
 
 // Place picks the host for a new task and returns its id, to be stored in
@@ -206,6 +217,9 @@ func (c *Controller) keyFor(tx state.Tx, id string) (string, error) {
 // records as they are now.
 func (c *Controller) Launch(ctx context.Context, recs []*model.TaskRecord) []*model.TaskRecord {
 	ctx = context.WithoutCancel(ctx)
+	// The new tasks' groups reach the agent while it pulls images, before
+	// their networks exist.
+	c.FirewallChanged()
 	for i, rec := range recs {
 		c.remember(ecstypes.Deref(rec.Task.TaskArn))
 		ag := c.agentFor(rec.Host)
@@ -295,6 +309,10 @@ func (c *Controller) report(ctx context.Context, st agent.TaskStatus) (*model.Ta
 	})
 	if err != nil {
 		return nil, err
+	}
+	if rec != nil && (st.Phase == agent.PhaseStopped || st.IPv4Address != "") {
+		// A new address or a task gone changes group membership.
+		c.FirewallChanged()
 	}
 	if rec != nil {
 		c.stored(st)

@@ -120,6 +120,8 @@ func (a *memAgent) Tasks(context.Context) ([]agent.TaskStatus, error) {
 	}
 	return out, nil
 }
+func (a *memAgent) SetFirewall(context.Context, agent.FirewallState) error { return nil }
+
 func (a *memAgent) Forget(_ context.Context, id string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

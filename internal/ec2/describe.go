@@ -112,22 +112,26 @@ func (s *Service) describeVpcs(r *request) (response, error) {
 	matched, next := page(matched, func(v VPC) string { return v.ID }, p)
 	out := &describeVpcsResponse{NextToken: next, VpcSet: []vpcXML{}}
 	for _, v := range matched {
-		out.VpcSet = append(out.VpcSet, vpcXML{
-			VpcID:     v.ID,
-			OwnerID:   v.OwnerID,
-			State:     "available",
-			CidrBlock: v.CIDR,
-			CidrBlockAssociationSet: []cidrAssocXML{{
-				AssociationID: v.CIDRAssociationID, CidrBlock: v.CIDR, CidrBlockState: cidrStateXML{"associated"},
-			}},
-			DhcpOptionsID:           v.DHCPOptionsID,
-			InstanceTenancy:         "default",
-			IsDefault:               v.IsDefault,
-			BlockPublicAccessStates: blockPublicAccessXML{"off"},
-			TagSet:                  tagsXML(v.Tags),
-		})
+		out.VpcSet = append(out.VpcSet, v.xml())
 	}
 	return out, nil
+}
+
+func (v *VPC) xml() vpcXML {
+	return vpcXML{
+		VpcID:     v.ID,
+		OwnerID:   v.OwnerID,
+		State:     "available",
+		CidrBlock: v.CIDR,
+		CidrBlockAssociationSet: []cidrAssocXML{{
+			AssociationID: v.CIDRAssociationID, CidrBlock: v.CIDR, CidrBlockState: cidrStateXML{"associated"},
+		}},
+		DhcpOptionsID:           v.DHCPOptionsID,
+		InstanceTenancy:         "default",
+		IsDefault:               v.IsDefault,
+		BlockPublicAccessStates: blockPublicAccessXML{"off"},
+		TagSet:                  tagsXML(v.Tags),
+	}
 }
 
 type privateDNSOptionsXML struct {
@@ -225,33 +229,39 @@ func (s *Service) describeSubnets(r *request) (response, error) {
 	matched, next := page(matched, func(v Subnet) string { return v.ID }, p)
 	out := &describeSubnetsResponse{NextToken: next, SubnetSet: []subnetXML{}}
 	for _, sn := range matched {
-		out.SubnetSet = append(out.SubnetSet, subnetXML{
-			SubnetID:                      sn.ID,
-			SubnetArn:                     sn.ARN,
-			State:                         "available",
-			VpcID:                         sn.VPCID,
-			OwnerID:                       sn.OwnerID,
-			CidrBlock:                     sn.CIDR,
-			AvailableIPAddressCount:       sn.AvailableIPAddressCount(),
-			AvailabilityZone:              sn.AvailabilityZone,
-			AvailabilityZoneID:            sn.AvailabilityZoneID,
-			DefaultForAz:                  sn.DefaultForAz,
-			MapPublicIPOnLaunch:           sn.MapPublicIPOnLaunch,
-			PrivateDNSNameOptionsOnLaunch: privateDNSOptionsXML{HostnameType: "ip-name"},
-			BlockPublicAccessStates:       blockPublicAccessXML{"off"},
-			TagSet:                        tagsXML(sn.Tags),
-		})
+		out.SubnetSet = append(out.SubnetSet, sn.xml())
 	}
 	return out, nil
 }
 
+func (sn *Subnet) xml() subnetXML {
+	return subnetXML{
+		SubnetID:                      sn.ID,
+		SubnetArn:                     sn.ARN,
+		State:                         "available",
+		VpcID:                         sn.VPCID,
+		OwnerID:                       sn.OwnerID,
+		CidrBlock:                     sn.CIDR,
+		AvailableIPAddressCount:       sn.AvailableIPAddressCount(),
+		AvailabilityZone:              sn.AvailabilityZone,
+		AvailabilityZoneID:            sn.AvailabilityZoneID,
+		DefaultForAz:                  sn.DefaultForAz,
+		MapPublicIPOnLaunch:           sn.MapPublicIPOnLaunch,
+		PrivateDNSNameOptionsOnLaunch: privateDNSOptionsXML{HostnameType: "ip-name"},
+		BlockPublicAccessStates:       blockPublicAccessXML{"off"},
+		TagSet:                        tagsXML(sn.Tags),
+	}
+}
+
 type groupPairXML struct {
-	UserID  string `xml:"userId"`
-	GroupID string `xml:"groupId"`
+	Description string `xml:"description,omitempty"`
+	UserID      string `xml:"userId"`
+	GroupID     string `xml:"groupId"`
 }
 
 type ipRangeXML struct {
-	CidrIP string `xml:"cidrIp"`
+	Description string `xml:"description,omitempty"`
+	CidrIP      string `xml:"cidrIp"`
 }
 
 type ipPermissionXML struct {
@@ -282,20 +292,29 @@ type describeSecurityGroupsResponse struct {
 	NextToken         string             `xml:"nextToken,omitempty"`
 }
 
+// permissionsXML groups rules into IpPermissions by protocol and ports, as
+// EC2 shows them, in the order the first rule of each appeared.
 func permissionsXML(owner string, rules []Rule) []ipPermissionXML {
 	out := make([]ipPermissionXML, 0, len(rules))
 	for _, r := range rules {
-		p := ipPermissionXML{IPProtocol: r.Protocol, FromPort: r.FromPort, ToPort: r.ToPort}
+		i := slices.IndexFunc(out, func(p ipPermissionXML) bool {
+			return p.IPProtocol == r.Protocol && eqPort(p.FromPort, r.FromPort) && eqPort(p.ToPort, r.ToPort)
+		})
+		if i < 0 {
+			out = append(out, ipPermissionXML{IPProtocol: r.Protocol, FromPort: r.FromPort, ToPort: r.ToPort})
+			i = len(out) - 1
+		}
 		for _, g := range r.GroupIDs {
-			p.Groups = append(p.Groups, groupPairXML{UserID: owner, GroupID: g})
+			out[i].Groups = append(out[i].Groups, groupPairXML{Description: r.Description, UserID: owner, GroupID: g})
 		}
 		for _, c := range r.CIDRs {
-			p.IPRanges = append(p.IPRanges, ipRangeXML{c})
+			out[i].IPRanges = append(out[i].IPRanges, ipRangeXML{Description: r.Description, CidrIP: c})
 		}
-		out = append(out, p)
 	}
 	return out
 }
+
+func eqPort(a, b *int32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 func (s *Service) describeSecurityGroups(r *request) (response, error) {
 	ids := r.list("GroupId")
@@ -316,7 +335,7 @@ func (s *Service) describeSecurityGroups(r *request) (response, error) {
 		if defaultVPC, err = defaultVPCID(tx, r.account, r.region); err != nil {
 			return err
 		}
-		groups, err = state.List[SecurityGroup](tx, kindSecurityGroup, scopePrefix(r.account, r.region))
+		groups, err = SecurityGroups(tx, r.account, r.region)
 		return err
 	})
 	if err != nil {

@@ -1,8 +1,11 @@
-// Package ec2 serves the EC2 Query API's VPC read side (DescribeVpcs,
-// DescribeSubnets, DescribeSecurityGroups, DescribeAvailabilityZones,
-// DescribeAccountAttributes) and keeps the default VPC that every account
-// starts with. The task controller reads subnets and security groups through
-// LookupSubnet, LookupSecurityGroup and DefaultSubnets.
+// Package ec2 serves the subset of the EC2 Query API that Fargate tasks
+// live in: VPCs, subnets, security groups and their rules, tags, and the
+// tasks' network interfaces (read-only, derived from the ECS task records).
+// It keeps the default VPC that every account starts with. The task
+// controller and the network enforcement read VPCs, subnets and security
+// groups through LookupVPC, LookupSubnet, LookupSecurityGroup,
+// SecurityGroupsOfVPC and DefaultSubnets, and learn of changes through
+// Service.OnChange.
 package ec2
 
 import (
@@ -31,6 +34,24 @@ type Service struct {
 	// DefaultVPCCIDR is the range of default VPCs made on first use in a
 	// region (empty: AWS's 172.31.0.0/16).
 	DefaultVPCCIDR string
+	// OnChange, when set, is called after every committed write to VPCs
+	// (ChangeVPC), subnets (ChangeSubnet) or security groups and their
+	// rules (ChangeSecurityGroup), so enforcement can follow within a
+	// second. It must not block.
+	OnChange func(kind string)
+}
+
+// Kinds passed to Service.OnChange.
+const (
+	ChangeVPC           = "vpc"
+	ChangeSubnet        = "subnet"
+	ChangeSecurityGroup = "security-group"
+)
+
+func (s *Service) changed(kind string) {
+	if s.OnChange != nil {
+		s.OnChange(kind)
+	}
 }
 
 // request is one Query call: its parameters and the caller's scope.
@@ -55,6 +76,22 @@ var actions = map[string]action{
 	"DescribeSecurityGroups":    (*Service).describeSecurityGroups,
 	"DescribeAvailabilityZones": (*Service).describeAvailabilityZones,
 	"DescribeAccountAttributes": (*Service).describeAccountAttributes,
+
+	"CreateVpc":                     (*Service).createVpc,
+	"DeleteVpc":                     (*Service).deleteVpc,
+	"CreateSubnet":                  (*Service).createSubnet,
+	"DeleteSubnet":                  (*Service).deleteSubnet,
+	"CreateSecurityGroup":           (*Service).createSecurityGroup,
+	"DeleteSecurityGroup":           (*Service).deleteSecurityGroup,
+	"AuthorizeSecurityGroupIngress": (*Service).authorizeIngress,
+	"AuthorizeSecurityGroupEgress":  (*Service).authorizeEgress,
+	"RevokeSecurityGroupIngress":    (*Service).revokeIngress,
+	"RevokeSecurityGroupEgress":     (*Service).revokeEgress,
+	"DescribeSecurityGroupRules":    (*Service).describeSecurityGroupRules,
+	"DescribeNetworkInterfaces":     (*Service).describeNetworkInterfaces,
+	"CreateTags":                    (*Service).createTags,
+	"DeleteTags":                    (*Service).deleteTags,
+	"DescribeTags":                  (*Service).describeTags,
 }
 
 // response is what every action's output embeds: EC2 wraps each result in
@@ -179,6 +216,54 @@ func (r *request) list(name string) []string {
 	for i, it := range items {
 		out[i] = it.v
 	}
+	return out
+}
+
+// has reports whether the request carries name at all (an empty value
+// counts: EC2 tells "" from absent for tag values).
+func (r *request) has(name string) bool {
+	_, ok := r.form[name]
+	return ok
+}
+
+// required returns a parameter that must be present and non-empty.
+func (r *request) required(name string) (string, error) {
+	v := r.param(name)
+	if v == "" {
+		return "", awsapi.Errorf("MissingParameter", "The request must contain the parameter %s", name)
+	}
+	return v, nil
+}
+
+// intParam parses an optional integer parameter; nil when absent.
+func (r *request) intParam(name string) (*int32, error) {
+	if !r.has(name) {
+		return nil, nil
+	}
+	v := r.param(name)
+	n, err := strconv.ParseInt(v, 10, 32)
+	if err != nil {
+		return nil, awsapi.Errorf("InvalidParameterValue", "Value (%s) for parameter %s is invalid. Expecting an integer.", v, name)
+	}
+	n32 := int32(n)
+	return &n32, nil
+}
+
+// indexes returns the N of every "prefix.N.…" or "prefix.N" key in order,
+// the members of a flattened list of structures.
+func (r *request) indexes(prefix string) []int {
+	var out []int
+	for k := range r.form {
+		rest, ok := strings.CutPrefix(k, prefix+".")
+		if !ok {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ".")
+		if i, err := strconv.Atoi(n); err == nil && i >= 0 && !slices.Contains(out, i) {
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

@@ -3,6 +3,7 @@ package ec2
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -88,14 +89,33 @@ type SecurityGroup struct {
 	Tags        []Tag  `json:"tags,omitempty"`
 }
 
-// Rule is one IP permission of a security group. Protocol "-1" is all
-// traffic (and then ports are unset).
+// Rule is one security group rule. Protocol is "tcp", "udp", "icmp", "-1"
+// (all traffic; ports unset) or another IP protocol number (all ports).
+// For tcp and udp the ports are a range; for icmp FromPort is the type and
+// ToPort the code, -1 meaning any. Rules written by this package have
+// exactly one source (one CIDR or one group) and their own sgr- id, as EC2
+// keeps them; describes group them back into IpPermissions.
 type Rule struct {
-	Protocol string   `json:"protocol"`
-	FromPort *int32   `json:"fromPort,omitempty"`
-	ToPort   *int32   `json:"toPort,omitempty"`
-	CIDRs    []string `json:"cidrs,omitempty"`
-	GroupIDs []string `json:"groupIds,omitempty"`
+	ID          string   `json:"id,omitempty"`
+	Protocol    string   `json:"protocol"`
+	FromPort    *int32   `json:"fromPort,omitempty"`
+	ToPort      *int32   `json:"toPort,omitempty"`
+	CIDRs       []string `json:"cidrs,omitempty"`
+	GroupIDs    []string `json:"groupIds,omitempty"`
+	Description string   `json:"description,omitempty"`
+}
+
+// fillRuleIDs gives rules stored before rules had ids a stable one, derived
+// from the group and the rule's place, so describes and revokes agree.
+func (g *SecurityGroup) fillRuleIDs() {
+	for dir, rules := range [][]Rule{g.Ingress, g.Egress} {
+		for i := range rules {
+			if rules[i].ID == "" {
+				sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%d", g.ID, dir, i))
+				rules[i].ID = "sgr-" + hex.EncodeToString(sum[:])[:17]
+			}
+		}
+	}
 }
 
 // LookupSubnet returns the subnet with id in the scope, or nil when there is
@@ -117,7 +137,40 @@ func LookupSecurityGroup(tx state.Tx, account, region, groupID string) (*Securit
 	if err != nil || !ok {
 		return nil, err
 	}
+	g.fillRuleIDs()
 	return &g, nil
+}
+
+// SecurityGroups returns every security group of the scope, ordered by id.
+func SecurityGroups(tx state.Tx, account, region string) ([]SecurityGroup, error) {
+	groups, err := state.List[SecurityGroup](tx, kindSecurityGroup, scopePrefix(account, region))
+	for i := range groups {
+		groups[i].fillRuleIDs()
+	}
+	return groups, err
+}
+
+// SecurityGroupsOfVPC returns the security groups of one VPC, ordered by id.
+func SecurityGroupsOfVPC(tx state.Tx, account, region, vpcID string) ([]SecurityGroup, error) {
+	all, err := SecurityGroups(tx, account, region)
+	return slices.DeleteFunc(all, func(g SecurityGroup) bool { return g.VPCID != vpcID }), err
+}
+
+// VPCDefaultSecurityGroup returns a VPC's "default" group, or nil.
+func VPCDefaultSecurityGroup(tx state.Tx, account, region, vpcID string) (*SecurityGroup, error) {
+	return groupByName(tx, account, region, vpcID, "default")
+}
+
+// VPCs returns every VPC of the scope, ordered by id.
+func VPCs(tx state.Tx, account, region string) ([]VPC, error) {
+	return state.List[VPC](tx, kindVPC, scopePrefix(account, region))
+}
+
+// Subnets returns the subnets of one VPC (every subnet of the scope when
+// vpcID is empty), ordered by id.
+func Subnets(tx state.Tx, account, region, vpcID string) ([]Subnet, error) {
+	all, err := state.List[Subnet](tx, kindSubnet, scopePrefix(account, region))
+	return slices.DeleteFunc(all, func(s Subnet) bool { return vpcID != "" && s.VPCID != vpcID }), err
 }
 
 // LookupVPC returns the VPC with id in the scope, or nil when there is none.
@@ -156,14 +209,25 @@ func DefaultSecurityGroup(tx state.Tx, account, region string) (*SecurityGroup, 
 	return groupByName(tx, account, region, vpcID, "default")
 }
 
+// noDefaultVPC marks a scope whose default VPC was deleted.
+const noDefaultVPC = "none"
+
 func defaultVPCID(tx state.Tx, account, region string) (string, error) {
 	var id string
 	_, err := tx.Get(kindDefaultVPC, scopePrefix(account, region), &id)
+	if id == noDefaultVPC {
+		id = ""
+	}
 	return id, err
 }
 
+func defaultVPCMade(tx state.Tx, account, region string) (bool, error) {
+	var id string
+	return tx.Get(kindDefaultVPC, scopePrefix(account, region), &id)
+}
+
 func groupByName(tx state.Tx, account, region, vpcID, name string) (*SecurityGroup, error) {
-	groups, err := state.List[SecurityGroup](tx, kindSecurityGroup, scopePrefix(account, region))
+	groups, err := SecurityGroups(tx, account, region)
 	if err != nil {
 		return nil, err
 	}
@@ -213,14 +277,14 @@ func EnsureDefaultVPC(ctx context.Context, store state.Store, account, region, c
 	}
 	var exists bool
 	if err := store.View(ctx, func(tx state.Tx) error {
-		id, err := defaultVPCID(tx, account, region)
-		exists = id != ""
+		var err error
+		exists, err = defaultVPCMade(tx, account, region)
 		return err
 	}); err != nil || exists {
 		return err
 	}
 	return store.Update(ctx, func(tx state.Tx) error {
-		if id, err := defaultVPCID(tx, account, region); err != nil || id != "" {
+		if made, err := defaultVPCMade(tx, account, region); err != nil || made {
 			return err
 		}
 		return createDefaultVPC(tx, account, region, vpcRange)
@@ -266,21 +330,31 @@ func createDefaultVPC(tx state.Tx, account, region string, vpcRange netip.Prefix
 			return err
 		}
 	}
-	gid := newID("sg")
-	sg := SecurityGroup{
-		ID:          gid,
-		ARN:         fmt.Sprintf("arn:aws:ec2:%s:%s:security-group/%s", region, account, gid),
-		Name:        "default",
-		Description: "default VPC security group",
-		VPCID:       vpc.ID,
-		OwnerID:     account,
-		Ingress:     []Rule{{Protocol: "-1", GroupIDs: []string{gid}}},
-		Egress:      []Rule{{Protocol: "-1", CIDRs: []string{"0.0.0.0/0"}}},
-	}
-	if err := tx.Put(kindSecurityGroup, prefix+sg.ID, sg); err != nil {
+	if err := putDefaultGroup(tx, account, region, vpc.ID); err != nil {
 		return err
 	}
 	return tx.Put(kindDefaultVPC, prefix, vpc.ID)
+}
+
+// putDefaultGroup makes a VPC's "default" security group: its members may
+// talk to each other, nothing else may come in, everything may go out.
+func putDefaultGroup(tx state.Tx, account, region, vpcID string) error {
+	gid := newID("sg")
+	sg := SecurityGroup{
+		ID:          gid,
+		ARN:         groupARN(account, region, gid),
+		Name:        "default",
+		Description: "default VPC security group",
+		VPCID:       vpcID,
+		OwnerID:     account,
+		Ingress:     []Rule{{ID: newID("sgr"), Protocol: "-1", GroupIDs: []string{gid}}},
+		Egress:      []Rule{{ID: newID("sgr"), Protocol: "-1", CIDRs: []string{"0.0.0.0/0"}}},
+	}
+	return tx.Put(kindSecurityGroup, scopePrefix(account, region)+sg.ID, sg)
+}
+
+func groupARN(account, region, id string) string {
+	return fmt.Sprintf("arn:aws:ec2:%s:%s:security-group/%s", region, account, id)
 }
 
 // newID makes a resource id in AWS's long form: prefix, dash, 17 hex digits.

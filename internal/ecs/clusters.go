@@ -88,7 +88,14 @@ func clusterView(tx state.Tx, sc model.Scope, rec *model.ClusterRecord, include 
 	}
 	c.RunningTasksCount = ecstypes.Int32(running)
 	c.PendingTasksCount = ecstypes.Int32(pending)
-	c.ActiveServicesCount = ecstypes.Int32(0)
+	services := int32(0)
+	if ecstypes.Deref(c.Status) == "ACTIVE" {
+		var err error
+		if services, err = ActiveServicesCount(tx, sc, *c.ClusterName); err != nil {
+			return nil, err
+		}
+	}
+	c.ActiveServicesCount = ecstypes.Int32(services)
 	c.RegisteredContainerInstancesCount = ecstypes.Int32(0)
 	if !wants("SETTINGS") {
 		c.Settings = nil
@@ -111,7 +118,7 @@ func clusterView(tx state.Tx, sc model.Scope, rec *model.ClusterRecord, include 
 			stat("pendingEC2TasksCount", 0),
 			stat("pendingFargateTasksCount", pending),
 			stat("activeEC2ServiceCount", 0),
-			stat("activeFargateServiceCount", 0),
+			stat("activeFargateServiceCount", services),
 			stat("drainingEC2ServiceCount", 0),
 			stat("drainingFargateServiceCount", 0),
 		}
@@ -411,6 +418,13 @@ func (s *Service) deleteCluster(ctx context.Context, in *ecstypes.DeleteClusterR
 		_, _, active, err := taskCounts(tx, sc, name)
 		if err != nil {
 			return err
+		}
+		services, err := ActiveServicesCount(tx, sc, name)
+		if err != nil {
+			return err
+		}
+		if services > 0 {
+			return awsapi.Errorf("ClusterContainsServicesException", "The Cluster cannot be deleted while Services are active.")
 		}
 		if active > 0 {
 			return awsapi.Errorf("ClusterContainsTasksException", "The Cluster cannot be deleted while Tasks are active.")

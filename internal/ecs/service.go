@@ -23,6 +23,8 @@ type Service struct {
 	Controller *controller.Controller
 	Log        *slog.Logger
 	Now        func() time.Time
+
+	sched *serviceScheduler // the service scheduler, once started
 }
 
 // JSON returns the operations to mount on the AWS router.
@@ -33,6 +35,7 @@ func (s *Service) JSON() *awsapi.JSONService {
 		s.capacityProviderOps(),
 		s.taskDefinitionOps(),
 		s.taskOps(),
+		s.serviceOps(),
 		s.tagOps(),
 		s.accountSettingOps(),
 	} {

@@ -214,6 +214,23 @@ func checkTaggable(tx state.Tx, sc model.Scope, arn string) error {
 			return awsapi.InvalidParameter("The specified task is not found.")
 		}
 		return nil
+	case "service":
+		cluster, name, ok := strings.Cut(rest, "/")
+		if !ok {
+			return awsapi.InvalidParameter("The ARN provided is invalid.")
+		}
+		var rec model.ServiceRecord
+		found := false
+		if !foreign {
+			var err error
+			if found, err = tx.Get(model.KindService, sc.ServiceKey(cluster, name), &rec); err != nil {
+				return err
+			}
+		}
+		if !found || ecstypes.Deref(rec.Service.Status) == "INACTIVE" {
+			return awsapi.Errorf("ServiceNotFoundException", "Service not found.")
+		}
+		return nil
 	}
 	return awsapi.InvalidParameter("The specified resource is not found.")
 }

@@ -353,8 +353,11 @@ func (s *Service) newTask(sc model.Scope, cluster *ecstypes.Cluster, td *ecstype
 			SubnetCIDR: p.subnet.CIDR,
 			Gateway:    p.subnet.Gateway,
 			VPCID:      p.subnet.VPCID,
+
+			SecurityGroupIDs: tp.groups,
 		},
-		Containers: containers,
+		Containers:       containers,
+		AvailabilityZone: p.subnet.AvailabilityZone,
 	}
 	if len(tp.tags) > 0 {
 		spec.Tags = map[string]string{}
@@ -400,9 +403,11 @@ func (s *Service) newTask(sc model.Scope, cluster *ecstypes.Cluster, td *ecstype
 	if p.capacityProvider != "" {
 		task.CapacityProviderName = ecstypes.String(p.capacityProvider)
 	}
-	for _, cs := range containers {
+	for i, cs := range containers {
+		containerARN := sc.ARN(fmt.Sprintf("container/%s/%s/%s", clusterName, id, uuid.NewString()))
+		containers[i].ContainerARN = containerARN // spec.Containers shares the array
 		c := &ecstypes.Container{
-			ContainerArn:      ecstypes.String(sc.ARN(fmt.Sprintf("container/%s/%s/%s", clusterName, id, uuid.NewString()))),
+			ContainerArn:      ecstypes.String(containerARN),
 			TaskArn:           ecstypes.String(arn),
 			Name:              ecstypes.String(cs.Name),
 			Image:             ecstypes.String(cs.Image),

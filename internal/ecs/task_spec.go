@@ -88,9 +88,38 @@ func containerSpecs(td *ecstypes.TaskDefinition, ov *ecstypes.TaskOverride) []ag
 				cs.HealthCheck.Retries = 3
 			}
 		}
+		cs.Mounts = containerMounts(td, name, false, map[string]bool{})
 		out = append(out, cs)
 	}
 	return out
+}
+
+// containerMounts is a container's mountPoints followed by those it gets
+// through volumesFrom, which include the source's own volumesFrom, as with
+// Docker. readOnly on volumesFrom makes every mount it brings read-only.
+func containerMounts(td *ecstypes.TaskDefinition, name string, readOnly bool, seen map[string]bool) []agent.Mount {
+	if seen[name] {
+		return nil // a cycle; validation names only other containers, not chains
+	}
+	seen[name] = true
+	for _, cd := range td.ContainerDefinitions {
+		if ecstypes.Deref(cd.Name) != name {
+			continue
+		}
+		var out []agent.Mount
+		for _, mp := range cd.MountPoints {
+			out = append(out, agent.Mount{
+				Volume:        ecstypes.Deref(mp.SourceVolume),
+				ContainerPath: ecstypes.Deref(mp.ContainerPath),
+				ReadOnly:      readOnly || ecstypes.Deref(mp.ReadOnly),
+			})
+		}
+		for _, vf := range cd.VolumesFrom {
+			out = append(out, containerMounts(td, ecstypes.Deref(vf.SourceContainer), readOnly || ecstypes.Deref(vf.ReadOnly), seen)...)
+		}
+		return out
+	}
+	return nil
 }
 
 func seconds(v *int32, def int32) time.Duration {

@@ -183,7 +183,7 @@ func pull(ctx context.Context, client *containerd.Client, name string, progress 
 		o.CertsDir = "/etc/containerd/certs.d"
 	}
 	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(ctx, config.HostOptions{
+		Hosts: withLocalRegistry(config.ConfigureHosts(ctx, config.HostOptions{
 			HostDir:     config.HostDirFromRoot(o.CertsDir),
 			Credentials: o.Credentials,
 			UpdateClient: func(c *http.Client) error {
@@ -194,7 +194,7 @@ func pull(ctx context.Context, client *containerd.Client, name string, progress 
 				}
 				return nil
 			},
-		}),
+		})),
 	})
 	rctx, cancel := context.WithTimeout(ctx, o.ResolveTimeout)
 	_, _, err := resolver.Resolve(rctx, name)

@@ -21,6 +21,7 @@ const (
 	KindTask           = "ecs.task"           // Scope.TaskKey -> TaskRecord
 	KindTags           = "ecs.tags"           // resource ARN -> []ecstypes.Tag
 	KindAccountSetting = "ecs.accountsetting" // Scope.Prefix()+principalArn/name -> ecstypes.Setting
+	KindService        = "ecs.service"        // Scope.ServiceKey -> ServiceRecord
 )
 
 // Scope is an account and region: every ECS resource lives in exactly one.
@@ -41,6 +42,13 @@ func (s Scope) TaskDefinitionKey(family string, revision int32) string {
 
 // TaskKey groups tasks by cluster: Prefix()+cluster+"/" lists one cluster's tasks.
 func (s Scope) TaskKey(cluster, id string) string { return s.Prefix() + cluster + "/" + id }
+
+// ServiceKey groups services by cluster, like TaskKey.
+func (s Scope) ServiceKey(cluster, name string) string { return s.Prefix() + cluster + "/" + name }
+
+func (s Scope) ServiceARN(cluster, name string) string {
+	return s.ARN("service/" + cluster + "/" + name)
+}
 
 // ARN builds an ECS ARN in AWS's form for a resource path.
 func (s Scope) ARN(resource string) string {
@@ -106,4 +114,25 @@ type TaskRecord struct {
 	// Spec is what the agent was (or will be) asked to run, kept so a
 	// restarted control plane can hand the task to an agent again.
 	Spec *agent.TaskSpec `json:"spec,omitempty"`
+}
+
+// ServiceRecord is a stored service: the ECS shape (deployments and the last
+// 100 events included) and the service scheduler's own bookkeeping, all of
+// it here so a restarted scheduler carries on where the last one stopped.
+// Running and pending counts are not stored: they are counted from the tasks.
+type ServiceRecord struct {
+	Service ecstypes.Service `json:"service"`
+	// Steady is whether the last "reached a steady state" event still holds.
+	Steady bool `json:"steady,omitempty"`
+	// FailuresSince is when the run of failed task starts being counted for
+	// back-off began: reset whenever the service is steady.
+	FailuresSince *ecstypes.Time `json:"failuresSince,omitempty"`
+	// Throttled marks that the "unable to consistently start tasks" event
+	// was given for the current run of failures.
+	Throttled bool `json:"throttled,omitempty"`
+	// LastCompleted is the last deployment that reached COMPLETED: what a
+	// circuit breaker rollback returns to, even once it has drained away.
+	LastCompleted *ecstypes.Deployment `json:"lastCompleted,omitempty"`
+	// DeletedAt is when the service went INACTIVE, for pruning.
+	DeletedAt *ecstypes.Time `json:"deletedAt,omitempty"`
 }

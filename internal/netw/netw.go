@@ -33,6 +33,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	cniip "github.com/containernetworking/plugins/pkg/ip"
+	cnins "github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -133,7 +134,7 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 	if err != nil {
 		return nil, fmt.Errorf("create network namespace: %w", err)
 	}
-	rec := &record{TaskID: taskID, NetNS: ns.GetPath(), ConfL: m.conflist(spec, prefix, gw, mac), MAC: mac, Gateway: gw.String()}
+	rec := &record{TaskID: taskID, NetNS: ns.GetPath(), ConfL: m.conflist(spec, prefix, gw), MAC: mac, Gateway: gw.String()}
 	// Recorded before CNI runs: a crash mid-ADD still leaves Teardown what
 	// it needs to release the address and the namespace.
 	if err := m.save(rec); err != nil {
@@ -151,13 +152,6 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 }
 
 func (m *Manager) attach(ctx context.Context, rec *record, prefix netip.Prefix) (*Attachment, error) {
-	lo, err := libcni.ConfListFromBytes(loConf)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.cni.AddNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: rec.NetNS, IfName: "lo"}); err != nil {
-		return nil, fmt.Errorf("loopback: %w", err)
-	}
 	cl, err := libcni.ConfListFromBytes(rec.ConfL)
 	if err != nil {
 		return nil, err
@@ -179,6 +173,9 @@ func (m *Manager) attach(ctx context.Context, rec *record, prefix netip.Prefix) 
 		}
 		rec.IPv4 = ipc.Address.String()
 		if err := m.save(rec); err != nil {
+			return nil, err
+		}
+		if err := inNamespace(rec.NetNS, rec.MAC); err != nil {
 			return nil, err
 		}
 		return &Attachment{
@@ -211,6 +208,19 @@ func (m *Manager) Get(taskID string) (*Attachment, error) {
 	return &Attachment{NetNSPath: rec.NetNS, IPv4: p.Addr().String(), MAC: rec.MAC, Gateway: rec.Gateway, PrefixLength: p.Bits()}, nil
 }
 
+// Has reports whether the manager holds any record of the task, even one of
+// a Setup that never finished: only then is there anything to tear down
+// before setting the task up again.
+func (m *Manager) Has(taskID string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := validID(taskID); err != nil {
+		return false, err
+	}
+	rec, err := m.load(taskID)
+	return rec != nil, err
+}
+
 // Teardown releases the task's address and removes its namespace. It is
 // idempotent, and works from the task's record on disk, so after a restart
 // too; without a record (a crash before it was written) it uses spec.
@@ -233,7 +243,7 @@ func (m *Manager) Teardown(ctx context.Context, taskID string, spec agent.Networ
 			return err
 		}
 		// Releasing an address never leased is a no-op for host-local.
-		rec = &record{TaskID: taskID, ConfL: m.conflist(spec, prefix, gw, spec.MACAddress)}
+		rec = &record{TaskID: taskID, ConfL: m.conflist(spec, prefix, gw)}
 	}
 	return m.teardown(ctx, rec)
 }
@@ -273,10 +283,6 @@ func (m *Manager) teardown(ctx context.Context, rec *record) error {
 		if err := unmasquerade(cl.Name, rec); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if lo, err := libcni.ConfListFromBytes(loConf); err == nil {
-		// Nothing to release for loopback; this only drops libcni's cache.
-		m.cni.DelNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: nsPath, IfName: "lo"})
 	}
 	if rec.NetNS != "" {
 		if err := netns.LoadNetNS(rec.NetNS).Remove(); err != nil {
@@ -427,7 +433,7 @@ func subnet(spec agent.NetworkSpec) (netip.Prefix, netip.Addr, error) {
 
 // conflist is the task's CNI configuration. Addresses are handed out as
 // AWS does: the first four and the last of a subnet are reserved.
-func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip.Addr, mac string) []byte {
+func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip.Addr) []byte {
 	first := prefix.Addr().Next().Next().Next().Next()
 	b := prefix.Addr().As4()
 	v := binary.BigEndian.Uint32(b[:]) | (1<<(32-prefix.Bits()) - 1)
@@ -456,9 +462,6 @@ func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip
 		},
 	}
 	plugins := []any{bridge}
-	if mac != "" {
-		plugins = append(plugins, map[string]any{"type": "tuning", "mac": mac})
-	}
 	out, _ := json.Marshal(map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       netName,
@@ -467,7 +470,34 @@ func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip
 	return out
 }
 
-var loConf = []byte(`{"cniVersion":"1.0.0","name":"gantry-lo","plugins":[{"type":"loopback"}]}`)
+// inNamespace brings the task's loopback up and gives eth0 its MAC. Both are
+// one netlink call each, done here rather than by the CNI loopback and
+// tuning plugins: each plugin is a process to start, and a task start pays
+// for every one of them (records from before this keep their conflist, with
+// tuning, and tear down as they were set up).
+func inNamespace(nsPath, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	return cnins.WithNetNSPath(nsPath, func(cnins.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("loopback up: %w", err)
+		}
+		eth, err := netlink.LinkByName(ifName)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetHardwareAddr(eth, hw); err != nil {
+			return fmt.Errorf("set MAC %s on %s: %w", mac, ifName, err)
+		}
+		return nil
+	})
+}
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 

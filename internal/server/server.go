@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/gantry-dev/gantry/internal/agent/local"
@@ -19,8 +20,11 @@ import (
 	"github.com/gantry-dev/gantry/internal/containerd"
 	"github.com/gantry-dev/gantry/internal/controller"
 	"github.com/gantry-dev/gantry/internal/ec2"
+	"github.com/gantry-dev/gantry/internal/ecr"
 	"github.com/gantry-dev/gantry/internal/ecs"
 	"github.com/gantry-dev/gantry/internal/logs"
+	"github.com/gantry-dev/gantry/internal/metadata"
+	"github.com/gantry-dev/gantry/internal/metrics"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -33,6 +37,7 @@ type Config struct {
 	ContainerdSocket string // host containerd to try first
 	PostgresDSN      string // shared state instead of the embedded SQLite
 	DefaultVPCCIDR   string // range of the default VPC made at first start; default 172.31.0.0/16
+	RegistryListen   string // address of the image registry; default 127.0.0.1:8911
 	Log              *slog.Logger
 }
 
@@ -42,6 +47,9 @@ func (c *Config) defaults() {
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8910"
+	}
+	if c.RegistryListen == "" {
+		c.RegistryListen = "127.0.0.1:8911"
 	}
 	if c.Region == "" {
 		c.Region = "us-east-1"
@@ -104,35 +112,66 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cd.Close()
 
+	// Without the metadata endpoint tasks still run; their containers just
+	// get no ECS_CONTAINER_METADATA_URI_V4.
+	md, err := metadata.Listen(cfg.DataDir, log)
+	if err != nil {
+		log.Warn("task metadata endpoint unavailable", "err", err)
+		md = nil
+	} else {
+		defer md.Close()
+	}
+	mets := metrics.New()
+
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: ctl, LogSink: logs.Sink{Store: logStore}, Log: log})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Log: log, Metadata: md})
 	if err != nil {
 		return err
 	}
 	defer ag.Close()
-	ctl.Agent = ag
+	if md != nil {
+		md.Serve(ag)
+	}
+	ctl.Agent = mets.Agent(ag)
+	mets.WatchTasks(ag)
 	if err := ctl.Start(ctx); err != nil {
 		return err
 	}
 
+	// The service scheduler starts after the controller has reconciled, so
+	// it counts tasks as they really are.
+	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log}
+	ecsSvc.StartScheduler(ctx)
+	defer ecsSvc.StopScheduler()
+
+	reg, err := startRegistry(ctx, cfg, store, creds, log)
+	if err != nil {
+		return err
+	}
+	defer reg.close()
+
 	router := &awsapi.Router{
 		Keys: keyStore{creds.AccessKeyID: creds},
 		JSON: map[string]*awsapi.JSONService{
-			ecs.TargetPrefix:           (&ecs.Service{Store: store, Controller: ctl, Log: log}).JSON(),
+			ecs.TargetPrefix:           ecsSvc.JSON(),
+			ecr.TargetPrefix:           reg.ecr.JSON(),
 			logs.TargetPrefix:          (&logs.Service{Store: logStore, Log: log}).JSON(),
 			billing.CETargetPrefix:     bill.svc.CostExplorer(),
 			billing.GantryTargetPrefix: bill.svc.GantryAPI(),
 		},
 		Query: map[string]awsapi.QueryService{
-			"ec2": &ec2.Service{Store: store, DefaultVPCCIDR: cfg.DefaultVPCCIDR},
+			"ec2": &ec2.Service{Store: store, DefaultVPCCIDR: cfg.DefaultVPCCIDR, OnChange: func(string) { ctl.FirewallChanged() }},
 		},
 		Log: log,
+		Observe: func(service, op string, status int, elapsed time.Duration) {
+			mets.ObserveAPI(service, op, strconv.Itoa(status), elapsed)
+		},
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another gantry server running? use --listen to pick another address)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: withMetrics(router, mets.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("gantry server ready", "endpoint", "http://"+ln.Addr().String(), "dataDir", cfg.DataDir, "containerd", cd.Address)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -148,6 +187,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctl.Stop()
 	return nil
+}
+
+// withMetrics serves GET /metrics, unauthenticated as Prometheus scrapes,
+// beside the API: AWS requests never GET that path (Query GETs are on /).
+func withMetrics(api, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 type billingParts struct {

@@ -34,6 +34,19 @@ func (s *Server) stopTasks(timeout time.Duration) bool {
 	type ref struct{ cluster, task string }
 	var left []ref
 	for _, cl := range clusters.ClusterArns {
+		// Services first: their scheduler would replace the tasks stopped below.
+		sp := ecs.NewListServicesPaginator(c, &ecs.ListServicesInput{Cluster: aws.String(cl)})
+		for sp.HasMorePages() {
+			page, err := sp.NextPage(ctx)
+			if err != nil {
+				break
+			}
+			for _, svc := range page.ServiceArns {
+				c.DeleteService(ctx, &ecs.DeleteServiceInput{Cluster: aws.String(cl), Service: aws.String(svc), Force: aws.Bool(true)})
+			}
+		}
+	}
+	for _, cl := range clusters.ClusterArns {
 		for _, status := range []types.DesiredStatus{types.DesiredStatusRunning, types.DesiredStatusStopped} {
 			p := ecs.NewListTasksPaginator(c, &ecs.ListTasksInput{Cluster: aws.String(cl), DesiredStatus: status})
 			for p.HasMorePages() {

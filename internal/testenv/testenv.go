@@ -70,13 +70,16 @@ type Server struct {
 	t        testing.TB
 	Endpoint string
 	Listen   string
-	DataDir  string
-	Creds    *server.Credentials
-	Args     []string // extra server flags
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	vpcCIDR  string
-	logPath  string
+	// RegistryListen is the image registry's address, kept across restarts
+	// so repository URIs stay valid.
+	RegistryListen string
+	DataDir        string
+	Creds          *server.Credentials
+	Args           []string // extra server flags
+	cmd            *exec.Cmd
+	exited         chan struct{}
+	vpcCIDR        string
+	logPath        string
 }
 
 // Start runs a server on a free loopback port with a fresh data directory
@@ -118,8 +121,11 @@ func (s *Server) start() {
 	if s.vpcCIDR == "" {
 		s.vpcCIDR = freeVPCRange()
 	}
+	if s.RegistryListen == "" {
+		s.RegistryListen = freePort(s.t)
+	}
 	args := append([]string{"server", "--data-dir", s.DataDir, "--listen", s.Listen, "--containerd", "/nonexistent/containerd.sock",
-		"--default-vpc-cidr", s.vpcCIDR}, s.Args...)
+		"--default-vpc-cidr", s.vpcCIDR, "--registry-listen", s.RegistryListen}, s.Args...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

@@ -227,6 +227,7 @@ func (e *env) checkClean() {
 			t.Errorf("task directory left for %s", id)
 		}
 		m.Teardown(context.Background(), id, e.net)
+		e.clearStorage(id)
 	}
 }
 

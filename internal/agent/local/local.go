@@ -28,6 +28,8 @@ import (
 
 	"github.com/gantry-dev/gantry/internal/agent"
 	gcontainerd "github.com/gantry-dev/gantry/internal/containerd"
+	"github.com/gantry-dev/gantry/internal/firewall"
+	"github.com/gantry-dev/gantry/internal/metadata"
 	"github.com/gantry-dev/gantry/internal/netw"
 )
 
@@ -45,6 +47,12 @@ type Config struct {
 	// is bind-mounted read-only into the container, so it must not need
 	// the image's libraries. Empty: Debian's tini-static (apt package tini).
 	InitBinary string
+	// Metadata is the task metadata endpoint whose URLs containers get in
+	// ECS_CONTAINER_METADATA_URI_V4 and _URI; nil: none.
+	Metadata *metadata.Server
+	// EphemeralMiB, when set, replaces every task's ephemeral storage size
+	// (ephemeralStorageGiB, at least 20 GiB): tests fill a small one.
+	EphemeralMiB int64
 }
 
 // DefaultInitBinary is tini-static from Debian's tini package.
@@ -67,6 +75,12 @@ type Agent struct {
 	logMu    sync.Mutex
 	captures map[string]*capture // awslogs spools by task/container
 	logWG    sync.WaitGroup
+
+	stats *statsCache // latest resource samples, for the metadata endpoint
+
+	fw      *firewall.Firewall
+	fwMu    sync.Mutex
+	fwState agent.FirewallState // the control plane's last SetFirewall
 }
 
 // New starts an agent; it recovers the tasks a previous run left.
@@ -80,7 +94,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.InitBinary == "" {
 		cfg.InitBinary = DefaultInitBinary
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "agent", "tasks"), tasks: map[string]*task{}, captures: map[string]*capture{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "agent", "tasks"), tasks: map[string]*task{}, captures: map[string]*capture{}, stats: newStatsCache()}
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -94,6 +108,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.ctx, a.cancel = context.WithCancel(namespaces.WithNamespace(context.Background(), gcontainerd.Namespace))
+	a.fw = firewall.New(firewallTable(cfg.DataDir))
+	a.loadFirewall()
 
 	recs, err := a.loadRecords()
 	if err != nil {
@@ -101,6 +117,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.resumeCaptures()
+	go a.sampleLoop()
 	running := map[string]bool{}
 	for _, rec := range recs {
 		running[rec.Spec.TaskID] = rec.Status.Phase != agent.PhaseStopped
@@ -119,6 +136,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		} else {
 			close(t.done)
 		}
+	}
+	// Tasks kept running while no agent was here, and so did their rules,
+	// but the state may have moved on since (or the host rebooted).
+	if err := a.applyFirewall(); err != nil {
+		a.log.Warn("re-apply security groups", "err", err)
 	}
 	return a, nil
 }
@@ -164,6 +186,12 @@ func (a *Agent) StartTask(ctx context.Context, spec agent.TaskSpec) error {
 			return fmt.Errorf("container names must be unique and of letters, digits, '-' and '_': %q", c.Name)
 		}
 		names[c.Name] = true
+		for _, m := range c.Mounts {
+			// Volume names become directory names.
+			if !containerNameRe.MatchString(m.Volume) || !filepath.IsAbs(m.ContainerPath) {
+				return fmt.Errorf("container %s: invalid mount of volume %q at %q", c.Name, m.Volume, m.ContainerPath)
+			}
+		}
 	}
 	if !essential {
 		return errors.New("a task needs at least one essential container")

@@ -51,6 +51,10 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		hostname = defaultHostname(rec.Status.IPv4Address)
 	}
 	env := []string{"HOSTNAME=" + hostname, "AWS_EXECUTION_ENV=AWS_ECS_FARGATE"}
+	if md := r.t.a.cfg.Metadata; md != nil {
+		v4, v3 := md.ContainerURIs(c.id)
+		env = append(env, "ECS_CONTAINER_METADATA_URI_V4="+v4, "ECS_CONTAINER_METADATA_URI="+v3)
+	}
 	keys := make([]string, 0, len(s.Environment))
 	for k := range s.Environment {
 		keys = append(keys, k)
@@ -64,6 +68,21 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	mounts := []specs.Mount{
 		{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(dir, "hosts"), Options: []string{"rbind", "rprivate", "rw"}},
 		{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(dir, "resolv.conf"), Options: []string{"rbind", "rprivate", "rw"}},
+	}
+	// As Docker does: a mount of the container's own wins over one at the
+	// same path from volumesFrom, which come after it.
+	at := map[string]bool{}
+	for _, m := range s.Mounts {
+		dest := filepath.Clean(m.ContainerPath)
+		if at[dest] {
+			continue
+		}
+		at[dest] = true
+		mode := "rw"
+		if m.ReadOnly {
+			mode = "ro"
+		}
+		mounts = append(mounts, specs.Mount{Destination: dest, Type: "bind", Source: r.t.a.volumeDir(r.t.id, m.Volume), Options: []string{"rbind", "rprivate", mode}})
 	}
 	if s.InitProcess {
 		if _, err := os.Stat(r.t.a.cfg.InitBinary); err != nil {

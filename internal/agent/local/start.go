@@ -170,22 +170,28 @@ func (r *runner) start(c *ctr) error {
 		stdout, stderr := cp.writers()
 		creator = cio.NewCreator(cio.WithStreams(nil, stdout, stderr))
 	}
+	fresh := false
 	if c.c == nil {
 		// Recorded first: clean-up and a restarted agent find the container
 		// by this id.
 		r.t.update(ctx, func(rec *record) {
 			rec.Status.Containers[c.idx].RuntimeID = c.id
 			rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
+			rec.Status.Containers[c.idx].CreatedAt = now()
 		})
 		opts, err := r.specOpts(c, img)
 		if err != nil {
 			return err
 		}
+		if err := r.rootfsView(ctx, c, img); err != nil {
+			return err
+		}
+		fresh = true
 		cc, err := r.t.a.client.NewContainer(ctx, c.id,
 			containerd.WithImage(img),
-			containerd.WithSnapshotter(images.Snapshotter),
-			containerd.WithNewSnapshot(c.id, img),
+			withSpecSnapshot(c.id),
 			containerd.WithNewSpec(opts...),
+			withoutSnapshot(),
 			containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelContainer: c.spec.Name}),
 			containerd.WithRuntime(runtimeName, nil),
 		)
@@ -194,7 +200,11 @@ func (r *runner) start(c *ctr) error {
 		}
 		c.c = cc
 	}
-	tk, err := c.c.NewTask(ctx, creator)
+	rootfs, err := r.rootfs(ctx, c, fresh)
+	if err != nil {
+		return fmt.Errorf("ResourceInitializationError: container root on the task's ephemeral storage: %w", err)
+	}
+	tk, err := c.c.NewTask(ctx, creator, containerd.WithRootFS(rootfs))
 	if err != nil {
 		return err
 	}
@@ -207,7 +217,10 @@ func (r *runner) start(c *ctr) error {
 		return err
 	}
 	r.t.log.Info("container started", "container", c.spec.Name, "id", c.id, "pid", tk.Pid())
-	r.t.update(ctx, func(rec *record) { rec.Status.Containers[c.idx].Status = "RUNNING" })
+	r.t.update(ctx, func(rec *record) {
+		rec.Status.Containers[c.idx].Status = "RUNNING"
+		rec.Status.Containers[c.idx].StartedAt = now()
+	})
 	r.startHealth(c)
 	return nil
 }

@@ -293,8 +293,13 @@ func (r *runner) prepare() error {
 
 	if rec.Network == nil {
 		// An earlier agent may have died between Setup and recording it.
-		if err := r.t.a.net.Teardown(ctx, r.t.id, rec.Spec.Network); err != nil {
-			return fmt.Errorf("network set-up: clearing an earlier attempt: %w", err)
+		// netw records a task before touching the host, so a task it has
+		// no record of has nothing to clear (and skipping the CNI DEL
+		// saves a plugin run on every start).
+		if left, err := r.t.a.net.Has(r.t.id); err != nil || left {
+			if err := r.t.a.net.Teardown(ctx, r.t.id, rec.Spec.Network); err != nil {
+				return fmt.Errorf("network set-up: clearing an earlier attempt: %w", err)
+			}
 		}
 		att, err := r.t.a.net.Setup(ctx, r.t.id, rec.Spec.Network)
 		if err != nil {
@@ -312,11 +317,19 @@ func (r *runner) prepare() error {
 		})
 		rec = r.t.record()
 	}
+	// Before any container starts: a task is never reachable past its
+	// security groups, not even for a moment.
+	if err := r.t.a.applyFirewall(); err != nil {
+		return fmt.Errorf("network set-up: %w", err)
+	}
 	if err := createTaskCgroup(rec.Spec); err != nil {
 		return fmt.Errorf("task cgroup: %w", err)
 	}
 	if err := r.writeFiles(rec); err != nil {
 		return err
+	}
+	if err := r.t.a.mountTaskFS(rec.Spec); err != nil {
+		return fmt.Errorf("ResourceInitializationError: ephemeral storage: %w", err)
 	}
 	return nil
 }
@@ -487,7 +500,7 @@ func (r *runner) exited(c *ctr, ev event) {
 	r.t.log.Info("container exited", "container", c.spec.Name, "exitCode", deref(code), "reason", reason)
 	r.t.update(r.ctx, func(rec *record) {
 		cs := &rec.Status.Containers[c.idx]
-		cs.Status, cs.ExitCode = "STOPPED", code
+		cs.Status, cs.ExitCode, cs.FinishedAt = "STOPPED", code, now()
 		if reason != "" {
 			cs.Reason = reason
 		}
@@ -567,6 +580,9 @@ func (r *runner) cleanup() {
 		}
 	})
 	r.t.a.finishTaskLogs(r.t.id)
+	if err := r.t.a.applyFirewall(); err != nil {
+		r.t.log.Warn("remove the task's security-group rules", "err", err)
+	}
 }
 
 func (r *runner) release() error {
@@ -588,6 +604,15 @@ func (r *runner) release() error {
 		}
 		if err := cc.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		// The containers' overlays are gone with them; now the layers
+		// they stood on and the file system they wrote to can go.
+		if err := r.t.a.removeViews(ctx, r.t.id); err != nil {
+			errs = append(errs, err)
+		} else if err := r.t.a.unmountTaskFS(r.t.id); err != nil {
+			errs = append(errs, fmt.Errorf("ephemeral storage: %w", err))
 		}
 	}
 	if err := deleteTaskCgroup(r.t.id); err != nil {
