@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs Gantry on this host and starts `gantry server` in the background.
+# Also builds gVisor's runsc (scripts/build-runsc.sh) when missing.
 #
 #   sudo ./scripts/install.sh
 #
@@ -24,6 +25,9 @@ BIN=/usr/local/bin/gantry
 require_root
 apt_install "${GANTRY_PACKAGES[@]}"
 use_go
+# gVisor's runsc, for clusters with isolation=sandbox: built once (a few
+# minutes), skipped while /usr/local/bin/runsc is the pinned version.
+scripts/build-runsc.sh || log "warning: could not build runsc; clusters with isolation=sandbox will be refused"
 
 log "building $BIN"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)

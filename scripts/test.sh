@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 require_root
 apt_install "${GANTRY_PACKAGES[@]}" "${GANTRY_TEST_PACKAGES[@]}" postgresql python3 || die "package installation failed"
 use_go
+# The sandbox isolation tests run tasks in gVisor: build runsc once (skipped
+# while /usr/local/bin/runsc is the pinned version).
+scripts/build-runsc.sh || die "could not build gVisor's runsc (scripts/build-runsc.sh)"
 
 # Our clients: the aws CLI v1 (>= 1.29, which honours AWS_ENDPOINT_URL) and
 # boto3. Installed only when missing; Debian's awscli is the fallback.

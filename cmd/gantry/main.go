@@ -19,8 +19,12 @@ const usage = `gantry: a self-hosted AWS Fargate
 Usage:
   gantry server [flags]        run the API, the controller and the local agent
   gantry env [--data-dir DIR]  print shell exports for the aws CLI and SDKs
+                               (--account NAME: that account's)
+  gantry accounts create|ls    accounts on this server ('gantry accounts help')
+  gantry keys create|ls|revoke|import  accounts' root access keys
   gantry image load FILE...    import docker-save or OCI image tarballs
   gantry billing report|budgets  Fargate usage and cost, budgets ('gantry billing help')
+  gantry exec [CLUSTER] TASK [-i] [-t] [--container C] -- CMD...  run a command in a task (ECS Exec)
   gantry version
 
 Run 'gantry COMMAND -h' for a command's flags.
@@ -39,12 +43,20 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "server":
 		err = runServer(ctx, args)
+	case "accounts":
+		err = runAccounts(ctx, args)
+	case "keys":
+		err = runKeys(ctx, args)
 	case "env":
 		err = runEnv(args)
 	case "image":
 		err = runImage(ctx, args)
 	case "billing":
 		err = runBilling(ctx, args)
+	case "exec":
+		code := runExec(ctx, args)
+		stop()
+		os.Exit(code)
 	case "version", "--version":
 		fmt.Println("gantry", version)
 	case "help", "-h", "--help":
@@ -70,6 +82,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.PostgresDSN, "postgres", "", "PostgreSQL connection string for shared state (default: SQLite in the data directory)")
 	fs.StringVar(&cfg.DefaultVPCCIDR, "default-vpc-cidr", "172.31.0.0/16", "range of the default VPC created at first start (pick another if the host's network uses it)")
 	fs.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:8911", "address of the image registry (ECR); repository URIs name it")
+	fs.StringVar(&cfg.LBAddressRange, "lb-address-range", "127.0.0.0/8", "range load balancers take their address (DNSName) from, one each; listeners bind their own port on it")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)
 	level := slog.LevelInfo
@@ -84,10 +97,15 @@ func runEnv(args []string) error {
 	fs := flag.NewFlagSet("gantry env", flag.ExitOnError)
 	dataDir := fs.String("data-dir", "/var/lib/gantry", "the server's data directory")
 	endpoint := fs.String("endpoint", "http://127.0.0.1:8910", "the server's endpoint URL")
+	account := fs.String("account", "", "an account's name or id (default: the default account's key in credentials.json)")
+	postgres := fs.String("postgres", "", "PostgreSQL connection string, with --account, if the server uses one")
 	fs.Parse(args)
 	c, err := server.LoadCredentials(*dataDir)
 	if err != nil {
 		return err
+	}
+	if *account != "" {
+		return accountEnv(context.Background(), identityFlags{dataDir, postgres}, *account, *endpoint, c.Region)
 	}
 	fmt.Printf("export AWS_ENDPOINT_URL=%s\n", *endpoint)
 	fmt.Printf("export AWS_ACCESS_KEY_ID=%s\n", c.AccessKeyID)

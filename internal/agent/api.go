@@ -36,7 +36,34 @@ type Agent interface {
 	// The agent keeps it across restarts and applies it again whenever its
 	// own tasks' networks come or go.
 	SetFirewall(ctx context.Context, st FirewallState) error
+	// OpenExec prepares an ECS Exec session: Command to run in a running
+	// container of a task. The agent serves the session's stream itself
+	// (package execstream: a websocket at StreamURL, admitted once with
+	// Token until ExpiresAt), so the command's bytes never pass through
+	// the control plane, which only hands the session to the client. The
+	// process starts when the client attaches. ErrExecTargetNotRunning:
+	// the task or container is not running here.
+	OpenExec(ctx context.Context, req ExecRequest) (ExecSession, error)
 }
+
+// ExecRequest asks for a command in one container of a task.
+type ExecRequest struct {
+	TaskID    string   `json:"taskId"`
+	Container string   `json:"containerName"`
+	Command   []string `json:"command"`
+}
+
+// ExecSession is where and how to attach to a prepared command.
+type ExecSession struct {
+	SessionID string    `json:"sessionId"`
+	StreamURL string    `json:"streamUrl"`
+	Token     string    `json:"tokenValue"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// ErrExecTargetNotRunning is OpenExec's answer for a task or container
+// that is not running on the agent.
+var ErrExecTargetNotRunning = errors.New("the task or container is not running")
 
 // Reporter receives status changes from agents. Reports for one task arrive
 // in order; every report carries the task's whole status, so a lost one is
@@ -52,7 +79,21 @@ type HostInfo struct {
 	MemoryMiB  int64  `json:"memoryMiB"`
 	Runtime    string `json:"runtime"` // e.g. "runc"
 	Containerd string `json:"containerd"`
+	// Isolations are the isolation modes this host can run tasks in
+	// (IsolationContainer, IsolationSandbox); SandboxUnavailable says why
+	// sandbox is not among them.
+	Isolations         []string `json:"isolations,omitempty"`
+	SandboxUnavailable string   `json:"sandboxUnavailable,omitempty"`
 }
+
+// A task's isolation: how its containers are kept from the host and from
+// other tasks. Container: runc (namespaces, cgroups, seccomp) on the host's
+// kernel. Sandbox: gVisor's runsc, each task's containers on a user-space
+// kernel of their own.
+const (
+	IsolationContainer = "container"
+	IsolationSandbox   = "sandbox"
+)
 
 // TaskSpec is everything the agent needs to run one task.
 type TaskSpec struct {
@@ -71,6 +112,9 @@ type TaskSpec struct {
 	Tags map[string]string `json:"tags,omitempty"`
 	// AvailabilityZone of the task's subnet, for the task metadata endpoint.
 	AvailabilityZone string `json:"availabilityZone,omitempty"`
+	// Isolation is IsolationContainer or IsolationSandbox; empty means
+	// IsolationContainer.
+	Isolation string `json:"isolation,omitempty"`
 }
 
 // NetworkSpec is the task's ENI: which subnet it takes an address from.
@@ -115,6 +159,42 @@ type ContainerSpec struct {
 	// Mounts are the container's mountPoints with its volumesFrom already
 	// resolved into them.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// Secrets are the container's secrets: environment variables whose
+	// values the agent reads through its SecretSource when the container
+	// starts. Only the references are here, never the values, so no task
+	// record holds a secret.
+	Secrets []SecretRef `json:"secrets,omitempty"`
+	// RepositoryCredentials is repositoryCredentials.credentialsParameter:
+	// a secret holding {"username": ..., "password": ...} for pulling
+	// Image from a private registry.
+	RepositoryCredentials string `json:"repositoryCredentials,omitempty"`
+}
+
+// SecretRef is one entry of a container's secrets: the environment
+// variable Name gets the value ValueFrom names (a Secrets Manager ARN,
+// optionally with :json-key:version-stage:version-id, or an SSM parameter
+// name or ARN).
+type SecretRef struct {
+	Name      string `json:"name"`
+	ValueFrom string `json:"valueFrom"`
+}
+
+// SecretSource reads the values of secrets for an agent, as the task's
+// execution role would in AWS. It is asked when a task starts; the agent
+// keeps what it returns in memory only.
+type SecretSource interface {
+	// GetSecrets returns the value of each ValueFrom in order, or an
+	// error saying which could not be read (its message becomes part of
+	// the task's stoppedReason, so it must never contain a value).
+	GetSecrets(ctx context.Context, req SecretRequest) ([]string, error)
+}
+
+// SecretRequest asks for the values a task's containers reference.
+type SecretRequest struct {
+	Account   string   `json:"account"`
+	Region    string   `json:"region"`
+	TaskARN   string   `json:"taskArn"`
+	ValueFrom []string `json:"valueFrom"`
 }
 
 // Mount puts a task volume at ContainerPath. A volume is scratch space on
@@ -124,6 +204,37 @@ type Mount struct {
 	Volume        string `json:"sourceVolume"`
 	ContainerPath string `json:"containerPath"`
 	ReadOnly      bool   `json:"readOnly,omitempty"`
+	// EFS, when set, makes the volume an EFS file system (efsVolumeConfiguration)
+	// instead of task scratch: shared, outliving the task.
+	EFS *EFSMount `json:"efs,omitempty"`
+}
+
+// EFSMount is an efsVolumeConfiguration resolved by the control plane.
+// HostPath is the file system's tree on the agent's host; Root is the
+// directory inside it the task sees as the mount's root (the access
+// point's, or rootDirectory), made with Create's owner and mode when it
+// does not exist. User is the access point's POSIX user.
+type EFSMount struct {
+	FileSystemID  string       `json:"fileSystemId"`
+	AccessPointID string       `json:"accessPointId,omitempty"`
+	HostPath      string       `json:"hostPath"`
+	Root          string       `json:"root"`
+	Create        *EFSCreation `json:"create,omitempty"`
+	User          *EFSUser     `json:"user,omitempty"`
+}
+
+// EFSCreation is an access point's CreationInfo.
+type EFSCreation struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Mode uint32 `json:"mode"`
+}
+
+// EFSUser is an access point's PosixUser.
+type EFSUser struct {
+	UID           uint32   `json:"uid"`
+	GID           uint32   `json:"gid"`
+	SecondaryGIDs []uint32 `json:"secondaryGids,omitempty"`
 }
 
 // LogConfig is ECS's logConfiguration: a driver and its options, e.g.
@@ -249,6 +360,34 @@ type ContainerStatus struct {
 	CreatedAt  *time.Time `json:"createdAt,omitempty"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+// UsageSource is implemented by agents that sample their tasks' resource
+// use (the local agent does, every 5 s from cgroups). The control plane
+// polls it for CloudWatch's AWS/ECS metrics; the messages are plain JSON so
+// the call can cross a network like Agent's.
+type UsageSource interface {
+	// Usage returns the latest sample of every task with running
+	// containers. A sample is identified by its task and Time: polling
+	// faster than the agent samples returns the same sample again.
+	Usage(ctx context.Context) ([]TaskUsage, error)
+}
+
+// TaskUsage is one sample of a task's resource use, summed over its
+// running containers.
+type TaskUsage struct {
+	TaskID    string    `json:"taskId"`
+	TaskARN   string    `json:"taskArn"`
+	Cluster   string    `json:"cluster"`
+	CPU       int64     `json:"cpu"`    // reserved CPU units (1024 = 1 vCPU)
+	MemoryMiB int64     `json:"memory"` // reserved memory, MiB
+	Time      time.Time `json:"time"`
+	// CPUUnits is the CPU used between the previous sample and this one,
+	// in CPU units (1024 = one core busy); valid only when HasCPU.
+	CPUUnits float64 `json:"cpuUnits"`
+	HasCPU   bool    `json:"hasCpu"`
+	// MemoryBytes is memory in use, page cache excluded (as docker stats).
+	MemoryBytes uint64 `json:"memoryBytes"`
 }
 
 // LogSink takes the output agents capture for containers using awslogs. It

@@ -23,12 +23,25 @@ type Router struct {
 	Keys  KeyStore
 	JSON  map[string]*JSONService // by target prefix
 	Query map[string]QueryService // by signing name
-	Log   *slog.Logger
-	Now   func() time.Time
+	// REST holds rest-json services by signing name (EFS's
+	// elasticfilesystem): a request signed for one whose path starts with
+	// its PathPrefix goes to it.
+	REST map[string]RESTService
+	Log  *slog.Logger
+	Now  func() time.Time
 	// Observe, if set, hears of every answered request: its service
 	// (target prefix or signing name), operation, HTTP status and time
 	// taken. Metrics hang here.
 	Observe func(service, operation string, status int, elapsed time.Duration)
+	// Authorize, if set, decides every verified request before it is
+	// served: action is "prefix:Operation" (the IAM service prefix from
+	// ActionPrefix for JSON services, the signing name for Query ones) and
+	// body the raw request body, for a best-effort resource. A non-nil
+	// error is written back in the service's own error format.
+	Authorize func(r *http.Request, id *Identity, action string, body []byte) *Error
+	// ActionPrefix maps a JSON target prefix to its IAM service prefix
+	// (AmazonEC2ContainerServiceV20141113 -> ecs).
+	ActionPrefix map[string]string
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +64,24 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := r.Header.Get("X-Amz-Target")
+	if rs := rt.restService(r, target); rs != nil {
+		id, aerr := Verify(r, body, rt.Keys, rt.now())
+		if aerr != nil {
+			rs.WriteError(w, aerr)
+			return
+		}
+		r = r.WithContext(WithIdentity(r.Context(), id))
+		if rt.Authorize != nil {
+			if op := rs.Operation(r); op != "" {
+				if aerr := rt.Authorize(r, id, scopeService(r.Header.Get("Authorization"))+":"+op, body); aerr != nil {
+					rs.WriteError(w, aerr)
+					return
+				}
+			}
+		}
+		rs.ServeREST(w, r, body)
+		return
+	}
 	var qs QueryService
 	if target == "" {
 		qs = rt.Query[scopeService(r.Header.Get("Authorization"))]
@@ -91,6 +122,16 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request) {
 		for k, v := range r.URL.Query() {
 			form[k] = append(form[k], v...)
 		}
+		if rt.Authorize != nil {
+			action := ""
+			if a := form["Action"]; len(a) > 0 {
+				action = a[0]
+			}
+			if aerr := rt.Authorize(r, id, scopeService(r.Header.Get("Authorization"))+":"+action, body); aerr != nil {
+				qs.WriteError(w, aerr)
+				return
+			}
+		}
 		qs.ServeQuery(w, r, form)
 		return
 	}
@@ -99,6 +140,18 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request) {
 	if svc == nil || r.Method != http.MethodPost {
 		WriteJSONError(w, Errorf("UnknownOperationException", "Unknown target %q.", target))
 		return
+	}
+	if rt.Authorize != nil {
+		if _, known := svc.Ops[op]; known {
+			name := rt.ActionPrefix[prefix]
+			if name == "" {
+				name = id.Service
+			}
+			if aerr := rt.Authorize(r, id, name+":"+op, body); aerr != nil {
+				WriteJSONError(w, aerr)
+				return
+			}
+		}
 	}
 	svc.ServeJSON(w, r, op, body)
 }
@@ -125,6 +178,15 @@ func (rt *Router) observed(w http.ResponseWriter, r *http.Request) {
 				op = name
 			}
 		}
+	} else if rs := rt.restService(r, ""); rs != nil {
+		service = scopeService(r.Header.Get("Authorization"))
+		if rt.REST[service] != rs {
+			service = "unknown"
+		} else if sw.status != http.StatusForbidden && sw.status != http.StatusUnauthorized {
+			if name := rs.Operation(r); name != "" {
+				op = name
+			}
+		}
 	} else if name := scopeService(r.Header.Get("Authorization")); rt.Query[name] != nil {
 		service = name
 		if sw.status != http.StatusForbidden && sw.status != http.StatusUnauthorized {
@@ -148,6 +210,45 @@ type statusWriter struct {
 func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
+}
+
+// RESTService is a rest-json service: operations named by method and path.
+type RESTService interface {
+	// PathPrefix is where the service's paths start (EFS: /2015-02-01/).
+	PathPrefix() string
+	// Operation names the operation a request's method and path select,
+	// or "" when none does.
+	Operation(r *http.Request) string
+	// ServeREST answers one verified request.
+	ServeREST(w http.ResponseWriter, r *http.Request, body []byte)
+	// WriteError writes e in the service's error format.
+	WriteError(w http.ResponseWriter, e *Error)
+}
+
+// restService picks the rest-json service for a request without
+// X-Amz-Target: the one its credential scope names, if the path is that
+// service's; else, for requests no valid scope attributes, the one whose
+// path prefix matches, so that errors come back in its format.
+func (rt *Router) restService(r *http.Request, target string) RESTService {
+	if target != "" || len(rt.REST) == 0 {
+		return nil
+	}
+	if rs := rt.REST[scopeService(r.Header.Get("Authorization"))]; rs != nil && strings.HasPrefix(r.URL.Path, rs.PathPrefix()) {
+		return rs
+	}
+	for name, rs := range rt.REST {
+		if rt.Query[scopeService(r.Header.Get("Authorization"))] == nil && name != "" && strings.HasPrefix(r.URL.Path, rs.PathPrefix()) {
+			return rs
+		}
+	}
+	return nil
+}
+
+func (rt *Router) now() time.Time {
+	if rt.Now != nil {
+		return rt.Now()
+	}
+	return time.Now()
 }
 
 // isQueryRequest tells a Query-protocol request by its form body or, for GET,

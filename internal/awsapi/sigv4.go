@@ -20,6 +20,27 @@ type Identity struct {
 	Account   string
 	Region    string
 	Service   string // the signing name from the credential scope: ecs, ec2, logs, ...
+	// ARN and UserID name the principal when the key store knows it
+	// (PrincipalStore): arn:aws:iam::ACCOUNT:root, .../user/NAME or
+	// arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION. Empty means root.
+	ARN    string
+	UserID string
+}
+
+// Principal is what a PrincipalStore knows about an access key.
+type Principal struct {
+	Secret, Account string
+	ARN, UserID     string
+	// SessionToken, if set, must come with the request as
+	// X-Amz-Security-Token (temporary credentials).
+	SessionToken string
+	Expired      bool
+}
+
+// PrincipalStore is a KeyStore that also names a key's principal; Verify
+// prefers it when the store implements it.
+type PrincipalStore interface {
+	LookupPrincipal(accessKey string) (Principal, bool)
 }
 
 // KeyStore resolves an access key id to its secret and owning account.
@@ -68,7 +89,23 @@ func Verify(r *http.Request, body []byte, ks KeyStore, now time.Time) (*Identity
 		return nil, &Error{Code: CodeIncomplete, Message: "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters with a Credential of the form KEY/DATE/REGION/SERVICE/aws4_request. Authorization=" + auth, Status: 403}
 	}
 	id := &Identity{AccessKey: scope[0], Region: scope[2], Service: scope[3]}
-	secret, account, ok := ks.LookupKey(id.AccessKey)
+	var secret, account string
+	var ok bool
+	if ps, isPS := ks.(PrincipalStore); isPS {
+		var p Principal
+		p, ok = ps.LookupPrincipal(id.AccessKey)
+		if ok && p.SessionToken != "" {
+			tok := r.Header.Get("X-Amz-Security-Token")
+			if subtle.ConstantTimeCompare([]byte(tok), []byte(p.SessionToken)) != 1 {
+				ok = false
+			} else if p.Expired {
+				return nil, &Error{Code: "ExpiredTokenException", Message: "The security token included in the request is expired", Status: 403}
+			}
+		}
+		secret, account, id.ARN, id.UserID = p.Secret, p.Account, p.ARN, p.UserID
+	} else {
+		secret, account, ok = ks.LookupKey(id.AccessKey)
+	}
 	if !ok {
 		return nil, &Error{Code: CodeUnknownKey, Message: "The security token included in the request is invalid.", Status: 403}
 	}

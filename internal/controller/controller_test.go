@@ -121,6 +121,9 @@ func (a *memAgent) Tasks(context.Context) ([]agent.TaskStatus, error) {
 	return out, nil
 }
 func (a *memAgent) SetFirewall(context.Context, agent.FirewallState) error { return nil }
+func (a *memAgent) OpenExec(context.Context, agent.ExecRequest) (agent.ExecSession, error) {
+	return agent.ExecSession{}, agent.ErrExecTargetNotRunning
+}
 
 func (a *memAgent) Forget(_ context.Context, id string) error {
 	a.mu.Lock()

@@ -136,8 +136,14 @@ func clusterView(tx state.Tx, sc model.Scope, rec *model.ClusterRecord, include 
 
 func validateClusterSettings(settings []*ecstypes.ClusterSetting) error {
 	for _, st := range settings {
+		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
+			if err := validIsolationSetting(ecstypes.Deref(st.Value)); err != nil {
+				return err
+			}
+			continue
+		}
 		if st == nil || ecstypes.Deref(st.Name) != "containerInsights" {
-			return awsapi.InvalidParameter("Cluster setting name must be containerInsights.")
+			return awsapi.InvalidParameter("Cluster setting name must be containerInsights or isolation.")
 		}
 		switch ecstypes.Deref(st.Value) {
 		case "enabled", "disabled", "enhanced":
@@ -189,6 +195,9 @@ func (s *Service) createCluster(ctx context.Context, in *ecstypes.CreateClusterR
 		return nil, err
 	}
 	if err := validateClusterSettings(in.Settings); err != nil {
+		return nil, err
+	}
+	if err := s.checkIsolationAvailable(ctx, in.Settings); err != nil {
 		return nil, err
 	}
 	if err := validateClusterConfiguration(in.Configuration); err != nil {
@@ -361,6 +370,9 @@ func (s *Service) updateCluster(ctx context.Context, in *ecstypes.UpdateClusterR
 	if err := validateClusterSettings(in.Settings); err != nil {
 		return nil, err
 	}
+	if err := s.checkIsolationAvailable(ctx, in.Settings); err != nil {
+		return nil, err
+	}
 	if err := validateClusterConfiguration(in.Configuration); err != nil {
 		return nil, err
 	}
@@ -391,6 +403,9 @@ func (s *Service) updateClusterSettings(ctx context.Context, in *ecstypes.Update
 		return nil, awsapi.InvalidParameter("settings must not be empty.")
 	}
 	if err := validateClusterSettings(in.Settings); err != nil {
+		return nil, err
+	}
+	if err := s.checkIsolationAvailable(ctx, in.Settings); err != nil {
 		return nil, err
 	}
 	c, err := s.modifyCluster(ctx, in.Cluster, func(c *ecstypes.Cluster) error {

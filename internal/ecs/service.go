@@ -24,6 +24,10 @@ type Service struct {
 	Log        *slog.Logger
 	Now        func() time.Time
 
+	// Targets, when set, registers services' tasks with their load
+	// balancers' target groups (see TargetRegistrar).
+	Targets TargetRegistrar
+
 	sched *serviceScheduler // the service scheduler, once started
 }
 
@@ -38,6 +42,7 @@ func (s *Service) JSON() *awsapi.JSONService {
 		s.serviceOps(),
 		s.tagOps(),
 		s.accountSettingOps(),
+		s.execOps(),
 	} {
 		for name, h := range group {
 			ops[name] = h

@@ -168,6 +168,7 @@ func (s *Service) scheduleService(ctx context.Context, key string) error {
 	if err != nil || p == nil {
 		return err
 	}
+	s.syncTargets(ctx, p)
 	if s.Controller != nil {
 		if len(p.launched) > 0 {
 			s.Controller.Launch(ctx, p.launched)

@@ -763,6 +763,31 @@ func SetDesiredCount(rec *model.ServiceRecord, n int32) {
 	rec.Steady = false
 }
 
+// ScaleService sets an ACTIVE service's desired count, for Application Auto
+// Scaling, and wakes the scheduler. It returns the count before.
+func (s *Service) ScaleService(ctx context.Context, sc model.Scope, cluster, name string, n int32) (int32, error) {
+	var prev int32
+	err := s.Store.Update(ctx, func(tx state.Tx) error {
+		rec, key, err := activeService(tx, sc, cluster, name)
+		if err != nil {
+			return err
+		}
+		prev = ecstypes.Deref(rec.Service.DesiredCount)
+		if prev == n {
+			return nil
+		}
+		SetDesiredCount(rec, n)
+		return tx.Put(model.KindService, key, rec)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if prev != n {
+		s.wakeScheduler()
+	}
+	return prev, nil
+}
+
 // startDeployment makes the service's current settings a new PRIMARY
 // deployment; the ones before it become ACTIVE and drain as it rolls out.
 func startDeployment(rec *model.ServiceRecord, now time.Time) *ecstypes.Deployment {

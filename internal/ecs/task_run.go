@@ -269,6 +269,10 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 	if err != nil {
 		return nil, nil, err
 	}
+	efsVolumes, err := resolveEFS(tx, sc, td, subnets)
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := validateTags(in.Tags); err != nil {
 		return nil, nil, err
 	}
@@ -300,6 +304,7 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 	for i := 0; i < count; i++ {
 		p := placement{capacityProvider: providers[i], subnet: subnets[(start+i)%len(subnets)]}
 		rec := s.newTask(sc, cluster, td, in, p, taskParams{cpu: cpu, mem: mem, ephemeral: ephemeral, group: group, groups: groups, tags: tags})
+		applyEFS(rec.Spec.Containers, efsVolumes)
 		if err := tx.Put(model.KindTask, sc.TaskKey(clusterName, controllerTaskID(rec)), rec); err != nil {
 			return nil, nil, err
 		}
@@ -358,6 +363,7 @@ func (s *Service) newTask(sc model.Scope, cluster *ecstypes.Cluster, td *ecstype
 		},
 		Containers:       containers,
 		AvailabilityZone: p.subnet.AvailabilityZone,
+		Isolation:        clusterIsolation(cluster),
 	}
 	if len(tp.tags) > 0 {
 		spec.Tags = map[string]string{}
@@ -378,7 +384,10 @@ func (s *Service) newTask(sc model.Scope, cluster *ecstypes.Cluster, td *ecstype
 				{Name: ecstypes.String("macAddress"), Value: ecstypes.String(mac)},
 			},
 		}},
-		Attributes:              []*ecstypes.Attribute{{Name: ecstypes.String("ecs.cpu-architecture"), Value: ecstypes.String(cpuArchitecture())}},
+		Attributes: []*ecstypes.Attribute{
+			{Name: ecstypes.String("ecs.cpu-architecture"), Value: ecstypes.String(cpuArchitecture())},
+			{Name: ecstypes.String(attributeIsolation), Value: ecstypes.String(spec.Isolation)},
+		},
 		AvailabilityZone:        ecstypes.String(p.subnet.AvailabilityZone),
 		ClusterArn:              cluster.ClusterArn,
 		Cpu:                     ecstypes.String(strconv.FormatInt(tp.cpu, 10)),

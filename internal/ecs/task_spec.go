@@ -1,10 +1,17 @@
 package ecs
 
 import (
+	"path"
+	"strconv"
 	"time"
 
 	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/ec2"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
+	"github.com/gantry-dev/gantry/internal/efs"
+	"github.com/gantry-dev/gantry/internal/model"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 // containerSpecs turns a task definition's containers, with RunTask's
@@ -89,6 +96,14 @@ func containerSpecs(td *ecstypes.TaskDefinition, ov *ecstypes.TaskOverride) []ag
 			}
 		}
 		cs.Mounts = containerMounts(td, name, false, map[string]bool{})
+		// Secrets travel as references; the agent reads their values when
+		// the container starts (see agent.SecretSource).
+		for _, sec := range cd.Secrets {
+			cs.Secrets = append(cs.Secrets, agent.SecretRef{Name: ecstypes.Deref(sec.Name), ValueFrom: ecstypes.Deref(sec.ValueFrom)})
+		}
+		if rc := cd.RepositoryCredentials; rc != nil {
+			cs.RepositoryCredentials = ecstypes.Deref(rc.CredentialsParameter)
+		}
 		out = append(out, cs)
 	}
 	return out
@@ -127,4 +142,76 @@ func seconds(v *int32, def int32) time.Duration {
 		return time.Duration(def) * time.Second
 	}
 	return time.Duration(*v) * time.Second
+}
+
+// resolveEFS resolves the task definition's efsVolumeConfiguration volumes
+// for a task in the given subnets: the file system and access point must
+// exist, the access point must belong to the file system, and the file
+// system needs a mount target in the task's VPC, as on AWS (where a task
+// without one fails to mount). Gantry refuses such a RunTask instead of
+// starting a task that cannot mount its volume.
+func resolveEFS(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, subnets []*ec2.Subnet) (map[string]*agent.EFSMount, error) {
+	out := map[string]*agent.EFSMount{}
+	for _, v := range td.Volumes {
+		cfg := v.EfsVolumeConfiguration
+		if cfg == nil {
+			continue
+		}
+		fsID := ecstypes.Deref(cfg.FileSystemId)
+		f, err := efs.LookupFileSystem(tx, sc.Account, sc.Region, fsID)
+		if err != nil {
+			return nil, err
+		}
+		if f == nil {
+			return nil, awsapi.InvalidParameter("EFS file system '%s' of volume '%s' does not exist.", fsID, ecstypes.Deref(v.Name))
+		}
+		mts, err := efs.MountTargets(tx, sc.Account, sc.Region, f.ID)
+		if err != nil {
+			return nil, err
+		}
+		reachable := false
+		for _, mt := range mts {
+			for _, sn := range subnets {
+				reachable = reachable || mt.VPCID == sn.VPCID
+			}
+		}
+		if !reachable {
+			return nil, awsapi.InvalidParameter("EFS file system '%s' of volume '%s' has no mount target in the task's VPC.", f.ID, ecstypes.Deref(v.Name))
+		}
+		m := &agent.EFSMount{FileSystemID: f.ID, Root: path.Clean("/" + ecstypes.Deref(cfg.RootDirectory))}
+		if ac := cfg.AuthorizationConfig; ac != nil && ecstypes.Deref(ac.AccessPointId) != "" {
+			ap, err := efs.LookupAccessPoint(tx, sc.Account, sc.Region, *ac.AccessPointId)
+			if err != nil {
+				return nil, err
+			}
+			if ap == nil || ap.FileSystemID != f.ID {
+				return nil, awsapi.InvalidParameter("EFS access point '%s' of volume '%s' does not exist for file system '%s'.", *ac.AccessPointId, ecstypes.Deref(v.Name), f.ID)
+			}
+			m.AccessPointID, m.Root = ap.ID, ap.Root()
+			if rd := ap.RootDirectory; rd != nil && rd.CreationInfo != nil {
+				ci := rd.CreationInfo
+				mode, _ := strconv.ParseUint(ci.Permissions, 8, 32)
+				m.Create = &agent.EFSCreation{UID: uint32(*ci.OwnerUid), GID: uint32(*ci.OwnerGid), Mode: uint32(mode)}
+			}
+			if u := ap.PosixUser; u != nil {
+				m.User = &agent.EFSUser{UID: uint32(*u.Uid), GID: uint32(*u.Gid)}
+				for _, g := range u.SecondaryGids {
+					m.User.SecondaryGIDs = append(m.User.SecondaryGIDs, uint32(g))
+				}
+			}
+		}
+		out[ecstypes.Deref(v.Name)] = m
+	}
+	return out, nil
+}
+
+// applyEFS marks the containers' mounts of EFS volumes.
+func applyEFS(containers []agent.ContainerSpec, vols map[string]*agent.EFSMount) {
+	for i := range containers {
+		for j := range containers[i].Mounts {
+			if m := vols[containers[i].Mounts[j].Volume]; m != nil {
+				containers[i].Mounts[j].EFS = m
+			}
+		}
+	}
 }

@@ -117,6 +117,9 @@ func newTaskDefinition(in *ecstypes.RegisterTaskDefinitionRequest) (*ecstypes.Ta
 			return nil, awsapi.ClientException("Duplicate volume name '%s'.", name)
 		}
 		volumes[name] = true
+		if err := checkEFSVolume(name, v.EfsVolumeConfiguration); err != nil {
+			return nil, err
+		}
 		// A volume with no other configuration is a bind mount in the task's
 		// storage; ECS shows it with an empty host block.
 		if v.Host == nil && v.DockerVolumeConfiguration == nil && v.EfsVolumeConfiguration == nil &&
@@ -602,3 +605,53 @@ func requiredAttributes(td *ecstypes.TaskDefinition) []*ecstypes.Attribute {
 	}
 	return out
 }
+
+// checkEFSVolume validates an efsVolumeConfiguration as ECS does when the
+// task definition is registered.
+func checkEFSVolume(name string, cfg *ecstypes.EFSVolumeConfiguration) error {
+	if cfg == nil {
+		return nil
+	}
+	fsID := ecstypes.Deref(cfg.FileSystemId)
+	if fsID == "" {
+		return awsapi.ClientException("Volume '%s': efsVolumeConfiguration.fileSystemId must be specified.", name)
+	}
+	if !efsIDRe.MatchString(fsID) {
+		return awsapi.ClientException("Volume '%s': invalid efsVolumeConfiguration.fileSystemId '%s'.", name, fsID)
+	}
+	te := ecstypes.Deref(cfg.TransitEncryption)
+	if te != "" && te != "ENABLED" && te != "DISABLED" {
+		return awsapi.ClientException("Volume '%s': transitEncryption must be ENABLED or DISABLED.", name)
+	}
+	if p := cfg.TransitEncryptionPort; p != nil && (*p < 1 || *p > 65535) {
+		return awsapi.ClientException("Volume '%s': transitEncryptionPort must be between 1 and 65535.", name)
+	}
+	root := ecstypes.Deref(cfg.RootDirectory)
+	if len(root) > 255 || strings.Contains(root, "\x00") || slices.Contains(strings.Split(root, "/"), "..") {
+		return awsapi.ClientException("Volume '%s': invalid efsVolumeConfiguration.rootDirectory '%s'.", name, root)
+	}
+	ac := cfg.AuthorizationConfig
+	if ac == nil {
+		return nil
+	}
+	iam := ecstypes.Deref(ac.Iam)
+	if iam != "" && iam != "ENABLED" && iam != "DISABLED" {
+		return awsapi.ClientException("Volume '%s': authorizationConfig.iam must be ENABLED or DISABLED.", name)
+	}
+	ap := ecstypes.Deref(ac.AccessPointId)
+	if ap != "" && !efsAPRe.MatchString(ap) {
+		return awsapi.ClientException("Volume '%s': invalid authorizationConfig.accessPointId '%s'.", name, ap)
+	}
+	if (iam == "ENABLED" || ap != "") && te != "ENABLED" {
+		return awsapi.ClientException("Volume '%s': transitEncryption must be ENABLED when an access point or IAM authorization is used.", name)
+	}
+	if ap != "" && root != "" && root != "/" {
+		return awsapi.ClientException("Volume '%s': rootDirectory must be omitted or '/' when an access point is used; the access point's root directory applies.", name)
+	}
+	return nil
+}
+
+var (
+	efsIDRe = regexp.MustCompile(`^fs-[0-9a-f]{8,40}$`)
+	efsAPRe = regexp.MustCompile(`^fsap-[0-9a-f]{8,40}$`)
+)

@@ -31,6 +31,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/mdlayher/netlink"
 	"net/netip"
 	"os"
 	"slices"
@@ -75,6 +76,16 @@ type Firewall struct {
 // New returns the firewall for table (keep it unique per server on a host).
 func New(table string) *Firewall { return &Firewall{Table: table} }
 
+// conn opens a netlink connection with a receive buffer large enough for
+// the kernel's answers to a whole-table batch: with a hundred tasks the
+// default buffer overflows (ENOBUFS) and the batch is lost. Root sets it
+// past rmem_max (SO_RCVBUFFORCE).
+func conn() (*nftables.Conn, error) {
+	return nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
+		return c.SetReadBuffer(16 << 20)
+	}))
+}
+
 // Apply replaces the table with cfg's rules; with no tasks it removes it.
 func (f *Firewall) Apply(cfg Config) error {
 	f.mu.Lock()
@@ -85,7 +96,7 @@ func (f *Firewall) Apply(cfg Config) error {
 	if err := bridgeNetfilter(); err != nil {
 		return err
 	}
-	c, err := nftables.New()
+	c, err := conn()
 	if err != nil {
 		return err
 	}
@@ -111,7 +122,7 @@ func (f *Firewall) Remove() error {
 }
 
 func (f *Firewall) remove() error {
-	c, err := nftables.New()
+	c, err := conn()
 	if err != nil {
 		return err
 	}
@@ -368,7 +379,7 @@ var ErrNoTable = errors.New("no such table")
 // Count returns how many rules and set elements the table holds, for
 // tests and leak checks.
 func (f *Firewall) Count() (rules, elements int, err error) {
-	c, err := nftables.New()
+	c, err := conn()
 	if err != nil {
 		return 0, 0, err
 	}

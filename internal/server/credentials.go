@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/gantry-dev/gantry/internal/iam"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 // Credentials are the local account's access key, made at first start and
@@ -79,4 +83,33 @@ func (k keyStore) LookupKey(id string) (string, string, bool) {
 		return "", "", false
 	}
 	return c.SecretAccessKey, c.AccountID, true
+}
+
+// openIdentities opens the account and key store (internal/iam) and, on an
+// install from before accounts, imports credentials.json's key pair as the
+// default account's root key. credentials.json stays as it is, so `gantry
+// env` without flags and existing scripts keep working.
+func openIdentities(ctx context.Context, dataDir string, store state.Store, creds *Credentials) (*iam.Store, error) {
+	sealer, err := iam.OpenSealer(dataDir, true)
+	if err != nil {
+		return nil, err
+	}
+	ids := &iam.Store{State: store, Sealer: sealer}
+	if err := ids.Bootstrap(ctx, creds.AccountID, creds.AccessKeyID, creds.SecretAccessKey); err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	return ids, nil
+}
+
+// iamActionPrefix maps JSON target prefixes to IAM service prefixes, for
+// the actions policies name.
+var iamActionPrefix = map[string]string{
+	"AmazonEC2ContainerServiceV20141113":   "ecs",
+	"AmazonEC2ContainerRegistry_V20150921": "ecr",
+	"Logs_20140328":                        "logs",
+	"AWSInsightsIndexService":              "ce",
+	"GantryBilling":                        "gantry",
+	"GraniteServiceVersion20100801":        "cloudwatch",
+	"secretsmanager":                       "secretsmanager",
+	"AmazonSSM":                            "ssm",
 }

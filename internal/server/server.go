@@ -12,19 +12,27 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/agent/local"
+	"github.com/gantry-dev/gantry/internal/autoscaling"
 	"github.com/gantry-dev/gantry/internal/awsapi"
 	"github.com/gantry-dev/gantry/internal/billing"
+	"github.com/gantry-dev/gantry/internal/cloudwatch"
 	"github.com/gantry-dev/gantry/internal/containerd"
 	"github.com/gantry-dev/gantry/internal/controller"
 	"github.com/gantry-dev/gantry/internal/ec2"
 	"github.com/gantry-dev/gantry/internal/ecr"
 	"github.com/gantry-dev/gantry/internal/ecs"
+	"github.com/gantry-dev/gantry/internal/efs"
+	"github.com/gantry-dev/gantry/internal/elbv2"
+	"github.com/gantry-dev/gantry/internal/iam"
 	"github.com/gantry-dev/gantry/internal/logs"
 	"github.com/gantry-dev/gantry/internal/metadata"
 	"github.com/gantry-dev/gantry/internal/metrics"
+	"github.com/gantry-dev/gantry/internal/secrets"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -38,6 +46,7 @@ type Config struct {
 	PostgresDSN      string // shared state instead of the embedded SQLite
 	DefaultVPCCIDR   string // range of the default VPC made at first start; default 172.31.0.0/16
 	RegistryListen   string // address of the image registry; default 127.0.0.1:8911
+	LBAddressRange   string // where load balancers get their addresses; default 127.0.0.0/8
 	Log              *slog.Logger
 }
 
@@ -84,6 +93,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
+	ids, err := openIdentities(ctx, cfg.DataDir, store, creds)
+	if err != nil {
+		return err
+	}
 
 	if err := ec2.EnsureDefaultVPC(ctx, store, creds.AccountID, cfg.Region, cfg.DefaultVPCCIDR); err != nil {
 		return fmt.Errorf("default VPC: %w", err)
@@ -91,11 +104,26 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// Opened before the agent and closed after it, so that the agent's last
 	// log batches still have somewhere to go.
+	// Secrets Manager and Parameter Store values are sealed with a key kept
+	// beside the state, not in it (DATA_DIR/secrets.key, made at first start).
+	sealer, err := secrets.LoadOrCreateKey(secrets.KeyFile(cfg.DataDir))
+	if err != nil {
+		return err
+	}
+	secretsSvc := &secrets.Service{Store: store, Sealer: sealer, Log: log}
+
 	logStore, err := logs.Open(filepath.Join(cfg.DataDir, "logs.db"))
 	if err != nil {
 		return err
 	}
 	defer logStore.Close()
+	// CloudWatch metrics (AWS/ECS utilization from the agents' samples,
+	// custom metrics) live in a database of their own, like logs.
+	metricStore, err := cloudwatch.Open(filepath.Join(cfg.DataDir, "metrics.db"))
+	if err != nil {
+		return err
+	}
+	defer metricStore.Close()
 
 	// Billing: meter before the controller starts, so tasks that stopped
 	// while the server was down are finalised before it prunes them.
@@ -124,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mets := metrics.New()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Log: log, Metadata: md})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen)})
 	if err != nil {
 		return err
 	}
@@ -140,9 +168,32 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// The service scheduler starts after the controller has reconciled, so
 	// it counts tasks as they really are.
-	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log}
+	// Load balancers: listeners restored before the scheduler registers
+	// services' tasks with them.
+	elbSvc := &elbv2.Service{Store: store, Log: log, AddressRange: cfg.LBAddressRange}
+	elbSvc.Start(ctx)
+	defer elbSvc.Stop()
+	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log, Targets: elbSvc}
 	ecsSvc.StartScheduler(ctx)
 	defer ecsSvc.StopScheduler()
+
+	collector := &cloudwatch.Collector{Store: metricStore, State: store, Sources: []agent.UsageSource{ag}, Log: log}
+	collector.Start(ctx)
+	defer collector.Stop()
+	cwSvc := &cloudwatch.Service{Store: metricStore, Log: log}
+	// Application Auto Scaling evaluates target-tracking policies once a
+	// period: a minute, as AWS's alarms, unless GANTRY_AUTOSCALING_PERIOD
+	// (a Go duration) says otherwise; tests shorten it.
+	scaling := &autoscaling.Service{Store: store, Metrics: metricStore, ECS: ecsSvc, Log: log}
+	if v := os.Getenv("GANTRY_AUTOSCALING_PERIOD"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d >= time.Second {
+			scaling.Period = d
+		} else {
+			log.Warn("ignoring GANTRY_AUTOSCALING_PERIOD: want a duration of at least 1s", "value", v)
+		}
+	}
+	scaling.Start(ctx)
+	defer scaling.Stop()
 
 	reg, err := startRegistry(ctx, cfg, store, creds, log)
 	if err != nil {
@@ -151,16 +202,29 @@ func Run(ctx context.Context, cfg Config) error {
 	defer reg.close()
 
 	router := &awsapi.Router{
-		Keys: keyStore{creds.AccessKeyID: creds},
+		Keys:         ids, // accounts' and users' keys, read from state on every request
+		Authorize:    ids.Authorize,
+		ActionPrefix: iamActionPrefix,
 		JSON: map[string]*awsapi.JSONService{
 			ecs.TargetPrefix:           ecsSvc.JSON(),
 			ecr.TargetPrefix:           reg.ecr.JSON(),
 			logs.TargetPrefix:          (&logs.Service{Store: logStore, Log: log}).JSON(),
+			secrets.TargetPrefix:       secretsSvc.JSON(),
+			secrets.SSMTargetPrefix:    secretsSvc.SSM(),
+			cloudwatch.TargetPrefix:    cwSvc.JSON(),
+			autoscaling.TargetPrefix:   scaling.JSON(),
 			billing.CETargetPrefix:     bill.svc.CostExplorer(),
 			billing.GantryTargetPrefix: bill.svc.GantryAPI(),
 		},
 		Query: map[string]awsapi.QueryService{
-			"ec2": &ec2.Service{Store: store, DefaultVPCCIDR: cfg.DefaultVPCCIDR, OnChange: func(string) { ctl.FirewallChanged() }},
+			cloudwatch.SigningName: cwSvc.Query(),
+			"iam":                  &iam.Service{Store: ids},
+			"sts":                  &iam.STS{Store: ids},
+			elbv2.SigningName:      elbSvc,
+			"ec2":                  &ec2.Service{Store: store, DefaultVPCCIDR: cfg.DefaultVPCCIDR, OnChange: func(string) { ctl.FirewallChanged() }},
+		},
+		REST: map[string]awsapi.RESTService{
+			efs.SigningName: &efs.Service{Store: store, DataDir: cfg.DataDir, Log: log},
 		},
 		Log: log,
 		Observe: func(service, op string, status int, elapsed time.Duration) {
@@ -171,7 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another gantry server running? use --listen to pick another address)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: withMetrics(router, mets.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: withExec(withMetrics(router, mets.Handler()), ag.ExecHandler()), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("gantry server ready", "endpoint", "http://"+ln.Addr().String(), "dataDir", cfg.DataDir, "containerd", cd.Address)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -237,4 +301,32 @@ func startBilling(ctx context.Context, cfg Config, store state.Store, log *slog.
 	m.Start(ctx)
 	svc.Meter, parts.meter = m, m
 	return parts, nil
+}
+
+// execPath is where ECS Exec sessions' streams are served, beside the API
+// (AWS requests are POSTs, or Query GETs on /): websockets authorized by
+// each session's one-time token rather than SigV4.
+const execPath = "/exec/"
+
+func withExec(api, exec http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, execPath) {
+			exec.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// execURL is the streams' base URL as clients reach the API at listen; a
+// wildcard listen address is given as loopback.
+func execURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "ws://" + listen + execPath
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "ws://" + net.JoinHostPort(host, port) + execPath
 }

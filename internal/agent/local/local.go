@@ -47,12 +47,24 @@ type Config struct {
 	// is bind-mounted read-only into the container, so it must not need
 	// the image's libraries. Empty: Debian's tini-static (apt package tini).
 	InitBinary string
+	// Secrets reads the values of containers' secrets and registry
+	// credentials when a task starts; nil: tasks that reference any fail
+	// to start.
+	Secrets agent.SecretSource
 	// Metadata is the task metadata endpoint whose URLs containers get in
 	// ECS_CONTAINER_METADATA_URI_V4 and _URI; nil: none.
 	Metadata *metadata.Server
 	// EphemeralMiB, when set, replaces every task's ephemeral storage size
 	// (ephemeralStorageGiB, at least 20 GiB): tests fill a small one.
 	EphemeralMiB int64
+	// ExecURL is the base URL of the stream endpoint that serves ECS Exec
+	// sessions (Agent.ExecHandler mounted there), e.g.
+	// ws://127.0.0.1:8910/exec/; a session's StreamURL is it plus its id.
+	ExecURL string
+	// Runsc is gVisor's runsc for tasks with sandbox isolation; empty:
+	// $GANTRY_RUNSC, else DefaultRunsc. Without a runsc that can start a
+	// sandbox here, the agent says so at startup and refuses sandbox tasks.
+	Runsc string
 }
 
 // DefaultInitBinary is tini-static from Debian's tini package.
@@ -78,9 +90,13 @@ type Agent struct {
 
 	stats *statsCache // latest resource samples, for the metadata endpoint
 
+	sandbox *gvisorRuntime // sandbox isolation (see runtime.go)
+
 	fw      *firewall.Firewall
 	fwMu    sync.Mutex
 	fwState agent.FirewallState // the control plane's last SetFirewall
+
+	execs execSessions // ECS Exec sessions waiting for their client
 }
 
 // New starts an agent; it recovers the tasks a previous run left.
@@ -109,6 +125,18 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.ctx, a.cancel = context.WithCancel(namespaces.WithNamespace(context.Background(), gcontainerd.Namespace))
 	a.fw = firewall.New(firewallTable(cfg.DataDir))
+	if cfg.Runsc == "" {
+		cfg.Runsc = os.Getenv("GANTRY_RUNSC")
+	}
+	if cfg.Runsc == "" {
+		cfg.Runsc = DefaultRunsc
+	}
+	a.sandbox = newGvisorRuntime(cfg.Runsc, cfg.DataDir)
+	if err := a.sandbox.Available(); err != nil {
+		a.log.Warn("SANDBOX ISOLATION UNAVAILABLE: tasks of clusters with isolation=sandbox will be refused", "err", err)
+	} else {
+		a.log.Info("sandbox isolation available", "runtime", "gVisor runsc "+strings.Join(runscFlags, " "), "binary", cfg.Runsc)
+	}
 	a.loadFirewall()
 
 	recs, err := a.loadRecords()
@@ -163,6 +191,12 @@ func (a *Agent) Info(ctx context.Context) (agent.HostInfo, error) {
 	if v, err := a.client.Version(ctx); err == nil {
 		info.Containerd = v.Version
 	}
+	info.Isolations = []string{agent.IsolationContainer}
+	if err := a.sandbox.Available(); err != nil {
+		info.SandboxUnavailable = err.Error()
+	} else {
+		info.Isolations = append(info.Isolations, agent.IsolationSandbox)
+	}
 	return info, nil
 }
 
@@ -195,6 +229,9 @@ func (a *Agent) StartTask(ctx context.Context, spec agent.TaskSpec) error {
 	}
 	if !essential {
 		return errors.New("a task needs at least one essential container")
+	}
+	if _, err := a.runtimeFor(spec.Isolation); err != nil {
+		return err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -55,13 +55,17 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		v4, v3 := md.ContainerURIs(c.id)
 		env = append(env, "ECS_CONTAINER_METADATA_URI_V4="+v4, "ECS_CONTAINER_METADATA_URI="+v3)
 	}
-	keys := make([]string, 0, len(s.Environment))
-	for k := range s.Environment {
+	environment, err := r.environment(c) // with the container's secrets
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(environment))
+	for k := range environment {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		env = append(env, k+"="+s.Environment[k])
+		env = append(env, k+"="+environment[k])
 	}
 
 	dir := r.t.a.taskDir(r.t.id)
@@ -82,7 +86,15 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		if m.ReadOnly {
 			mode = "ro"
 		}
-		mounts = append(mounts, specs.Mount{Destination: dest, Type: "bind", Source: r.t.a.volumeDir(r.t.id, m.Volume), Options: []string{"rbind", "rprivate", mode}})
+		src := r.t.a.volumeDir(r.t.id, m.Volume)
+		if m.EFS != nil {
+			dir, err := r.t.a.efsDir(m.EFS)
+			if err != nil {
+				return nil, fmt.Errorf("EFS volume %s: %w", m.Volume, err)
+			}
+			src = dir
+		}
+		mounts = append(mounts, specs.Mount{Destination: dest, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", mode}})
 	}
 	if s.InitProcess {
 		if _, err := os.Stat(r.t.a.cfg.InitBinary); err != nil {

@@ -179,10 +179,17 @@ func (r *runner) start(c *ctr) error {
 			rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
 			rec.Status.Containers[c.idx].CreatedAt = now()
 		})
+		taskSpec := r.t.record().Spec
+		rt, err := r.t.a.runtimeFor(taskSpec.Isolation)
+		if err != nil {
+			return err
+		}
 		opts, err := r.specOpts(c, img)
 		if err != nil {
 			return err
 		}
+		opts = append(append(opts, withHardening()), rt.SpecOpts(taskSpec)...)
+		rtName, rtOpts := rt.Containerd()
 		if err := r.rootfsView(ctx, c, img); err != nil {
 			return err
 		}
@@ -193,7 +200,7 @@ func (r *runner) start(c *ctr) error {
 			containerd.WithNewSpec(opts...),
 			withoutSnapshot(),
 			containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelContainer: c.spec.Name}),
-			containerd.WithRuntime(runtimeName, nil),
+			containerd.WithRuntime(rtName, rtOpts),
 		)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package local
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"runtime"
 	"strconv"
@@ -286,5 +287,49 @@ func (a *Agent) TaskMetadata(id string) (metadata.Task, bool) {
 	}
 	return metadata.Task{}, false
 }
+
+// Usage returns the latest sample of each task with sampled running
+// containers, for CloudWatch's AWS/ECS metrics (agent.UsageSource).
+func (a *Agent) Usage(ctx context.Context) ([]agent.TaskUsage, error) {
+	var out []agent.TaskUsage
+	for _, t := range a.taskList() {
+		rec := t.record()
+		if rec.Status.Phase == agent.PhaseStopped {
+			continue
+		}
+		u := agent.TaskUsage{TaskID: rec.Spec.TaskID, TaskARN: rec.Spec.TaskARN, Cluster: rec.Spec.Cluster, CPU: rec.Spec.CPU, MemoryMiB: rec.Spec.MemoryMiB, HasCPU: true}
+		n := 0
+		a.stats.mu.Lock()
+		for _, c := range rec.Status.Containers {
+			s := a.stats.byID[c.RuntimeID]
+			if c.RuntimeID == "" || s == nil {
+				continue
+			}
+			n++
+			if s.Read.After(u.Time) {
+				u.Time = s.Read
+			}
+			used := s.MemoryStats.Usage
+			if cache := s.MemoryStats.Stats["total_cache"]; cache < used {
+				used -= cache
+			}
+			u.MemoryBytes += used
+			dt := s.Read.Sub(s.PreRead).Seconds()
+			cur, pre := s.CPUStats.CPUUsage.TotalUsage, s.PreCPUStats.CPUUsage.TotalUsage
+			if s.PreRead.IsZero() || dt <= 0 || cur < pre {
+				u.HasCPU = false
+				continue
+			}
+			u.CPUUnits += float64(cur-pre) / 1e9 / dt * 1024
+		}
+		a.stats.mu.Unlock()
+		if n > 0 {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+var _ agent.UsageSource = (*Agent)(nil)
 
 var _ metadata.Provider = (*Agent)(nil)

@@ -110,6 +110,9 @@ func (a *Agent) mountTaskFS(spec agent.TaskSpec) error {
 	}
 	for _, c := range spec.Containers {
 		for _, m := range c.Mounts {
+			if m.EFS != nil {
+				continue // not on the task's storage: efsDir finds it
+			}
 			if err := os.MkdirAll(a.volumeDir(spec.TaskID, m.Volume), 0o755); err != nil {
 				return err
 			}

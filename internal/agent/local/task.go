@@ -133,7 +133,8 @@ type runner struct {
 	ctx      context.Context // ends when run returns
 	ctrs     []*ctr
 	stopping bool
-	ready    time.Time // when preparation finished: start timeouts count from here
+	ready    time.Time    // when preparation finished: start timeouts count from here
+	secrets  *taskSecrets // read by loadSecrets; memory only
 }
 
 func (t *task) run(agentCtx context.Context) {
@@ -273,6 +274,10 @@ func (r *runner) prepare() error {
 		case <-ctx.Done():
 		}
 	}()
+	// Secrets first, as the ECS agent: registry credentials are one.
+	if err := r.loadSecrets(ctx); err != nil {
+		return err
+	}
 	rec := r.t.record()
 	if rec.Status.PullStartedAt == nil {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.PullStartedAt = now() })
@@ -290,6 +295,18 @@ func (r *runner) prepare() error {
 	if rec.Status.PullStoppedAt == nil {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.PullStoppedAt = now() })
 	}
+
+	// The task's cgroup and filesystem do not depend on its network, and
+	// each costs tens of milliseconds: make them while CNI runs. Every
+	// return below waits for them, so clean-up never races a half-made one.
+	host := make(chan error, 1)
+	go func() { host <- r.prepareHost(rec.Spec) }()
+	hostDone := false
+	defer func() {
+		if !hostDone {
+			<-host
+		}
+	}()
 
 	if rec.Network == nil {
 		// An earlier agent may have died between Setup and recording it.
@@ -322,13 +339,19 @@ func (r *runner) prepare() error {
 	if err := r.t.a.applyFirewall(); err != nil {
 		return fmt.Errorf("network set-up: %w", err)
 	}
-	if err := createTaskCgroup(rec.Spec); err != nil {
-		return fmt.Errorf("task cgroup: %w", err)
-	}
 	if err := r.writeFiles(rec); err != nil {
 		return err
 	}
-	if err := r.t.a.mountTaskFS(rec.Spec); err != nil {
+	hostDone = true
+	return <-host
+}
+
+// prepareHost makes the task's cgroup and mounts its ephemeral storage.
+func (r *runner) prepareHost(spec agent.TaskSpec) error {
+	if err := createTaskCgroup(spec); err != nil {
+		return fmt.Errorf("task cgroup: %w", err)
+	}
+	if err := r.t.a.mountTaskFS(spec); err != nil {
 		return fmt.Errorf("ResourceInitializationError: ephemeral storage: %w", err)
 	}
 	return nil
@@ -340,7 +363,7 @@ func (r *runner) ensureImage(ctx context.Context, c *ctr) (containerd.Image, err
 	}
 	img, err := images.Ensure(ctx, r.t.a.client, c.spec.Image, func(msg string) {
 		r.t.log.Info(msg, "container", c.spec.Name)
-	})
+	}, r.pullOptions(c)...)
 	if err != nil {
 		if r.stopRequested() {
 			return nil, nil

@@ -1,0 +1,605 @@
+package elbv2
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/ecs"
+	"github.com/gantry-dev/gantry/internal/state"
+)
+
+// The data plane: what the stored load balancers, listeners and target
+// groups mean on this host. It is rebuilt from the store after every API
+// write and every couple of seconds (reconcile), so a restarted server
+// serves the same listeners; target health lives only in memory and starts
+// again from "initial".
+
+const reconcileInterval = 2 * time.Second
+
+type plane struct {
+	s      *Service
+	mu     sync.Mutex               // held by reconcile
+	lis    map[string]*liveListener // by host:port
+	pools  map[string]*pool         // by target group ARN
+	owned  map[string]map[string]bool
+	proxy  *httputil.ReverseProxy
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type liveListener struct {
+	arn  string
+	addr string
+	srv  *http.Server
+	pool atomic.Pointer[pool]
+	p    *plane
+}
+
+type pool struct {
+	arn      string
+	hc       atomic.Pointer[healthCheck]
+	mu       sync.Mutex
+	targets  map[string]*target // by ip:port
+	list     []*target
+	rr       atomic.Uint64
+	requests atomic.Int64
+}
+
+type target struct {
+	addr, id string
+	port     int32
+	draining atomic.Bool
+	stop     chan struct{}
+
+	mu                 sync.Mutex
+	state, reason, why string
+	ok, fail           int
+	dialFailed         bool
+}
+
+type healthState struct{ state, reason, desc string }
+
+// Start restores the data plane from the store and keeps it in line.
+func (s *Service) Start(ctx context.Context) {
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &plane{s: s, lis: map[string]*liveListener{}, pools: map[string]*pool{}, owned: map[string]map[string]bool{},
+		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			ps := pr.In.Context().Value(pickKey{}).(*pickState)
+			pr.SetURL(&url.URL{Scheme: "http", Host: ps.target.addr})
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport: &retryTransport{base: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     30 * time.Second,
+		}},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.logger().Debug("load balancer: target failed", "err", err)
+			errorPage(w, http.StatusBadGateway)
+		},
+	}
+	s.plane = p
+	if err := p.reconcile(bg); err != nil {
+		s.logger().Warn("load balancers: restore", "err", err)
+	}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(reconcileInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-t.C:
+			case <-p.wake:
+			}
+			if err := p.expireDrained(bg); err != nil && bg.Err() == nil {
+				s.logger().Warn("load balancers: drain", "err", err)
+			}
+			if err := p.reconcile(bg); err != nil && bg.Err() == nil {
+				s.logger().Warn("load balancers: reconcile", "err", err)
+			}
+		}
+	}()
+}
+
+// Stop closes every listener and stops health checks.
+func (s *Service) Stop() {
+	p := s.plane
+	if p == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, l := range p.lis {
+		l.srv.Close()
+		delete(p.lis, k)
+	}
+	for k, pl := range p.pools {
+		pl.close()
+		delete(p.pools, k)
+	}
+}
+
+// RequestCount is how many requests listeners have sent to a target
+// group since the server started (ALBRequestCountPerTarget's numerator).
+func (s *Service) RequestCount(targetGroupARN string) int64 {
+	if s.plane == nil {
+		return 0
+	}
+	s.plane.mu.Lock()
+	pl := s.plane.pools[targetGroupARN]
+	s.plane.mu.Unlock()
+	if pl == nil {
+		return 0
+	}
+	return pl.requests.Load()
+}
+
+func (s *Service) changed() {
+	if s.plane == nil {
+		return
+	}
+	// In the caller's time, so a target registered or a listener created
+	// is in effect when the API answers.
+	if err := s.plane.reconcile(context.Background()); err != nil {
+		s.logger().Warn("load balancers: reconcile", "err", err)
+	}
+}
+
+func (s *Service) syncPlane(r *request) error {
+	s.changed()
+	return nil
+}
+
+func (p *plane) checkBind(addr string, port int32) error {
+	if p == nil {
+		return nil
+	}
+	key := net.JoinHostPort(addr, strconv.Itoa(int(port)))
+	p.mu.Lock()
+	_, live := p.lis[key]
+	p.mu.Unlock()
+	if live {
+		return nil
+	}
+	ln, err := net.Listen("tcp", key)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+func (p *plane) health(tgARN, id string, port int32) healthState {
+	p.mu.Lock()
+	pl := p.pools[tgARN]
+	p.mu.Unlock()
+	if pl != nil {
+		pl.mu.Lock()
+		t := pl.targets[net.JoinHostPort(id, strconv.Itoa(int(port)))]
+		pl.mu.Unlock()
+		if t != nil {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			return healthState{t.state, t.reason, t.why}
+		}
+	}
+	return healthState{"initial", "Elb.RegistrationInProgress", "Target registration is in progress"}
+}
+
+func (p *plane) reconcile(ctx context.Context) error {
+	var lbs []lbRecord
+	var tgs []tgRecord
+	var ls []listenerRecord
+	err := p.s.Store.View(ctx, func(tx state.Tx) error {
+		var err error
+		if lbs, err = state.List[lbRecord](tx, kindLB, ""); err != nil {
+			return err
+		}
+		if tgs, err = state.List[tgRecord](tx, kindTG, ""); err != nil {
+			return err
+		}
+		ls, err = state.List[listenerRecord](tx, kindListener, "")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	owned := map[string]map[string]bool{}
+	seen := map[string]bool{}
+	for i := range tgs {
+		g := &tgs[i]
+		seen[g.ARN] = true
+		pl := p.pools[g.ARN]
+		if pl == nil {
+			pl = &pool{arn: g.ARN, targets: map[string]*target{}}
+			p.pools[g.ARN] = pl
+		}
+		hc := g.HealthCheck
+		pl.hc.Store(&hc)
+		want := map[string]bool{}
+		for _, tr := range g.Targets {
+			key := net.JoinHostPort(tr.ID, strconv.Itoa(int(tr.Port)))
+			want[key] = true
+			pl.mu.Lock()
+			t := pl.targets[key]
+			if t == nil {
+				t = &target{addr: key, id: tr.ID, port: tr.Port, stop: make(chan struct{}),
+					state: "initial", reason: "Elb.InitialHealthChecking", why: "Initial health checks in progress"}
+				pl.targets[key] = t
+				pl.list = append(pl.list, t)
+				go t.run(pl)
+			}
+			pl.mu.Unlock()
+			t.draining.Store(tr.DrainUntil != nil)
+			if tr.Owner != "" && tr.DrainUntil == nil {
+				if owned[tr.Owner] == nil {
+					owned[tr.Owner] = map[string]bool{}
+				}
+				owned[tr.Owner][g.ARN+"|"+key] = true
+			}
+		}
+		pl.mu.Lock()
+		for key, t := range pl.targets {
+			if !want[key] {
+				close(t.stop)
+				delete(pl.targets, key)
+				pl.list = slices.DeleteFunc(pl.list, func(x *target) bool { return x == t })
+			}
+		}
+		pl.mu.Unlock()
+	}
+	for arn, pl := range p.pools {
+		if !seen[arn] {
+			pl.close()
+			delete(p.pools, arn)
+		}
+	}
+	p.owned = owned
+
+	addrOf := map[string]string{}
+	for _, lb := range lbs {
+		addrOf[lb.ARN] = lb.Address
+	}
+	wantL := map[string]bool{}
+	for _, l := range ls {
+		addr, ok := addrOf[l.LBARN]
+		if !ok || len(l.Actions) == 0 {
+			continue
+		}
+		key := net.JoinHostPort(addr, strconv.Itoa(int(l.Port)))
+		wantL[key] = true
+		live := p.lis[key]
+		if live == nil || live.arn != l.ARN {
+			if live != nil {
+				live.srv.Close()
+			}
+			ln, err := net.Listen("tcp", key)
+			if err != nil {
+				p.s.logger().Warn("load balancer listener", "listener", l.ARN, "address", key, "err", err)
+				delete(p.lis, key)
+				continue
+			}
+			live = &liveListener{arn: l.ARN, addr: key, p: p}
+			live.srv = &http.Server{Handler: live, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+			go live.srv.Serve(ln)
+			p.lis[key] = live
+		}
+		live.pool.Store(p.pools[l.Actions[0].TargetGroupARN])
+	}
+	for key, l := range p.lis {
+		if !wantL[key] {
+			l.srv.Close()
+			delete(p.lis, key)
+		}
+	}
+	return nil
+}
+
+// expireDrained removes targets whose deregistration delay is over.
+func (p *plane) expireDrained(ctx context.Context) error {
+	now := time.Now()
+	due := false
+	err := p.s.Store.View(ctx, func(tx state.Tx) error {
+		return tx.Scan(kindTG, "", "", 0, func(_ string, data []byte) error {
+			var g tgRecord
+			if err := json.Unmarshal(data, &g); err != nil {
+				return err
+			}
+			if slices.ContainsFunc(g.Targets, func(t targetRecord) bool { return t.DrainUntil != nil && !t.DrainUntil.After(now) }) {
+				due = true
+				return state.ErrStop
+			}
+			return nil
+		})
+	})
+	if err != nil || !due {
+		return err
+	}
+	return p.s.Store.Update(ctx, func(tx state.Tx) error {
+		gs, err := state.List[tgRecord](tx, kindTG, "")
+		if err != nil {
+			return err
+		}
+		for i := range gs {
+			g := &gs[i]
+			n := len(g.Targets)
+			g.Targets = slices.DeleteFunc(g.Targets, func(t targetRecord) bool { return t.DrainUntil != nil && !t.DrainUntil.After(now) })
+			if len(g.Targets) != n {
+				if err := tx.Put(kindTG, g.ARN, g); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (pl *pool) close() {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for k, t := range pl.targets {
+		close(t.stop)
+		delete(pl.targets, k)
+	}
+	pl.list = nil
+}
+
+// pick chooses the next serving target round-robin, skipping tried ones.
+func (pl *pool) pick(tried []*target) *target {
+	pl.mu.Lock()
+	list := pl.list
+	pl.mu.Unlock()
+	n := uint64(len(list))
+	if n == 0 {
+		return nil
+	}
+	start := pl.rr.Add(1)
+	for i := uint64(0); i < n; i++ {
+		t := list[(start+i)%n]
+		if t.serving() && !slices.Contains(tried, t) {
+			return t
+		}
+	}
+	return nil
+}
+
+func (t *target) serving() bool {
+	if t.draining.Load() {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.state == "healthy" && !t.dialFailed
+}
+
+// run health-checks the target at the group's interval until stopped; the
+// first check is at once.
+func (t *target) run(pl *pool) {
+	client := &http.Client{
+		Transport:     &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	for {
+		hc := pl.hc.Load()
+		t.check(client, hc)
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(time.Duration(hc.Interval) * time.Second):
+		}
+	}
+}
+
+func (t *target) check(client *http.Client, hc *healthCheck) {
+	if !hc.Enabled {
+		return
+	}
+	host := t.addr
+	if hc.Port != "traffic-port" {
+		host = net.JoinHostPort(t.id, hc.Port)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(hc.Timeout)*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+hc.Path, nil)
+	req.Header.Set("User-Agent", "ELB-HealthChecker/2.0")
+	resp, err := client.Do(req)
+	good, reason, why := false, "", ""
+	switch {
+	case err != nil && ctx.Err() == context.DeadlineExceeded:
+		reason, why = "Target.Timeout", "Request timed out"
+	case err != nil:
+		reason, why = "Target.FailedHealthChecks", "Health checks failed"
+	default:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		m, _ := parseMatcher(hc.Matcher)
+		if m.match(resp.StatusCode) {
+			good = true
+		} else {
+			reason, why = "Target.ResponseCodeMismatch", fmt.Sprintf("Health checks failed with these codes: [%d]", resp.StatusCode)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if good {
+		t.ok, t.fail, t.dialFailed = t.ok+1, 0, false
+		if t.state != "healthy" && t.ok >= int(hc.Healthy) || t.state == "healthy" {
+			t.state, t.reason, t.why = "healthy", "", ""
+		}
+		return
+	}
+	t.ok, t.fail = 0, t.fail+1
+	if t.state == "unhealthy" || t.fail >= int(hc.Unhealthy) {
+		t.state, t.reason, t.why = "unhealthy", reason, why
+	}
+}
+
+type pickKey struct{}
+
+type pickState struct {
+	pool   *pool
+	target *target
+}
+
+func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	pl := l.pool.Load()
+	if pl == nil {
+		errorPage(w, http.StatusServiceUnavailable)
+		return
+	}
+	t := pl.pick(nil)
+	if t == nil {
+		errorPage(w, http.StatusServiceUnavailable)
+		return
+	}
+	pl.requests.Add(1)
+	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t})
+	l.p.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func errorPage(w http.ResponseWriter, code int) {
+	w.Header().Set("Content-Type", "text/html")
+	w.Header().Set("Server", "awselb/2.0")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n</body>\r\n</html>\r\n",
+		code, http.StatusText(code), code, http.StatusText(code))
+}
+
+// retryTransport sends a request that failed to reach its target (the task
+// went away between health checks) to another healthy target, when the
+// request has no body to replay and is idempotent.
+type retryTransport struct{ base http.RoundTripper }
+
+func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ps, _ := req.Context().Value(pickKey{}).(*pickState)
+	tried := []*target{}
+	if ps != nil {
+		tried = append(tried, ps.target)
+	}
+	for {
+		resp, err := rt.base.RoundTrip(req)
+		if err == nil || ps == nil || !replayable(req, err) || len(tried) >= 4 {
+			return resp, err
+		}
+		cur := tried[len(tried)-1]
+		cur.mu.Lock()
+		cur.dialFailed = true
+		cur.mu.Unlock()
+		next := ps.pool.pick(tried)
+		if next == nil {
+			return resp, err
+		}
+		tried = append(tried, next)
+		req = req.Clone(req.Context())
+		req.URL.Host = next.addr
+	}
+}
+
+func replayable(req *http.Request, err error) bool {
+	if req.Context().Err() != nil {
+		return false
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// SyncServiceTargets makes the targets an ECS service registered exactly
+// want: missing ones are registered, the rest of its targets drain.
+func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, want []ecs.ServiceTarget) {
+	if s.plane == nil {
+		return
+	}
+	wantSet := map[string]bool{}
+	for _, t := range want {
+		wantSet[t.TargetGroupARN+"|"+net.JoinHostPort(t.IP, strconv.Itoa(int(t.Port)))] = true
+	}
+	s.plane.mu.Lock()
+	have := s.plane.owned[serviceARN]
+	same := len(have) == len(wantSet)
+	for k := range wantSet {
+		same = same && have[k]
+	}
+	s.plane.mu.Unlock()
+	if same {
+		return
+	}
+	// arn:aws:ecs:REGION:ACCOUNT:service/...
+	parts := strings.SplitN(serviceARN, ":", 6)
+	if len(parts) < 6 {
+		return
+	}
+	prefix := arnPrefix(parts[4], parts[3]) + "targetgroup/"
+	err := s.Store.Update(ctx, func(tx state.Tx) error {
+		gs, err := state.List[tgRecord](tx, kindTG, prefix)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for i := range gs {
+			g := &gs[i]
+			changed := false
+			for _, t := range want {
+				if t.TargetGroupARN == g.ARN && g.register(t.IP, t.Port, serviceARN) {
+					changed = true
+				}
+			}
+			for _, tr := range slices.Clone(g.Targets) {
+				key := g.ARN + "|" + net.JoinHostPort(tr.ID, strconv.Itoa(int(tr.Port)))
+				if tr.Owner == serviceARN && !wantSet[key] && g.deregister(tr.ID, tr.Port, now) {
+					changed = true
+				}
+			}
+			if changed {
+				if err := tx.Put(kindTG, g.ARN, g); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.logger().Warn("load balancers: register service targets", "service", serviceARN, "err", err)
+		return
+	}
+	s.changed()
+}

@@ -1,0 +1,256 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/testenv"
+	"github.com/gantry-dev/gantry/internal/testimage"
+)
+
+type cliTargetHealth struct {
+	TargetHealthDescriptions []struct {
+		Target struct {
+			ID   string `json:"Id"`
+			Port int    `json:"Port"`
+		} `json:"Target"`
+		TargetHealth struct {
+			State  string `json:"State"`
+			Reason string `json:"Reason"`
+		} `json:"TargetHealth"`
+	} `json:"TargetHealthDescriptions"`
+}
+
+func targetStates(t *testing.T, s *testenv.Server, tg string) map[string]string {
+	t.Helper()
+	var out cliTargetHealth
+	s.MustAWS(&out, "elbv2", "describe-target-health", "--target-group-arn", tg)
+	m := map[string]string{}
+	for _, d := range out.TargetHealthDescriptions {
+		m[fmt.Sprintf("%s:%d", d.Target.ID, d.Target.Port)] = d.TargetHealth.State + "/" + d.TargetHealth.Reason
+	}
+	return m
+}
+
+func waitTargets(t *testing.T, s *testenv.Server, tg, what string, timeout time.Duration, ok func(map[string]string) bool) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		m := targetStates(t, s, tg)
+		if ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("targets not %s after %v: %v", what, timeout, m)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func countState(m map[string]string, state string) int {
+	n := 0
+	for _, v := range m {
+		if strings.HasPrefix(v, state+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+func expectAWSError(t *testing.T, s *testenv.Server, code string, args ...string) {
+	t.Helper()
+	if got, msg := s.AWSError(args...); got != code {
+		t.Errorf("%v: error %q (%s), want %s", args[:2], got, msg, code)
+	}
+}
+
+// TestLoadBalancedService puts a service of 2 web tasks behind a load
+// balancer through the ELBv2 CLI: the listener answers HTTP through the
+// healthy targets; a stopped task is replaced and drained while constant
+// load loses no request; the listener comes back after a restart.
+func TestLoadBalancedService(t *testing.T) {
+	s := testenv.Start(t)
+	loadImage(t, s, testimage.Web(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "lb")
+	forceDeleteServices(t, s, "lb")
+
+	var subnets struct {
+		Subnets []struct {
+			SubnetID string `json:"SubnetId"`
+			VpcID    string `json:"VpcId"`
+		}
+	}
+	s.MustAWS(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
+	if len(subnets.Subnets) < 2 {
+		t.Fatalf("need two default subnets: %+v", subnets)
+	}
+	sn1, sn2, vpc := subnets.Subnets[0].SubnetID, subnets.Subnets[1].SubnetID, subnets.Subnets[0].VpcID
+
+	// Bad input gets AWS's errors.
+	expectAWSError(t, s, "SubnetNotFound", "elbv2", "create-load-balancer", "--name", "x", "--subnets", "subnet-00000000", sn2)
+	expectAWSError(t, s, "ValidationError", "elbv2", "create-load-balancer", "--name", "x", "--subnets", sn1)
+	expectAWSError(t, s, "ValidationError", "elbv2", "create-load-balancer", "--name=-bad-", "--subnets", sn1, sn2)
+	expectAWSError(t, s, "LoadBalancerNotFound", "elbv2", "describe-load-balancers", "--names", "nope")
+	expectAWSError(t, s, "TargetGroupNotFound", "elbv2", "describe-target-groups", "--target-group-arns", "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/nope/0123456789abcdef")
+	expectAWSError(t, s, "ValidationError", "elbv2", "create-target-group", "--name", "tg", "--protocol", "HTTP", "--port", "80", "--vpc-id", "vpc-00000000", "--target-type", "ip")
+	expectAWSError(t, s, "ValidationError", "elbv2", "create-target-group", "--name", "tg", "--protocol", "HTTP", "--port", "80", "--vpc-id", vpc, "--target-type", "ip", "--health-check-interval-seconds", "5", "--health-check-timeout-seconds", "6")
+
+	var lbOut struct {
+		LoadBalancers []struct {
+			LoadBalancerArn string `json:"LoadBalancerArn"`
+			DNSName         string `json:"DNSName"`
+			State           struct{ Code string }
+			VpcID           string `json:"VpcId"`
+		}
+	}
+	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", "web-lb", "--type", "application", "--subnets", sn1, sn2)
+	lb := lbOut.LoadBalancers[0]
+	addr, err := netip.ParseAddr(lb.DNSName)
+	if err != nil || !addr.IsLoopback() || lb.VpcID != vpc || lb.State.Code != "active" {
+		t.Fatalf("create-load-balancer: %+v", lb)
+	}
+	expectAWSError(t, s, "DuplicateLoadBalancerName", "elbv2", "create-load-balancer", "--name", "web-lb", "--subnets", sn1, sn2)
+
+	var tgOut struct {
+		TargetGroups []struct {
+			TargetGroupArn        string `json:"TargetGroupArn"`
+			HealthyThresholdCount int
+			LoadBalancerArns      []string
+		}
+	}
+	s.MustAWS(&tgOut, "elbv2", "create-target-group", "--name", "web", "--protocol", "HTTP", "--port", "80", "--vpc-id", vpc,
+		"--target-type", "ip", "--health-check-path", "/", "--health-check-interval-seconds", "5", "--health-check-timeout-seconds", "2",
+		"--healthy-threshold-count", "2", "--unhealthy-threshold-count", "2", "--matcher", "HttpCode=200-299")
+	tg := tgOut.TargetGroups[0].TargetGroupArn
+	s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=5")
+	var attrs struct{ Attributes []struct{ Key, Value string } }
+	s.MustAWS(&attrs, "elbv2", "describe-target-group-attributes", "--target-group-arn", tg)
+	if !strings.Contains(fmt.Sprint(attrs), "{deregistration_delay.timeout_seconds 5}") {
+		t.Errorf("attributes: %+v", attrs)
+	}
+
+	var lsOut struct {
+		Listeners []struct {
+			ListenerArn string `json:"ListenerArn"`
+			Port        int    `json:"Port"`
+		}
+	}
+	s.MustAWS(&lsOut, "elbv2", "create-listener", "--load-balancer-arn", lb.LoadBalancerArn, "--protocol", "HTTP", "--port", "80",
+		"--default-actions", "Type=forward,TargetGroupArn="+tg)
+	expectAWSError(t, s, "DuplicateListener", "elbv2", "create-listener", "--load-balancer-arn", lb.LoadBalancerArn, "--protocol", "HTTP", "--port", "80",
+		"--default-actions", "Type=forward,TargetGroupArn="+tg)
+	expectAWSError(t, s, "ResourceInUse", "elbv2", "delete-target-group", "--target-group-arn", tg)
+	url := "http://" + lb.DNSName + "/"
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}
+	get := func() (int, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("listener without targets: %d %v, want 503", code, err)
+	}
+
+	registerJSON(t, s, `{"family":"web","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[{"name":"web","image":"nginx:latest","portMappings":[{"containerPort":80}],"stopTimeout":2}]}`)
+	s.MustAWS(nil, "ecs", "create-service", "--cluster", "lb", "--service-name", "web", "--task-definition", "web",
+		"--desired-count", "2", "--launch-type", "FARGATE", "--network-configuration", awsvpc(sn1),
+		"--load-balancers", "targetGroupArn="+tg+",containerName=web,containerPort=80")
+	m := waitTargets(t, s, tg, "2 healthy", 90*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 2 })
+	for _, v := range m {
+		if v != "healthy/" {
+			t.Errorf("target health %v", m)
+		}
+	}
+	var tgs struct {
+		TargetGroups []struct{ LoadBalancerArns []string }
+	}
+	s.MustAWS(&tgs, "elbv2", "describe-target-groups", "--load-balancer-arn", lb.LoadBalancerArn)
+	if len(tgs.TargetGroups) != 1 || len(tgs.TargetGroups[0].LoadBalancerArns) != 1 {
+		t.Errorf("describe-target-groups --load-balancer-arn: %+v", tgs)
+	}
+	for i := 0; i < 4; i++ {
+		if code, err := get(); code != http.StatusOK {
+			t.Fatalf("GET through the listener: %d %v", code, err)
+		}
+	}
+
+	// Constant load while a task is stopped and replaced.
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, err := get()
+				if code == http.StatusOK {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	arns := serviceTaskArns(t, s, "lb", "web", "RUNNING")
+	victim := describeTask(t, s, "lb", arns[0])
+	ip := ""
+	for _, a := range victim.Attachments {
+		for _, d := range a.Details {
+			if d.Name == "privateIPv4Address" {
+				ip = d.Value
+			}
+		}
+	}
+	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "lb", "--task", arns[0])
+	old := ip + ":80"
+	waitTargets(t, s, tg, "replaced", 90*time.Second, func(m map[string]string) bool {
+		_, still := m[old]
+		return !still && countState(m, "healthy") == 2
+	})
+	close(stop)
+	wg.Wait()
+	t.Logf("during replacement: %d requests answered, %d failed", ok.Load(), failed.Load())
+	if failed.Load() != 0 || ok.Load() < 100 {
+		t.Errorf("load during replacement: %d ok, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
+	}
+
+	// Manual deregistration drains; the listener survives a restart.
+	expectAWSError(t, s, "InvalidTarget", "elbv2", "register-targets", "--target-group-arn", tg, "--targets", "Id=10.255.255.1")
+	s.Restart()
+	waitTargets(t, s, tg, "healthy after restart", 60*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 2 })
+	if code, err := get(); code != http.StatusOK {
+		t.Fatalf("GET after restart: %d %v", code, err)
+	}
+	s.MustAWS(nil, "ecs", "delete-service", "--cluster", "lb", "--service", "web", "--force")
+	waitTargets(t, s, tg, "draining", 30*time.Second, func(m map[string]string) bool { return countState(m, "draining") == 2 })
+	s.MustAWS(nil, "elbv2", "delete-listener", "--listener-arn", lsOut.Listeners[0].ListenerArn)
+	if _, err := net.DialTimeout("tcp", lb.DNSName+":80", time.Second); err == nil {
+		t.Errorf("listener still accepts connections after delete-listener")
+	}
+	s.MustAWS(nil, "elbv2", "delete-load-balancer", "--load-balancer-arn", lb.LoadBalancerArn)
+	waitTargets(t, s, tg, "gone", 30*time.Second, func(m map[string]string) bool { return len(m) == 0 })
+	s.MustAWS(nil, "elbv2", "delete-target-group", "--target-group-arn", tg)
+	expectAWSError(t, s, "LoadBalancerNotFound", "elbv2", "describe-load-balancers", "--load-balancer-arns", lb.LoadBalancerArn)
+}
