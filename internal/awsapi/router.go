@@ -88,7 +88,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request) {
 		if qs == nil && isQueryRequest(r) {
 			// Unsigned or badly signed, so no scope names the service; the
 			// client still expects an XML error it can parse.
-			qs = rt.anyQuery()
+			qs = rt.anyQuery(r, body)
 		}
 		if qs == nil {
 			WriteJSONError(w, Errorf("UnknownOperationException", "No service on this endpoint answers this request; JSON services need X-Amz-Target."))
@@ -258,9 +258,28 @@ func isQueryRequest(r *http.Request) bool {
 	return strings.HasPrefix(ct, "application/x-www-form-urlencoded") || r.URL.Query().Get("Action") != ""
 }
 
-// anyQuery picks the service that answers a Query request nobody can be
-// attributed to: the only one if there is one, else a generic XML writer.
-func (rt *Router) anyQuery() QueryService {
+// queryVersions maps each Query service's API version, which every request
+// carries, to its signing name.
+var queryVersions = map[string]string{
+	"2016-11-15": "ec2",
+	"2010-05-08": "iam",
+	"2011-06-15": "sts",
+	"2015-12-01": "elasticloadbalancing",
+	"2010-08-01": "monitoring",
+}
+
+// anyQuery picks the service that answers a Query request no credential
+// scope names (unsigned or badly signed), so its error comes in that
+// service's XML: by the request's API version, else the only Query service,
+// else a generic XML writer.
+func (rt *Router) anyQuery(r *http.Request, body []byte) QueryService {
+	version := r.URL.Query().Get("Version")
+	if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Version") != "" {
+		version = form.Get("Version")
+	}
+	if qs := rt.Query[queryVersions[version]]; qs != nil {
+		return qs
+	}
 	if len(rt.Query) == 1 {
 		for _, qs := range rt.Query {
 			return qs
