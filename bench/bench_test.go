@@ -43,12 +43,7 @@ func setup(b *testing.B) *env {
 	b.Helper()
 	s := testenv.Start(b)
 	s.LoadImage(testimage.Busybox(b))
-	// The SDK's default retries stay on here, as in any real client: Go's
-	// HTTP transport can close a pooled connection under a reader now and
-	// then (aws-sdk-go-v2 #2737), and the SDK retries that by design.
-	cfg := s.AWSConfig()
-	cfg.RetryMaxAttempts = 0
-	e := &env{s: s, ecs: ecs.NewFromConfig(cfg), subnet: s.DefaultSubnet()}
+	e := &env{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}
 	ctx := context.Background()
 	if _, err := e.ecs.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("bench")}); err != nil {
 		b.Fatal(err)

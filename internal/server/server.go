@@ -102,8 +102,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("default VPC: %w", err)
 	}
 
-	// Opened before the agent and closed after it, so that the agent's last
-	// log batches still have somewhere to go.
 	// Secrets Manager and Parameter Store values are sealed with a key kept
 	// beside the state, not in it (DATA_DIR/secrets.key, made at first start).
 	sealer, err := secrets.LoadOrCreateKey(secrets.KeyFile(cfg.DataDir))
@@ -112,6 +110,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	secretsSvc := &secrets.Service{Store: store, Sealer: sealer, Log: log}
 
+	// Opened before the agent and closed after it, so that the agent's last
+	// log batches still have somewhere to go.
 	logStore, err := logs.Open(filepath.Join(cfg.DataDir, "logs.db"))
 	if err != nil {
 		return err
