@@ -9,15 +9,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/gantry-dev/gantry/internal/state"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	_ "modernc.org/sqlite"
 )
 
 // Retention is how long datapoints are kept: CloudWatch keeps data at
@@ -124,25 +121,10 @@ type Store struct {
 // Open opens (creating) the metrics database at path and starts pruning
 // datapoints older than Retention.
 func Open(path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate", path)
-	w, err := sql.Open("sqlite", dsn)
+	w, r, err := state.OpenSQLiteDB(path, schema, 4)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cloudwatch: %w", err)
 	}
-	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("cloudwatch: initialise %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
-	r.SetMaxOpenConns(4)
 	s := &Store{write: w, read: r, ids: map[string]int64{}, done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.pruner()

@@ -12,13 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/gantry-dev/gantry/internal/state"
 	"strings"
 	"sync"
 	"time"
-
-	_ "modernc.org/sqlite"
 )
 
 const schema = `
@@ -74,27 +71,10 @@ type Store struct {
 // Open opens (creating if needed) the log database at path and starts the
 // retention sweeper.
 func Open(path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	// synchronous(NORMAL) in WAL mode survives a process crash; only a power
-	// loss can take the last transactions, as it can with the state store.
-	dsn := fmt.Sprintf("file:%s?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate", path)
-	w, err := sql.Open("sqlite", dsn)
+	w, r, err := state.OpenSQLiteDB(path, schema, 8)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("logs: %w", err)
 	}
-	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("logs: initialise %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
-	r.SetMaxOpenConns(8)
 	s := &Store{write: w, read: r, sweep: make(chan struct{}, 1), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.sweeper()

@@ -74,17 +74,6 @@ func randomString(n int, alphabet string) string {
 	return string(b)
 }
 
-// keyStore answers SigV4 lookups for the server's keys.
-type keyStore map[string]*Credentials
-
-func (k keyStore) LookupKey(id string) (string, string, bool) {
-	c, ok := k[id]
-	if !ok {
-		return "", "", false
-	}
-	return c.SecretAccessKey, c.AccountID, true
-}
-
 // openIdentities opens the account and key store (internal/iam) and, on an
 // install from before accounts, imports credentials.json's key pair as the
 // default account's root key. credentials.json stays as it is, so `gantry
