@@ -33,7 +33,9 @@ func TestTargetTracking(t *testing.T) {
 	defer ms.Close()
 	sc := model.Scope{Account: "000000000000", Region: "us-east-1"}
 	ctx := awsapi.WithIdentity(context.Background(), &awsapi.Identity{Account: sc.Account, Region: sc.Region})
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	// Near the real clock: the metrics store prunes datapoints older than
+	// its retention by the real clock, so a fixed past date races the pruner.
+	now := time.Now().UTC().Truncate(time.Hour)
 	svc := &Service{Store: st, Metrics: ms, ECS: &ecs.Service{Store: st}, Period: time.Minute, Now: func() time.Time { return now }}
 
 	rec := model.ServiceRecord{Service: ecstypes.Service{ServiceName: ecstypes.String("web"), Status: ecstypes.String("ACTIVE"), DesiredCount: ecstypes.Int32(1)}}
