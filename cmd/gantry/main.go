@@ -83,6 +83,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DefaultVPCCIDR, "default-vpc-cidr", "172.31.0.0/16", "range of the default VPC created at first start (pick another if the host's network uses it)")
 	fs.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:8911", "address of the image registry (ECR); repository URIs name it")
 	fs.StringVar(&cfg.LBAddressRange, "lb-address-range", "127.0.0.0/8", "range load balancers take their address (DNSName) from, one each; listeners bind their own port on it")
+	fs.IntVar(&cfg.NetnsPool, "netns-pool", 2, "network namespaces kept attached to each subnet in use, ready for the next tasks (0: none)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)
 	level := slog.LevelInfo

@@ -56,6 +56,8 @@ type Manager struct {
 	// One at a time: concurrent bridge plugin runs race creating the
 	// same bridge, and a task's record must not be read half-written.
 	mu sync.Mutex
+
+	pool *pool // nil until StartPool
 }
 
 // Attachment is a task's network as set up.
@@ -76,6 +78,20 @@ type record struct {
 	MAC     string          `json:"mac"`
 	Gateway string          `json:"gateway"`
 	IPv4    string          `json:"ipv4,omitempty"` // CIDR, once CNI gave it
+	// CNIID is the container id CNI knows the attachment by, when it is
+	// not TaskID: a namespace made for the pool keeps its pool name.
+	CNIID string `json:"cniId,omitempty"`
+	// Pool is set on a pool entry not yet claimed: its subnet's key, and
+	// the subnet, for making more like it after a restart.
+	Pool     string             `json:"pool,omitempty"`
+	PoolSpec *agent.NetworkSpec `json:"poolSpec,omitempty"`
+}
+
+func (r *record) cniID() string {
+	if r.CNIID != "" {
+		return r.CNIID
+	}
+	return r.TaskID
 }
 
 // New returns the manager for dataDir; its state lives in DataDir/agent.
@@ -124,6 +140,15 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 	if rec, err := m.load(taskID); err == nil && rec != nil {
 		return nil, fmt.Errorf("task %s already has a network (namespace %s); tear it down first", taskID, rec.NetNS)
 	}
+	conf := m.conflist(spec, prefix, gw)
+	key := poolKey(conf)
+	defer m.refill(key, spec)
+	if att, err := m.claim(key, taskID, mac, prefix.Bits()); att != nil {
+		return att, nil
+	} else if err != nil {
+		// The entry is gone; a namespace made now does as well.
+		m.pool.cfg.Log.Warn("network pool: claim failed; setting up afresh", "task", taskID, "err", err)
+	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return nil, fmt.Errorf("enable IPv4 forwarding: %w", err)
 	}
@@ -134,7 +159,7 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 	if err != nil {
 		return nil, fmt.Errorf("create network namespace: %w", err)
 	}
-	rec := &record{TaskID: taskID, NetNS: ns.GetPath(), ConfL: m.conflist(spec, prefix, gw), MAC: mac, Gateway: gw.String()}
+	rec := &record{TaskID: taskID, NetNS: ns.GetPath(), ConfL: conf, MAC: mac, Gateway: gw.String()}
 	// Recorded before CNI runs: a crash mid-ADD still leaves Teardown what
 	// it needs to release the address and the namespace.
 	if err := m.save(rec); err != nil {
@@ -156,7 +181,7 @@ func (m *Manager) attach(ctx context.Context, rec *record, prefix netip.Prefix) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.cni.AddNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: rec.NetNS, IfName: ifName})
+	res, err := m.cni.AddNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.cniID(), NetNS: rec.NetNS, IfName: ifName})
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +300,7 @@ func (m *Manager) teardown(ctx context.Context, rec *record) error {
 	}
 	if cl, err := libcni.ConfListFromBytes(rec.ConfL); err != nil {
 		errs = append(errs, err)
-	} else if err := m.cni.DelNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.TaskID, NetNS: nsPath, IfName: ifName}); err != nil {
+	} else if err := m.cni.DelNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.cniID(), NetNS: nsPath, IfName: ifName}); err != nil {
 		errs = append(errs, fmt.Errorf("CNI DEL: %w", err))
 	} else if nsPath == "" && rec.IPv4 != "" {
 		// Without the namespace the bridge plugin cannot learn the
@@ -350,19 +375,30 @@ func unmasquerade(netName string, rec *record) error {
 		return err
 	}
 	ipn.IP = ip
-	if err := cniip.TeardownIPMasq(ipn, utils.FormatChainName(netName, rec.TaskID), utils.FormatComment(netName, rec.TaskID)); err != nil {
+	if err := cniip.TeardownIPMasq(ipn, utils.FormatChainName(netName, rec.cniID()), utils.FormatComment(netName, rec.cniID())); err != nil {
 		return fmt.Errorf("remove masquerade rules for %s: %w", rec.IPv4, err)
 	}
 	return nil
 }
 
 // Leftovers lists the namespaces, address leases and task records this
-// manager still holds: empty once every task is torn down.
+// manager still holds: empty once every task is torn down. Ready pool
+// entries are not leftovers (Pooled lists them); a broken one is.
 func (m *Manager) Leftovers() ([]string, error) {
+	pooled, err := m.pooledRecords()
+	if err != nil {
+		return nil, err
+	}
+	skipNS, skipOwner := map[string]bool{}, map[string]bool{}
+	for _, rec := range pooled {
+		skipNS[rec.NetNS], skipOwner[rec.TaskID] = true, true
+	}
 	var out []string
 	if ents, err := os.ReadDir(m.nsDir); err == nil {
 		for _, e := range ents {
-			out = append(out, "netns "+filepath.Join(m.nsDir, e.Name()))
+			if p := filepath.Join(m.nsDir, e.Name()); !skipNS[p] {
+				out = append(out, "netns "+p)
+			}
 		}
 	} else if !os.IsNotExist(err) {
 		return nil, err
@@ -383,7 +419,10 @@ func (m *Manager) Leftovers() ([]string, error) {
 				continue
 			}
 			owner, _ := os.ReadFile(filepath.Join(m.ipamDir, n.Name(), l.Name()))
-			out = append(out, fmt.Sprintf("lease %s in %s held by %s", l.Name(), n.Name(), strings.Fields(string(owner) + " ?")[0]))
+			who := strings.Fields(string(owner) + " ?")[0]
+			if !skipOwner[who] {
+				out = append(out, fmt.Sprintf("lease %s in %s held by %s", l.Name(), n.Name(), who))
+			}
 		}
 	}
 	recs, err := os.ReadDir(m.stateDir)
@@ -391,7 +430,42 @@ func (m *Manager) Leftovers() ([]string, error) {
 		return nil, err
 	}
 	for _, r := range recs {
-		out = append(out, "task record "+filepath.Join(m.stateDir, r.Name()))
+		if !skipOwner[strings.TrimSuffix(r.Name(), ".json")] {
+			out = append(out, "task record "+filepath.Join(m.stateDir, r.Name()))
+		}
+	}
+	return out, nil
+}
+
+// Pooled lists the pool's ready entries on the host, by namespace.
+func (m *Manager) Pooled() ([]string, error) {
+	recs, err := m.pooledRecords()
+	var out []string
+	for _, rec := range recs {
+		out = append(out, rec.NetNS)
+	}
+	return out, err
+}
+
+// pooledRecords are the pool entries whose namespace and address exist.
+func (m *Manager) pooledRecords() ([]*record, error) {
+	ents, err := os.ReadDir(m.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*record
+	for _, e := range ents {
+		id := strings.TrimSuffix(e.Name(), ".json")
+		if !strings.HasPrefix(id, poolPrefix) {
+			continue
+		}
+		rec, err := m.load(id)
+		if err != nil || rec == nil || rec.Pool == "" || rec.IPv4 == "" {
+			continue
+		}
+		if _, err := os.Stat(rec.NetNS); err == nil {
+			out = append(out, rec)
+		}
 	}
 	return out, nil
 }

@@ -48,6 +48,7 @@ type Config struct {
 	RegistryListen   string // address of the image registry; default 127.0.0.1:8911
 	LBAddressRange   string // where load balancers get their addresses; default 127.0.0.0/8
 	Log              *slog.Logger
+	NetnsPool        int // network namespaces kept ready per subnet in use (netw pool)
 }
 
 func (c *Config) defaults() {
@@ -152,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mets := metrics.New()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen)})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool})
 	if err != nil {
 		return err
 	}

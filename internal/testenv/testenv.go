@@ -333,3 +333,6 @@ func freeVPCRange() string {
 		}
 	}
 }
+
+// LogPath is the server's log file (it goes with the data directory).
+func (s *Server) LogPath() string { return s.logPath }

@@ -65,6 +65,9 @@ type Config struct {
 	// $GANTRY_RUNSC, else DefaultRunsc. Without a runsc that can start a
 	// sandbox here, the agent says so at startup and refuses sandbox tasks.
 	Runsc string
+	// NetnsPool is how many network namespaces to keep attached to each
+	// subnet in use, so that starts skip the CNI plugins (netw's pool).
+	NetnsPool int
 }
 
 // DefaultInitBinary is tini-static from Debian's tini package.
@@ -120,6 +123,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.client = client
 	if a.net, err = netw.New(cfg.DataDir); err != nil {
+		client.Close()
+		return nil, err
+	}
+	if err := a.net.StartPool(netw.PoolConfig{Size: cfg.NetnsPool, Log: cfg.Log}); err != nil {
 		client.Close()
 		return nil, err
 	}
@@ -306,6 +313,7 @@ func (a *Agent) Close() error {
 		<-t.done
 	}
 	a.logWG.Wait()
+	a.net.StopPool()
 	return a.client.Close()
 }
 

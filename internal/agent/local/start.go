@@ -154,12 +154,17 @@ func (r *runner) nextStartDeadline() (time.Time, bool) {
 	return next, !next.IsZero()
 }
 
-// start creates c in containerd (unless an earlier run did) and starts it.
+// start creates c in containerd (unless that was done already) and starts
+// it.
 func (r *runner) start(c *ctr) error {
 	ctx := r.ctx
-	img, err := r.ensureImage(ctx, c)
-	if err != nil {
-		return err
+	if c.createErr != nil {
+		return c.createErr
+	}
+	if c.c == nil {
+		if err := r.create(c); err != nil {
+			return err
+		}
 	}
 	creator := cio.LogFile(filepath.Join(r.t.a.taskDir(r.t.id), c.spec.Name+".log"))
 	if lc := c.spec.LogConfig; lc != nil && lc.Driver == "awslogs" {
@@ -170,44 +175,7 @@ func (r *runner) start(c *ctr) error {
 		stdout, stderr := cp.writers()
 		creator = cio.NewCreator(cio.WithStreams(nil, stdout, stderr))
 	}
-	fresh := false
-	if c.c == nil {
-		// Recorded first: clean-up and a restarted agent find the container
-		// by this id.
-		r.t.update(ctx, func(rec *record) {
-			rec.Status.Containers[c.idx].RuntimeID = c.id
-			rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
-			rec.Status.Containers[c.idx].CreatedAt = now()
-		})
-		taskSpec := r.t.record().Spec
-		rt, err := r.t.a.runtimeFor(taskSpec.Isolation)
-		if err != nil {
-			return err
-		}
-		opts, err := r.specOpts(c, img)
-		if err != nil {
-			return err
-		}
-		opts = append(append(opts, withHardening()), rt.SpecOpts(taskSpec)...)
-		rtName, rtOpts := rt.Containerd()
-		if err := r.rootfsView(ctx, c, img); err != nil {
-			return err
-		}
-		fresh = true
-		cc, err := r.t.a.client.NewContainer(ctx, c.id,
-			containerd.WithImage(img),
-			withSpecSnapshot(c.id),
-			containerd.WithNewSpec(opts...),
-			withoutSnapshot(),
-			containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelContainer: c.spec.Name}),
-			containerd.WithRuntime(rtName, rtOpts),
-		)
-		if err != nil {
-			return err
-		}
-		c.c = cc
-	}
-	rootfs, err := r.rootfs(ctx, c, fresh)
+	rootfs, err := r.rootfs(ctx, c, c.fresh)
 	if err != nil {
 		return fmt.Errorf("ResourceInitializationError: container root on the task's ephemeral storage: %w", err)
 	}
@@ -215,10 +183,16 @@ func (r *runner) start(c *ctr) error {
 	if err != nil {
 		return err
 	}
+	r.mark("newtask." + c.spec.Name)
+	if err := r.waitFirewall(); err != nil {
+		tk.Delete(ctx, containerd.WithProcessKill)
+		return err
+	}
 	if err := tk.Start(ctx); err != nil {
 		tk.Delete(ctx, containerd.WithProcessKill)
 		return err
 	}
+	r.mark("start." + c.spec.Name)
 	c.t, c.started = tk, true
 	if err := r.watch(c); err != nil {
 		return err
@@ -229,5 +203,49 @@ func (r *runner) start(c *ctr) error {
 		rec.Status.Containers[c.idx].StartedAt = now()
 	})
 	r.startHealth(c)
+	return nil
+}
+
+// create makes c's container in containerd (not its process).
+func (r *runner) create(c *ctr) error {
+	ctx := r.ctx
+	img, err := r.ensureImage(ctx, c)
+	if err != nil {
+		return err
+	}
+	// Recorded first: clean-up and a restarted agent find the container
+	// by this id.
+	r.t.update(ctx, func(rec *record) {
+		rec.Status.Containers[c.idx].RuntimeID = c.id
+		rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
+		rec.Status.Containers[c.idx].CreatedAt = now()
+	})
+	taskSpec := r.t.record().Spec
+	rt, err := r.t.a.runtimeFor(taskSpec.Isolation)
+	if err != nil {
+		return err
+	}
+	opts, err := r.specOpts(c, img)
+	if err != nil {
+		return err
+	}
+	opts = append(append(opts, withHardening()), rt.SpecOpts(taskSpec)...)
+	rtName, rtOpts := rt.Containerd()
+	if err := r.rootfsView(ctx, c, img); err != nil {
+		return err
+	}
+	cc, err := r.t.a.client.NewContainer(ctx, c.id,
+		containerd.WithImage(img),
+		withSpecSnapshot(c.id),
+		containerd.WithNewSpec(opts...),
+		withoutSnapshot(),
+		containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelContainer: c.spec.Name}),
+		containerd.WithRuntime(rtName, rtOpts),
+	)
+	if err != nil {
+		return err
+	}
+	c.c, c.fresh = cc, true
+	r.mark("create." + c.spec.Name)
 	return nil
 }
