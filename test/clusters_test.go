@@ -60,7 +60,7 @@ func TestClusters(t *testing.T) {
 	if c.ClusterArn != arn("web") || c.ClusterName != "web" || c.Status != "ACTIVE" ||
 		c.RunningTasksCount == nil || *c.RunningTasksCount != 0 || c.PendingTasksCount == nil || c.ActiveServicesCount == nil ||
 		c.RegisteredContainerInstancesCount == nil || len(c.Tags) != 2 || c.Tags[0].Key != "team" ||
-		len(c.Settings) != 1 || c.Settings[0] != (ecsKV{"containerInsights", "enabled"}) {
+		len(c.Settings) != 2 || c.Settings[0] != (ecsKV{"containerInsights", "enabled"}) || c.Settings[1].Name != "isolation" {
 		t.Fatalf("create-cluster: %+v", c)
 	}
 
@@ -75,7 +75,7 @@ func TestClusters(t *testing.T) {
 		}
 		var out struct{ Cluster ecsCluster }
 		s.MustAWS(&out, "ecs", "create-cluster")
-		if out.Cluster.ClusterName != "default" || len(out.Cluster.Settings) != 1 || out.Cluster.Settings[0].Value != "disabled" {
+		if out.Cluster.ClusterName != "default" || len(out.Cluster.Settings) != 2 || out.Cluster.Settings[0].Value != "disabled" {
 			t.Fatalf("create-cluster without name: %+v", out)
 		}
 		d.Clusters, d.Failures = nil, nil
@@ -111,7 +111,7 @@ func TestClusters(t *testing.T) {
 		d.Clusters = nil
 		s.MustAWS(&d, "ecs", "describe-clusters", "--clusters", "web", "--include", "TAGS", "SETTINGS", "STATISTICS")
 		c := d.Clusters[0]
-		if len(c.Tags) != 2 || len(c.Settings) != 1 || len(c.Statistics) == 0 {
+		if len(c.Tags) != 2 || len(c.Settings) != 2 || len(c.Statistics) == 0 {
 			t.Fatalf("with include: %+v", c)
 		}
 		stats := map[string]string{}
@@ -130,7 +130,7 @@ func TestClusters(t *testing.T) {
 	t.Run("update", func(t *testing.T) {
 		var out struct{ Cluster ecsCluster }
 		s.MustAWS(&out, "ecs", "update-cluster-settings", "--cluster", "web", "--settings", "name=containerInsights,value=enhanced")
-		if len(out.Cluster.Settings) != 1 || out.Cluster.Settings[0].Value != "enhanced" {
+		if len(out.Cluster.Settings) != 2 || out.Cluster.Settings[0].Value != "enhanced" {
 			t.Fatalf("update-cluster-settings: %+v", out)
 		}
 		out = struct{ Cluster ecsCluster }{}

@@ -1,7 +1,9 @@
 package test
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +83,99 @@ func TestSandboxClusterRefusedWithoutRunsc(t *testing.T) {
 	if code, _ := s.AWSError("ecs", "update-cluster-settings", "--cluster", "plain", "--settings", "name=isolation,value=sandbox"); code != "InvalidParameterException" {
 		t.Errorf("update-cluster-settings isolation=sandbox: %s", code)
 	}
+}
+
+// Stopping a task behaves the same in both modes: an init that handles
+// SIGTERM exits its own way, one without a handler ignores it (as pid 1 of
+// a PID namespace does) and is killed after stopTimeout, exit 137.
+func TestIsolationStopSignals(t *testing.T) {
+	s := testenv.Start(t)
+	loadImage(t, s, testimage.Busybox(t))
+	registerJSON(t, s, `{"family":"stops","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[
+			{"name":"handles","image":"gantry-test/busybox:latest","essential":true,"stopTimeout":10,
+			 "command":["sh","-c","trap 'exit 7' TERM; sleep 600 & wait"]},
+			{"name":"ignores","image":"gantry-test/busybox:latest","essential":true,"stopTimeout":2,
+			 "command":["sleep","600"]}]}`)
+	net := awsvpc(defaultSubnet(t, s))
+	for _, mode := range isolationModes {
+		t.Run(mode, func(t *testing.T) {
+			cluster := "stop-" + mode
+			s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", cluster, "--settings", "name=isolation,value="+mode)
+			task := runTask(t, s, "--cluster", cluster, "--task-definition", "stops", "--network-configuration", net)
+			waitStatus(t, s, cluster, task.TaskArn, "RUNNING", time.Minute)
+			start := time.Now()
+			s.MustAWS(nil, "ecs", "stop-task", "--cluster", cluster, "--task", task.TaskArn)
+			got := waitStatus(t, s, cluster, task.TaskArn, "STOPPED", time.Minute)
+			codes := map[string]any{}
+			for _, c := range got.Containers {
+				codes[c.Name] = deref(c.ExitCode)
+			}
+			if codes["handles"] != 7 || codes["ignores"] != 137 {
+				t.Errorf("exit codes %v, want handles 7 (its SIGTERM handler) and ignores 137 (SIGKILL after stopTimeout)", codes)
+			}
+			// The init without a handler outlived SIGTERM until its stopTimeout.
+			if d := time.Since(start); d < 2*time.Second {
+				t.Errorf("the task stopped in %v, before the 2 s stopTimeout of the container that ignores SIGTERM", d)
+			}
+		})
+	}
+}
+
+// The server's --default-isolation decides what clusters created without
+// the setting get, and DescribeClusters shows it; a host that cannot run
+// sandboxes refuses to start with --default-isolation sandbox and falls
+// back to containers only under auto, saying so in its log.
+func TestDefaultIsolation(t *testing.T) {
+	clusterSetting := func(s *testenv.Server, name string) string {
+		var v string
+		s.MustAWS(&v, "ecs", "describe-clusters", "--clusters", name, "--include", "SETTINGS",
+			"--query", "clusters[0].settings[?name=='isolation'].value | [0]")
+		return v
+	}
+	s := testenv.Start(t, "--default-isolation", "sandbox")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "dflt")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "plain", "--settings", "name=isolation,value=container")
+	if got := clusterSetting(s, "dflt"); got != "sandbox" {
+		t.Errorf("cluster created without the setting: isolation %q, want sandbox", got)
+	}
+	if got := clusterSetting(s, "plain"); got != "container" {
+		t.Errorf("cluster created with isolation=container: %q", got)
+	}
+	loadImage(t, s, testimage.Busybox(t))
+	registerJSON(t, s, `{"family":"k","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[{"name":"k","image":"gantry-test/busybox:latest","command":["sh","-c",
+			"dmesg | grep -q gVisor || exit 1; wget -q -O - $ECS_CONTAINER_METADATA_URI_V4 | grep -q '\"gantry.isolation\":\"sandbox\"' || exit 2"]}]}`)
+	task := runTask(t, s, "--cluster", "dflt", "--task-definition", "k", "--network-configuration", awsvpc(defaultSubnet(t, s)))
+	got := waitStatus(t, s, "dflt", task.TaskArn, "STOPPED", time.Minute)
+	if c := got.Containers[0]; c.ExitCode == nil || *c.ExitCode != 0 || taskIsolation(t, s, "dflt", task.TaskArn) != "sandbox" {
+		t.Errorf("task of the default cluster: exit %v (1: its kernel is not gVisor, 2: the metadata endpoint does not say sandbox), isolation %q", deref(c.ExitCode), taskIsolation(t, s, "dflt", task.TaskArn))
+	}
+	// A restart with another default leaves existing clusters as they were.
+	s.Args = []string{"--default-isolation", "container"}
+	s.Restart()
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "later")
+	if a, b := clusterSetting(s, "dflt"), clusterSetting(s, "later"); a != "sandbox" || b != "container" {
+		t.Errorf("after a restart with --default-isolation container: dflt %q (want sandbox), later %q (want container)", a, b)
+	}
+
+	t.Run("without runsc", func(t *testing.T) {
+		t.Setenv("GANTRY_RUNSC", "/nonexistent/runsc")
+		s := testenv.Start(t, "--default-isolation", "auto")
+		s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "dflt")
+		if got := clusterSetting(s, "dflt"); got != "container" {
+			t.Errorf("auto on a host without runsc: isolation %q, want container", got)
+		}
+		log, _ := os.ReadFile(filepath.Join(s.DataDir, "server.log"))
+		if !strings.Contains(string(log), "SANDBOX ISOLATION UNAVAILABLE") || !strings.Contains(string(log), "/nonexistent/runsc") {
+			t.Errorf("the server's log does not say why new clusters get containers:\n%s", log)
+		}
+		dir := t.TempDir()
+		t.Cleanup(func() { testenv.StopContainerd(dir) }) // before the directory goes
+		out, err := exec.Command(testenv.Binary(t), "server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0",
+			"--containerd", "/nonexistent/containerd.sock", "--default-isolation", "sandbox").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "sandbox isolation is not available") {
+			t.Errorf("server with --default-isolation sandbox and no runsc: %v\n%s", err, out)
+		}
+	})
 }

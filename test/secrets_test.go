@@ -296,6 +296,11 @@ func TestSecretsInTasks(t *testing.T) {
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "sec")
 	net := awsvpc(defaultSubnet(t, s))
 
+	// The tasks read their secrets as their execution role, which must
+	// be allowed to.
+	s.MustAWS(nil, "iam", "create-role", "--role-name", "ecsTaskExecutionRole", "--assume-role-policy-document", ecsTasksTrust)
+	s.MustAWS(nil, "iam", "put-role-policy", "--role-name", "ecsTaskExecutionRole", "--policy-name", "secrets", "--policy-document",
+		`{"Statement":[{"Effect":"Allow","Action":["secretsmanager:GetSecretValue","ssm:GetParameters"],"Resource":"*"}]}`)
 	var whole, js smOut
 	s.MustAWS(&whole, "secretsmanager", "create-secret", "--name", "whole", "--secret-string", "value-W1-7f3a")
 	s.MustAWS(&js, "secretsmanager", "create-secret", "--name", "creds", "--secret-string", `{"user":"admin","pass":"value-J-91bc"}`)
@@ -307,12 +312,12 @@ func TestSecretsInTasks(t *testing.T) {
 	vars := []string{"WHOLE", "PASS", "TOKEN", "REGION"}
 	cmd := checkEnv(vars, []string{"value-W1-7f3a", "value-J-91bc", "value-P-c0de", "value-R-5e5e"})
 	registerJSON(t, s, fmt.Sprintf(`{"family":"sec","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
-		"executionRoleArn":"arn:aws:iam::000000000000:role/ecsTaskExecutionRole",
+		"executionRoleArn":"arn:aws:iam::`+s.Creds.AccountID+`:role/ecsTaskExecutionRole",
 		"containerDefinitions":[{"name":"main","image":"gantry-test/busybox:latest","command":["sh","-c",%q],
 		"secrets":[{"name":"WHOLE","valueFrom":%q},{"name":"PASS","valueFrom":%q},{"name":"TOKEN","valueFrom":"/task/token"},{"name":"REGION","valueFrom":%q}]}]}`,
 		cmd, whole.ARN, js.ARN+":pass::", acct.Parameter.ARN))
 	registerJSON(t, s, `{"family":"nosecret","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
-		"executionRoleArn":"arn:aws:iam::000000000000:role/ecsTaskExecutionRole",
+		"executionRoleArn":"arn:aws:iam::`+s.Creds.AccountID+`:role/ecsTaskExecutionRole",
 		"containerDefinitions":[{"name":"main","image":"gantry-test/busybox:latest","command":["true"],
 		"secrets":[{"name":"X","valueFrom":"arn:aws:secretsmanager:us-east-1:000000000000:secret:missing-AbCdEf"}]}]}`)
 

@@ -77,3 +77,37 @@ func TestFargateRefusesHostVolumes(t *testing.T) {
 		}
 	}
 }
+
+// Through the CLI: a task that writes past its ephemeral storage gets
+// ENOSPC inside, and the host and a neighbour task are untouched. The
+// server gives every task 64 MiB (--ephemeral-storage-mib) so the test
+// fills it in a moment.
+func TestEphemeralStorageFullCLI(t *testing.T) {
+	s := testenv.Start(t, "--ephemeral-storage-mib", "64")
+	s.LoadImage(testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "demo")
+	// dd's complaint goes through a pipe, not the full disk: 28 (ENOSPC)
+	// when it ran out of space, 1 when it did not.
+	registerJSON(t, s, `{
+		"family": "filler", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc",
+		"cpu": "256", "memory": "512",
+		"containerDefinitions": [{"name": "fill", "image": "gantry-test/busybox:latest", "essential": true,
+			"command": ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=200 2>&1 | grep -q 'No space left' && exit 28; exit 1"]}]}`)
+	registerJSON(t, s, `{
+		"family": "neighbour", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc",
+		"cpu": "256", "memory": "512",
+		"containerDefinitions": [{"name": "write", "image": "gantry-test/busybox:latest", "essential": true,
+			"command": ["sh", "-c", "sleep 3; dd if=/dev/zero of=/data bs=1M count=16 && exit 42; exit 1"]}]}`)
+	neighbour := runTask(t, s, "--cluster", "demo", "--launch-type", "FARGATE", "--task-definition", "neighbour",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	filler := runTask(t, s, "--cluster", "demo", "--launch-type", "FARGATE", "--task-definition", "filler",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	for name, want := range map[string]int{filler.TaskArn: 28, neighbour.TaskArn: 42} {
+		task := waitStatus(t, s, "demo", name, "STOPPED", 2*time.Minute)
+		if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != want {
+			t.Errorf("%s: container %s exit %v (reason %q), want %d (28: ENOSPC, 42: the neighbour wrote its 16 MiB)",
+				task.Group, c.Name, c.ExitCode, c.Reason, want)
+		}
+	}
+	assertNothingLeft(t, s)
+}

@@ -81,7 +81,7 @@ func TestTags(t *testing.T) {
 		}{
 			{[]string{"tag-resource", "--resource-arn", prefix + "cluster/nope", "--tags", "key=a,value=b"}, "ClusterNotFoundException", "Cluster not found."},
 			{[]string{"list-tags-for-resource", "--resource-arn", prefix + "cluster/nope"}, "ClusterNotFoundException", "Cluster not found."},
-			{[]string{"list-tags-for-resource", "--resource-arn", "arn:aws:ecs:eu-west-3:111122223333:cluster/tagged"}, "ClusterNotFoundException", ""},
+			{[]string{"list-tags-for-resource", "--resource-arn", "arn:aws:ecs:eu-west-3:111122223333:cluster/tagged"}, "AccessDeniedException", "no resource-based policy"},
 			{[]string{"list-tags-for-resource", "--resource-arn", "not-an-arn"}, "InvalidParameterException", "The ARN provided is invalid."},
 			{[]string{"list-tags-for-resource", "--resource-arn", prefix + "task/tagged/0123456789abcdef0123456789abcdef"}, "InvalidParameterException", ""},
 			{[]string{"tag-resource", "--resource-arn", cluster, "--tags", "key=aws:owner,value=x"}, "InvalidParameterException", "aws:"},

@@ -22,7 +22,7 @@ Usage:
                                (--account NAME: that account's)
   gantry accounts create|ls    accounts on this server ('gantry accounts help')
   gantry keys create|ls|revoke|import  accounts' root access keys
-  gantry image load FILE...    import docker-save or OCI image tarballs
+  gantry image load|pull|ls|rm|prune  the image cache ('gantry image help')
   gantry billing report|budgets  Fargate usage and cost, budgets ('gantry billing help')
   gantry exec [CLUSTER] TASK [-i] [-t] [--container C] -- CMD...  run a command in a task (ECS Exec)
   gantry version
@@ -53,6 +53,8 @@ func main() {
 		err = runImage(ctx, args)
 	case "billing":
 		err = runBilling(ctx, args)
+	case "efs-mount": // hidden: the agent's helper
+		err = runEFSMount(ctx, args)
 	case "exec":
 		code := runExec(ctx, args)
 		stop()
@@ -81,8 +83,12 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ContainerdSocket, "containerd", "/run/containerd/containerd.sock", "host containerd socket to use if it answers; otherwise Gantry starts its own")
 	fs.StringVar(&cfg.PostgresDSN, "postgres", "", "PostgreSQL connection string for shared state (default: SQLite in the data directory)")
 	fs.StringVar(&cfg.DefaultVPCCIDR, "default-vpc-cidr", "172.31.0.0/16", "range of the default VPC created at first start (pick another if the host's network uses it)")
+	fs.StringVar(&cfg.PublicIPRange, "public-ip-range", "198.19.0.0/16", "range tasks' public addresses (assignPublicIp ENABLED) come from; the host forwards them to the tasks")
 	fs.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:8911", "address of the image registry (ECR); repository URIs name it")
+	fs.StringVar(&cfg.ImageCacheBudget, "image-cache-budget", "20GiB", "disk the cached images may use; least recently used images no task uses are removed past it (0: never)")
 	fs.StringVar(&cfg.LBAddressRange, "lb-address-range", "127.0.0.0/8", "range load balancers take their address (DNSName) from, one each; listeners bind their own port on it")
+	fs.StringVar(&cfg.DefaultIsolation, "default-isolation", "container", "isolation of clusters created without the isolation setting: auto (sandbox where gVisor's runsc works, else container), sandbox or container")
+	fs.Int64Var(&cfg.EphemeralMiB, "ephemeral-storage-mib", 0, "give every task this much ephemeral storage (MiB) instead of what it asks for: for small hosts and tests (0: as asked)")
 	fs.IntVar(&cfg.NetnsPool, "netns-pool", 2, "network namespaces kept attached to each subnet in use, ready for the next tasks (0: none)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)

@@ -115,6 +115,11 @@ type TaskSpec struct {
 	// Isolation is IsolationContainer or IsolationSandbox; empty means
 	// IsolationContainer.
 	Isolation string `json:"isolation,omitempty"`
+	// TaskRoleARN is the role whose credentials the task's containers get
+	// from the metadata endpoint; ExecutionRoleARN the one the agent reads
+	// the task's secrets as. Empty: none.
+	TaskRoleARN      string `json:"taskRoleArn,omitempty"`
+	ExecutionRoleARN string `json:"executionRoleArn,omitempty"`
 }
 
 // NetworkSpec is the task's ENI: which subnet it takes an address from.
@@ -128,6 +133,9 @@ type NetworkSpec struct {
 	// SecurityGroupIDs are the ENI's groups (at most five), as RunTask
 	// resolved them; EC2 reads them to refuse deleting a group in use.
 	SecurityGroupIDs []string `json:"securityGroupIds,omitempty"`
+	// PublicIPv4 is the ENI's public address (assignPublicIp ENABLED),
+	// from the server's --public-ip-range; empty: none.
+	PublicIPv4 string `json:"publicIpv4,omitempty"`
 }
 
 // ContainerSpec is one container of a task, with overrides already applied.
@@ -195,6 +203,9 @@ type SecretRequest struct {
 	Region    string   `json:"region"`
 	TaskARN   string   `json:"taskArn"`
 	ValueFrom []string `json:"valueFrom"`
+	// ExecutionRoleARN is the task's execution role: each value is read
+	// only if that role's policies allow it.
+	ExecutionRoleARN string `json:"executionRoleArn,omitempty"`
 }
 
 // Mount puts a task volume at ContainerPath. A volume is scratch space on
@@ -282,6 +293,9 @@ type FirewallTask struct {
 	// tasks' addresses before the control plane does.
 	IPv4   string   `json:"ipv4,omitempty"`
 	Groups []string `json:"securityGroupIds"`
+	// PublicIPv4, when set, is a public address that reaches the task
+	// (its VPC has an internet gateway): the agent forwards it.
+	PublicIPv4 string `json:"publicIpv4,omitempty"`
 }
 
 // FirewallGroup is a security group's rules.

@@ -22,6 +22,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/awsapi"
 	"github.com/gantry-dev/gantry/internal/cloudwatch"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
+	"github.com/gantry-dev/gantry/internal/elbv2"
 	"github.com/gantry-dev/gantry/internal/model"
 	"github.com/gantry-dev/gantry/internal/state"
 )
@@ -75,6 +76,9 @@ type targetRecord struct {
 
 type policyRecord struct {
 	Policy aastypes.ScalingPolicy `json:"policy"`
+	// LastStep is when a step scaling policy last changed the capacity,
+	// for its cooldown.
+	LastStep *time.Time `json:"lastStep,omitempty"`
 }
 
 func (s *Service) now() time.Time {
@@ -404,8 +408,11 @@ func (s *Service) putScalingPolicy(ctx context.Context, in *aastypes.PutScalingP
 	if !contains(aastypes.Enums["PolicyType"], typ) {
 		return nil, validation("1 validation error detected: Value '%s' at 'policyType' failed to satisfy constraint: Member must satisfy enum value set: %v", typ, aastypes.Enums["PolicyType"])
 	}
+	if typ == "StepScaling" {
+		return s.putStepPolicy(ctx, r, name, in)
+	}
 	if typ != "TargetTrackingScaling" {
-		return nil, validation("Policy type %s is not supported by this endpoint: use TargetTrackingScaling.", typ)
+		return nil, validation("Policy type %s is not supported by this endpoint: use TargetTrackingScaling or StepScaling.", typ)
 	}
 	cfg := in.TargetTrackingScalingPolicyConfiguration
 	if cfg == nil {
@@ -448,6 +455,11 @@ func (s *Service) putScalingPolicy(ctx context.Context, in *aastypes.PutScalingP
 		}
 		if !ok {
 			return notFound(r)
+		}
+		if pre := cfg.PredefinedMetricSpecification; pre != nil && ecstypes.Deref(pre.PredefinedMetricType) == "ALBRequestCountPerTarget" {
+			if err := elbv2.CheckResourceLabel(tx, sc.Account, sc.Region, ecstypes.Deref(pre.ResourceLabel)); err != nil {
+				return validation("Invalid ResourceLabel '%s': %v.", ecstypes.Deref(pre.ResourceLabel), err)
+			}
 		}
 		var rec policyRecord
 		ok, err = tx.Get(KindPolicy, r.key(sc)+"/"+name, &rec)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/autoscaling/aastypes"
 	"github.com/gantry-dev/gantry/internal/cloudwatch"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
+	"github.com/gantry-dev/gantry/internal/elbv2"
 	"github.com/gantry-dev/gantry/internal/model"
 	"github.com/gantry-dev/gantry/internal/state"
 )
@@ -45,13 +47,23 @@ func policyMetric(sc model.Scope, r ref, cfg *aastypes.TargetTrackingScalingPoli
 			base.Name = cloudwatch.CPUUtilization
 		case "ECSServiceAverageMemoryUtilization":
 			base.Name = cloudwatch.MemoryUtilization
+		case "ALBRequestCountPerTarget":
+			// Requests per healthy target over each evaluation period (a
+			// minute, as AWS's alarm), from the load balancer's own counts.
+			tg, err := checkALBLabel(ecstypes.Deref(pre.ResourceLabel))
+			if err != nil {
+				return metricSpec{}, err
+			}
+			base.Namespace, base.Name = elbv2.NamespaceALB, "RequestCountPerTarget"
+			base.Dims = []cloudwatch.Dim{{Name: "TargetGroup", Value: tg}}
+			return metricSpec{id: base, stat: "Sum"}, nil
 		case "":
 			return metricSpec{}, validation("1 validation error detected: Value null at 'targetTrackingScalingPolicyConfiguration.predefinedMetricSpecification.predefinedMetricType' failed to satisfy constraint: Member must not be null")
 		default:
 			if !contains(aastypes.Enums["MetricType"], typ) {
 				return metricSpec{}, validation("1 validation error detected: Value '%s' at 'targetTrackingScalingPolicyConfiguration.predefinedMetricSpecification.predefinedMetricType' failed to satisfy constraint: Member must satisfy enum value set: %v", typ, aastypes.Enums["MetricType"])
 			}
-			return metricSpec{}, validation("Predefined metric type %s is not supported for ECS services: use ECSServiceAverageCPUUtilization or ECSServiceAverageMemoryUtilization.", typ)
+			return metricSpec{}, validation("Predefined metric type %s is not supported for ECS services: use ECSServiceAverageCPUUtilization, ECSServiceAverageMemoryUtilization or ALBRequestCountPerTarget.", typ)
 		}
 		return metricSpec{id: base, stat: "Average"}, nil
 	}
@@ -175,8 +187,7 @@ func (s *Service) evaluateTarget(ctx context.Context, now time.Time, sc model.Sc
 	for _, p := range ps {
 		cfg := p.Policy.TargetTrackingScalingPolicyConfiguration
 		if cfg == nil {
-			allLow = false
-			continue
+			continue // step scaling: its alarms drive it (step.go)
 		}
 		spec, err := policyMetric(sc, r, cfg)
 		if err != nil {
@@ -343,4 +354,19 @@ func (s *Service) scale(ctx context.Context, sc model.Scope, r ref, n int32, cau
 	if uerr != nil && s.Log != nil {
 		s.Log.Warn("autoscaling: record activity", "err", uerr)
 	}
+}
+
+var albLabel = regexp.MustCompile(`^app/[A-Za-z0-9-]{1,32}/[0-9a-f]+/(targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]+)$`)
+
+// checkALBLabel checks an ALBRequestCountPerTarget ResourceLabel's form
+// and returns its TargetGroup dimension (targetgroup/NAME/ID).
+func checkALBLabel(label string) (string, error) {
+	if label == "" {
+		return "", validation("ResourceLabel is required for predefined metric type ALBRequestCountPerTarget: app/<load-balancer-name>/<load-balancer-id>/targetgroup/<target-group-name>/<target-group-id>.")
+	}
+	m := albLabel.FindStringSubmatch(label)
+	if m == nil {
+		return "", validation("Invalid ResourceLabel '%s': it must be app/<load-balancer-name>/<load-balancer-id>/targetgroup/<target-group-name>/<target-group-id>.", label)
+	}
+	return m[1], nil
 }

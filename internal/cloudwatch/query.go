@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"maps"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -37,12 +38,14 @@ func qop[In any, Out any](fn func(context.Context, *In) (*Out, error)) queryOp {
 
 // Query returns the service's Query-protocol face.
 func (s *Service) Query() awsapi.QueryService {
-	return &queryService{ops: map[string]queryOp{
+	ops := map[string]queryOp{
 		"GetMetricStatistics": qop(s.getMetricStatistics),
 		"GetMetricData":       qop(s.getMetricData),
 		"ListMetrics":         qop(s.listMetrics),
 		"PutMetricData":       qop(s.putMetricData),
-	}}
+	}
+	maps.Copy(ops, s.alarmQueryOps())
+	return &queryService{ops: ops}
 }
 
 type queryService struct{ ops map[string]queryOp }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"regexp"
 	"sort"
@@ -14,6 +15,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/awsapi"
 	"github.com/gantry-dev/gantry/internal/cloudwatch/cwtypes"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 // TargetPrefix is CloudWatch's X-Amz-Target prefix. botocore sends the
@@ -25,6 +27,12 @@ type Service struct {
 	Store *Store
 	Log   *slog.Logger
 	Now   func() time.Time
+
+	// State keeps alarms and Actions runs their actions (alarms.go).
+	State     state.Store
+	Actions   AlarmActionHandler
+	alarmKick chan struct{}
+	evaluated map[string]bool // alarms evaluated since start (alarm loop only)
 }
 
 func (s *Service) now() time.Time {
@@ -36,12 +44,14 @@ func (s *Service) now() time.Time {
 
 // JSON returns the operations to mount on the AWS router.
 func (s *Service) JSON() *awsapi.JSONService {
-	return &awsapi.JSONService{TargetPrefix: TargetPrefix, Log: s.Log, Ops: map[string]awsapi.Handler{
+	ops := map[string]awsapi.Handler{
 		"GetMetricStatistics": awsapi.Op(s.getMetricStatistics),
 		"GetMetricData":       awsapi.Op(s.getMetricData),
 		"ListMetrics":         awsapi.Op(s.listMetrics),
 		"PutMetricData":       awsapi.Op(s.putMetricData),
-	}}
+	}
+	maps.Copy(ops, s.alarmOps())
+	return &awsapi.JSONService{TargetPrefix: TargetPrefix, Log: s.Log, Ops: ops}
 }
 
 func missing(name string) error {

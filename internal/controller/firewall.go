@@ -76,6 +76,7 @@ func (c *Controller) firewallState(ctx context.Context) (agent.FirewallState, er
 		type scoped struct{ account, region, id string }
 		var groups []scoped
 		seen := map[scoped]bool{}
+		gateways := map[scoped]bool{} // VPCs with an internet gateway
 		err := tx.Scan(model.KindTask, "", "", 0, func(key string, data []byte) error {
 			var r model.TaskRecord
 			if err := json.Unmarshal(data, &r); err != nil {
@@ -90,11 +91,27 @@ func (c *Controller) firewallState(ctx context.Context) (agent.FirewallState, er
 					ft.IPv4 = detail(a, "privateIPv4Address")
 				}
 			}
-			st.Tasks = append(st.Tasks, ft)
 			parts := strings.SplitN(key, "/", 3)
 			if len(parts) < 3 {
+				st.Tasks = append(st.Tasks, ft)
 				return nil
 			}
+			if pub := r.Spec.Network.PublicIPv4; pub != "" {
+				// Only a VPC with an internet gateway forwards it.
+				k := scoped{parts[0], parts[1], ft.VPCID}
+				igw, ok := gateways[k]
+				if !ok {
+					var err error
+					if igw, err = ec2.HasInternetGateway(tx, k.account, k.region, k.id); err != nil {
+						return err
+					}
+					gateways[k] = igw
+				}
+				if igw {
+					ft.PublicIPv4 = pub
+				}
+			}
+			st.Tasks = append(st.Tasks, ft)
 			for _, g := range ft.Groups {
 				k := scoped{parts[0], parts[1], g}
 				if !seen[k] {

@@ -45,8 +45,9 @@ func lastStatusFor(st agent.TaskStatus) string {
 	switch st.Phase {
 	case agent.PhasePending:
 		// The ENI is the PROVISIONING step; once the task has its address,
-		// the agent is pulling and creating containers (PENDING).
-		if st.ConnectivityAt != nil || st.IPv4Address != "" {
+		// or its image pull has begun (the agent pulls before the ENI), it
+		// is pulling and creating containers (PENDING).
+		if st.ConnectivityAt != nil || st.IPv4Address != "" || st.PullStartedAt != nil {
 			return "PENDING"
 		}
 		return "PROVISIONING"

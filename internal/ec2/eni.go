@@ -64,6 +64,9 @@ func taskENIs(tx state.Tx, account, region string) ([]eni, error) {
 			if rec.Spec != nil {
 				e.vpcID = rec.Spec.Network.VPCID
 				e.groups = rec.Spec.Network.SecurityGroupIDs
+				if rec.Spec.Network.PublicIPv4 != "" {
+					e.publicIP = rec.Spec.Network.PublicIPv4
+				}
 			}
 			if e.id != "" {
 				out = append(out, e)

@@ -170,8 +170,11 @@ func (s *Service) ApplyLifecycle(ctx context.Context, name string) error {
 		repo.LifecycleEvaluatedAt = time.Now().UTC()
 		return tx.Put(registry.KindRepository, key, &repo)
 	})
-	if len(expired) > 0 && s.Log != nil {
-		s.Log.Info("lifecycle policy expired images", "repository", name, "images", expired)
+	if len(expired) > 0 && err == nil {
+		if s.Log != nil {
+			s.Log.Info("lifecycle policy expired images", "repository", name, "images", expired)
+		}
+		s.Registry.CollectSoon()
 	}
 	return err
 }

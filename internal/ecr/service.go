@@ -255,6 +255,7 @@ func (s *Service) DeleteRepository(ctx context.Context, in *ecrtypes.DeleteRepos
 	if err != nil {
 		return nil, err
 	}
+	s.Registry.CollectSoon()
 	return &ecrtypes.DeleteRepositoryResponse{Repository: s.repoShape(repo)}, nil
 }
 
@@ -555,5 +556,8 @@ func (s *Service) BatchDeleteImage(ctx context.Context, in *ecrtypes.BatchDelete
 		}
 		return nil
 	})
+	if err == nil && len(out.ImageIds) > 0 {
+		s.Registry.CollectSoon()
+	}
 	return out, err
 }

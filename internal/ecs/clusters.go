@@ -219,7 +219,7 @@ func (s *Service) createCluster(ctx context.Context, in *ecstypes.CreateClusterR
 			if err != nil {
 				return err
 			}
-			settings := mergeSettings([]*ecstypes.ClusterSetting{{Name: ecstypes.String("containerInsights"), Value: ecstypes.String(insights)}}, in.Settings)
+			settings := mergeSettings([]*ecstypes.ClusterSetting{{Name: ecstypes.String("containerInsights"), Value: ecstypes.String(insights)}, s.newClusterIsolation()}, in.Settings)
 			rec = model.ClusterRecord{Cluster: ecstypes.Cluster{
 				ClusterArn:                      ecstypes.String(sc.ClusterARN(name)),
 				ClusterName:                     ecstypes.String(name),

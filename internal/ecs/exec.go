@@ -9,6 +9,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 	"github.com/gantry-dev/gantry/internal/execstream"
 	"github.com/gantry-dev/gantry/internal/model"
+	"github.com/gantry-dev/gantry/internal/ssmstream"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -109,8 +110,11 @@ func (s *Service) executeCommand(ctx context.Context, in *ecstypes.ExecuteComman
 		Interactive:   ecstypes.Bool(true),
 		TaskArn:       t.TaskArn,
 		Session: &ecstypes.Session{
-			SessionId:  ecstypes.String(sess.SessionID),
-			StreamUrl:  ecstypes.String(sess.StreamURL),
+			SessionId: ecstypes.String(sess.SessionID),
+			// The SSM data channel (package ssmstream), which AWS's
+			// session-manager-plugin speaks and which also hands
+			// execstream clients (`gantry exec`) to the agent's stream.
+			StreamUrl:  ecstypes.String(ssmstream.StreamURL(sess.StreamURL)),
 			TokenValue: ecstypes.String(sess.Token),
 		},
 	}, nil

@@ -2,6 +2,7 @@ package ecs
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -15,23 +16,36 @@ import (
 //	aws ecs create-cluster --cluster-name c --settings name=isolation,value=sandbox
 //
 // sandbox runs each task's containers in gVisor (a user-space kernel of
-// their own); container, the default, runs them with runc on the host's
-// kernel. Tasks keep the isolation they started with; DescribeTasks shows
-// it as the task attribute gantry.isolation.
+// their own); container runs them with runc on the host's kernel. A cluster
+// created without the setting gets the server's default
+// (Service.DefaultIsolation), written into its settings, so DescribeClusters
+// says what its tasks get and a server restarted with another default does
+// not change existing clusters. Tasks keep the isolation they started with;
+// DescribeTasks shows it as the task attribute gantry.isolation.
 const (
 	settingIsolation   = "isolation"
 	attributeIsolation = "gantry.isolation"
-	defaultIsolation   = agent.IsolationContainer
 )
 
-// clusterIsolation is the isolation the cluster's new tasks get.
+// clusterIsolation is the isolation the cluster's new tasks get. Clusters
+// made before the setting existed have none and ran containers.
 func clusterIsolation(c *ecstypes.Cluster) string {
 	for _, st := range c.Settings {
 		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
 			return ecstypes.Deref(st.Value)
 		}
 	}
-	return defaultIsolation
+	return agent.IsolationContainer
+}
+
+// newClusterIsolation is the isolation setting of a cluster created
+// without one.
+func (s *Service) newClusterIsolation() *ecstypes.ClusterSetting {
+	v := s.DefaultIsolation
+	if v == "" {
+		v = agent.IsolationContainer
+	}
+	return &ecstypes.ClusterSetting{Name: ecstypes.String(settingIsolation), Value: ecstypes.String(v)}
 }
 
 func validIsolationSetting(value string) error {
@@ -68,4 +82,32 @@ func (s *Service) checkIsolationAvailable(ctx context.Context, settings []*ecsty
 		return awsapi.InvalidParameter("Sandbox isolation is not available on this host: %s", why)
 	}
 	return nil
+}
+
+// IsolationAuto asks for sandbox isolation where the host can run
+// sandboxes, and container isolation where it cannot.
+const IsolationAuto = "auto"
+
+// ResolveDefaultIsolation turns the server's --default-isolation (auto,
+// sandbox or container) into what new clusters get on this host. Asking
+// for sandbox on a host that cannot run sandboxes is an error, never a
+// quiet downgrade; auto picks container there, and why is for the
+// server's log.
+func ResolveDefaultIsolation(want string, host agent.HostInfo) (isolation, why string, err error) {
+	sandbox := slices.Contains(host.Isolations, agent.IsolationSandbox)
+	switch want {
+	case agent.IsolationContainer:
+		return want, "", nil
+	case agent.IsolationSandbox:
+		if !sandbox {
+			return "", "", fmt.Errorf("default isolation sandbox: sandbox isolation is not available on this host: %s", host.SandboxUnavailable)
+		}
+		return want, "", nil
+	case IsolationAuto, "":
+		if sandbox {
+			return agent.IsolationSandbox, "", nil
+		}
+		return agent.IsolationContainer, host.SandboxUnavailable, nil
+	}
+	return "", "", fmt.Errorf("default isolation %q: want %s, %s or %s", want, IsolationAuto, agent.IsolationSandbox, agent.IsolationContainer)
 }

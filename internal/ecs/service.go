@@ -28,6 +28,10 @@ type Service struct {
 	// balancers' target groups (see TargetRegistrar).
 	Targets TargetRegistrar
 
+	// DefaultIsolation is the isolation (agent.Isolation*) of clusters
+	// created without the isolation setting; empty: container.
+	DefaultIsolation string
+
 	sched *serviceScheduler // the service scheduler, once started
 }
 

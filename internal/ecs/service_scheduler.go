@@ -36,9 +36,13 @@ const (
 	maxEvents   = 100
 	// inactiveRetention is how long a deleted service stays describable.
 	inactiveRetention = time.Hour
+	// drainCap bounds how long a task waits for its targets to drain:
+	// deregistration_delay.timeout_seconds is at most 3600.
+	drainCap = time.Hour + time.Minute
 )
 
 type serviceScheduler struct {
+	drains drainSet
 	wake   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -228,6 +232,9 @@ func (p *pass) run() error {
 	if primary == nil {
 		return nil
 	}
+	if err := p.finishDrains(); err != nil {
+		return err
+	}
 	if err := p.stopUnhealthy(); err != nil {
 		return err
 	}
@@ -244,8 +251,15 @@ func (p *pass) run() error {
 	minHealthy := (desired*int(ecstypes.Deref(cfg.MinimumHealthyPercent)) + 99) / 100
 
 	var mine, old []*model.TaskRecord
+	draining := 0
 	for _, r := range p.tasks {
 		if !wanted(r) {
+			continue
+		}
+		if p.draining(r) {
+			// Already on its way out: it still takes up room under
+			// maximumPercent, but serves nothing new.
+			draining++
 			continue
 		}
 		if ecstypes.Deref(r.Task.StartedBy) == ecstypes.Deref(primary.Id) {
@@ -254,10 +268,11 @@ func (p *pass) run() error {
 			old = append(old, r)
 		}
 	}
-	// Not yet running ones go first: they serve nothing yet.
+	// Tasks that serve nothing yet go first: not yet running, or (behind a
+	// load balancer) not yet passing its health checks.
 	byStopOrder := func(rs []*model.TaskRecord) {
 		slices.SortStableFunc(rs, func(a, b *model.TaskRecord) int {
-			ra, rb := taskRunning(&a.Task), taskRunning(&b.Task)
+			ra, rb := p.healthy(a), p.healthy(b)
 			switch {
 			case ra == rb:
 				return 0
@@ -277,13 +292,13 @@ func (p *pass) run() error {
 	}
 	healthy := 0
 	for _, r := range append(slices.Clone(mine), old...) {
-		if taskRunning(&r.Task) {
+		if p.healthy(r) {
 			healthy++
 		}
 	}
 	for len(old) > 0 {
 		r := old[0]
-		if taskRunning(&r.Task) {
+		if p.healthy(r) {
 			if healthy-1 < minHealthy {
 				break
 			}
@@ -292,10 +307,12 @@ func (p *pass) run() error {
 		stop = append(stop, r)
 		old = old[1:]
 	}
-	if err := p.stop(stop, reason); err != nil {
+	n, err := p.deactivate(stop, reason)
+	if err != nil {
 		return err
 	}
-	if n := min(desired-len(mine), maxTotal-len(mine)-len(old), launchBatch); n > 0 && p.mayLaunch() {
+	draining += n
+	if n := min(desired-len(mine), maxTotal-len(mine)-len(old)-draining, launchBatch); n > 0 && p.mayLaunch() {
 		if err := p.launch(primary, n); err != nil {
 			return err
 		}
@@ -303,15 +320,39 @@ func (p *pass) run() error {
 	return p.settle()
 }
 
-// stopUnhealthy replaces tasks their health checks found UNHEALTHY, once
-// the grace period since they started is over.
+// stopUnhealthy replaces tasks their container health checks found
+// UNHEALTHY, and tasks whose load balancer targets fail the target group's
+// health checks, once the grace period since they started is over.
 func (p *pass) stopUnhealthy() error {
 	grace := time.Duration(ecstypes.Deref(p.svc().HealthCheckGracePeriodSeconds)) * time.Second
 	var sick []*model.TaskRecord
 	for _, r := range p.tasks {
 		t := &r.Task
-		if wanted(r) && ecstypes.Deref(t.HealthStatus) == "UNHEALTHY" && t.StartedAt != nil && p.now.Sub(t.StartedAt.Time) >= grace {
+		if !wanted(r) || t.StartedAt == nil || p.now.Sub(t.StartedAt.Time) < grace {
+			continue
+		}
+		if ecstypes.Deref(t.HealthStatus) == "UNHEALTHY" {
 			sick = append(sick, r)
+			continue
+		}
+		if !taskRunning(t) || p.draining(r) {
+			continue
+		}
+		for _, lt := range p.lbTargets() {
+			st := p.s.Targets.TargetHealth(lt.TargetGroupARN, taskIP(r), lt.Port)
+			if st.State != "unhealthy" {
+				continue
+			}
+			why := st.Description
+			if why == "" {
+				why = "Health checks failed"
+			}
+			p.event("(task %s) (port %d) is unhealthy in target-group %s due to (reason %s).", taskIDOf(r), lt.Port, tgName(lt.TargetGroupARN), why)
+			reason := fmt.Sprintf("Task failed ELB health checks in (target-group %s)", lt.TargetGroupARN)
+			if err := p.stop([]*model.TaskRecord{r}, reason); err != nil {
+				return err
+			}
+			break
 		}
 	}
 	if err := p.stop(sick, "Task failed container health checks"); err != nil {
@@ -319,6 +360,131 @@ func (p *pass) stopUnhealthy() error {
 	}
 	for _, r := range sick {
 		p.event("has stopped 1 running tasks: (task %s). Reason: Task failed container health checks.", taskIDOf(r))
+	}
+	return nil
+}
+
+// tgName is a target group's name from its ARN
+// (...:targetgroup/NAME/ID), as ECS's events name it.
+func tgName(arn string) string {
+	_, rest, ok := strings.Cut(arn, ":targetgroup/")
+	if !ok {
+		return arn
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name
+}
+
+// lbTargets are the service's target groups, when a registrar is there
+// to ask about them.
+func (p *pass) lbTargets() []ServiceTarget {
+	if p.s.Targets == nil {
+		return nil
+	}
+	return lbTargets(p.svc())
+}
+
+func (p *pass) drains() *drainSet {
+	if p.s.sched == nil {
+		return nil
+	}
+	return &p.s.sched.drains
+}
+
+// draining is a task the scheduler is stopping once its targets drained.
+func (p *pass) draining(r *model.TaskRecord) bool {
+	_, ok := p.drains().get(ecstypes.Deref(r.Task.TaskArn))
+	return ok
+}
+
+// healthy is a task that serves: RUNNING and, behind a load balancer,
+// passing the target groups' health checks. Deployments count these
+// against minimumHealthyPercent, so old tasks are only taken away once new
+// ones take traffic.
+func (p *pass) healthy(r *model.TaskRecord) bool {
+	if !taskRunning(&r.Task) || p.draining(r) {
+		return false
+	}
+	lts := p.lbTargets()
+	if len(lts) == 0 {
+		return true
+	}
+	ip := taskIP(r)
+	for _, lt := range lts {
+		if p.s.Targets.TargetHealth(lt.TargetGroupARN, ip, lt.Port).State != "healthy" {
+			return false
+		}
+	}
+	return true
+}
+
+// registered is whether any of a task's targets is still in a target group
+// (healthy, draining or otherwise).
+func (p *pass) registered(r *model.TaskRecord) bool {
+	ip := taskIP(r)
+	if ip == "" {
+		return false
+	}
+	for _, lt := range p.lbTargets() {
+		if p.s.Targets.TargetHealth(lt.TargetGroupARN, ip, lt.Port).State != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// deactivate stops tasks as ECS does behind a load balancer: a task with
+// registered targets keeps running while they drain (no new requests, the
+// ones in flight finish, for the group's deregistration delay) and is only
+// stopped once they are gone (finishDrains). It returns how many tasks it
+// left draining.
+func (p *pass) deactivate(rs []*model.TaskRecord, reason string) (int, error) {
+	var now []*model.TaskRecord
+	n, started := 0, 0
+	d := p.drains()
+	for _, r := range rs {
+		if d == nil || !taskRunning(&r.Task) || !p.registered(r) {
+			now = append(now, r)
+			continue
+		}
+		n++
+		if d.add(ecstypes.Deref(r.Task.TaskArn), drainingTask{reason: reason, since: p.now}) {
+			started++
+		}
+	}
+	if started > 0 {
+		for _, lt := range p.lbTargets() {
+			p.event("deregistered %d targets in (target-group %s)", started, lt.TargetGroupARN)
+		}
+		p.event("has begun draining connections on %d tasks.", started)
+	}
+	return n, p.stop(now, reason)
+}
+
+// finishDrains stops the draining tasks whose targets are gone, and
+// forgets the ones that stopped meanwhile.
+func (p *pass) finishDrains() error {
+	d := p.drains()
+	if d == nil {
+		return nil
+	}
+	for _, r := range p.tasks {
+		arn := ecstypes.Deref(r.Task.TaskArn)
+		dt, ok := d.get(arn)
+		if !ok {
+			continue
+		}
+		if !wanted(r) {
+			d.remove(arn)
+			continue
+		}
+		if p.registered(r) && p.now.Sub(dt.since) < drainCap {
+			continue
+		}
+		if err := p.stop([]*model.TaskRecord{r}, dt.reason); err != nil {
+			return err
+		}
+		d.remove(arn)
 	}
 	return nil
 }

@@ -305,6 +305,9 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 		p := placement{capacityProvider: providers[i], subnet: subnets[(start+i)%len(subnets)]}
 		rec := s.newTask(sc, cluster, td, in, p, taskParams{cpu: cpu, mem: mem, ephemeral: ephemeral, group: group, groups: groups, tags: tags})
 		applyEFS(rec.Spec.Containers, efsVolumes)
+		if rec.Spec.Network.PublicIPv4, err = ec2.AssignPublicIP(tx, in.NetworkConfiguration); err != nil {
+			return nil, nil, err
+		}
 		if err := tx.Put(model.KindTask, sc.TaskKey(clusterName, controllerTaskID(rec)), rec); err != nil {
 			return nil, nil, err
 		}
@@ -314,8 +317,10 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 			if err := putStoredTags(tx, ecstypes.Deref(rec.Task.TaskArn), tags); err != nil {
 				return nil, nil, err
 			}
-			rec.Task.Tags = tags
 		}
+		// RunTask answers with the task's tags, [] for none, as AWS does
+		// (the stored task keeps them apart, for include=TAGS).
+		rec.Task.Tags = append([]*ecstypes.Tag{}, tags...)
 		recs = append(recs, rec)
 	}
 	return recs, nil, nil
@@ -365,6 +370,7 @@ func (s *Service) newTask(sc model.Scope, cluster *ecstypes.Cluster, td *ecstype
 		AvailabilityZone: p.subnet.AvailabilityZone,
 		Isolation:        clusterIsolation(cluster),
 	}
+	spec.TaskRoleARN, spec.ExecutionRoleARN = taskRoles(td, in.Overrides)
 	if len(tp.tags) > 0 {
 		spec.Tags = map[string]string{}
 		for _, t := range tp.tags {
@@ -562,6 +568,9 @@ func echoOverrides(td *ecstypes.TaskDefinition, ov *ecstypes.TaskOverride) *ecst
 		}
 		out.ContainerOverrides = append(out.ContainerOverrides, co)
 	}
+	if out.InferenceAcceleratorOverrides == nil {
+		out.InferenceAcceleratorOverrides = []*ecstypes.InferenceAcceleratorOverride{} // AWS shows it empty
+	}
 	return out
 }
 
@@ -610,7 +619,7 @@ func taskNetwork(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, nc *e
 		}
 	}
 	if len(groups) == 0 {
-		g, err := ec2.DefaultSecurityGroup(tx, sc.Account, sc.Region)
+		g, err := ec2.VPCDefaultSecurityGroup(tx, sc.Account, sc.Region, vpc)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -512,6 +512,9 @@ func checkFargate(td *ecstypes.TaskDefinition, cpu, mem int) error {
 		if len(c.Secrets) > 0 && !hasRole {
 			return awsapi.ClientException("Fargate requires task definition to have execution role ARN to support secrets.")
 		}
+		if c.RepositoryCredentials != nil && !hasRole {
+			return awsapi.ClientException("Private repository authentication requires that the task definition specify a value for executionRoleArn.")
+		}
 	}
 	return nil
 }

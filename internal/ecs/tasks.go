@@ -164,6 +164,9 @@ func (s *Service) describeTasks(ctx context.Context, in *ecstypes.DescribeTasksR
 				if t.Tags, err = ResourceTags(tx, ecstypes.Deref(t.TaskArn)); err != nil {
 					return err
 				}
+				if t.Tags == nil {
+					t.Tags = []*ecstypes.Tag{}
+				}
 			}
 			out.Tasks = append(out.Tasks, &t)
 		}

@@ -88,18 +88,6 @@ func tgOut(g *tgRecord, lbs []string) tgXML {
 	return x
 }
 
-type actionXML struct {
-	Type           string
-	TargetGroupArn string
-	Order          int32 `xml:",omitempty"`
-	ForwardConfig  struct {
-		TargetGroups []struct {
-			TargetGroupArn string
-			Weight         int32
-		} `xml:"TargetGroups>member"`
-	}
-}
-
 type listenerXML struct {
 	ListenerArn     string
 	LoadBalancerArn string
@@ -110,13 +98,8 @@ type listenerXML struct {
 
 func listenerOut(l *listenerRecord) listenerXML {
 	x := listenerXML{ListenerArn: l.ARN, LoadBalancerArn: l.LBARN, Port: l.Port, Protocol: l.Protocol}
-	for _, a := range l.Actions {
-		ax := actionXML{Type: a.Type, TargetGroupArn: a.TargetGroupARN, Order: a.Order}
-		ax.ForwardConfig.TargetGroups = append(ax.ForwardConfig.TargetGroups, struct {
-			TargetGroupArn string
-			Weight         int32
-		}{a.TargetGroupARN, 1})
-		x.DefaultActions = append(x.DefaultActions, ax)
+	for i := range l.Actions {
+		x.DefaultActions = append(x.DefaultActions, actionOut(&l.Actions[i]))
 	}
 	return x
 }
@@ -162,13 +145,27 @@ func lbsOfTG(tx state.Tx, r *request, tgARN string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := state.List[ruleRecord](tx, kindRule, arnPrefix(r.account, r.region)+"listener-rule/")
+	if err != nil {
+		return nil, err
+	}
+	lbOf := map[string]string{}
 	var out []string
-	for _, l := range ls {
-		for _, a := range l.Actions {
-			if a.TargetGroupARN == tgARN && !slices.Contains(out, l.LBARN) {
-				out = append(out, l.LBARN)
+	use := func(lb string, acts []actionRecord) {
+		for _, a := range acts {
+			for _, g := range a.groups() {
+				if g.ARN == tgARN && lb != "" && !slices.Contains(out, lb) {
+					out = append(out, lb)
+				}
 			}
 		}
+	}
+	for _, l := range ls {
+		lbOf[l.ARN] = l.LBARN
+		use(l.LBARN, l.Actions)
+	}
+	for _, x := range rs {
+		use(lbOf[x.ListenerARN], x.Actions)
 	}
 	slices.Sort(out)
 	return out, nil
@@ -380,6 +377,9 @@ func (s *Service) deleteLoadBalancer(r *request) (any, error) {
 			return err
 		}
 		for _, l := range ls {
+			if err := deleteRulesOf(tx, l.ARN); err != nil {
+				return err
+			}
 			if _, err := tx.Delete(kindListener, l.ARN); err != nil {
 				return err
 			}
@@ -765,35 +765,9 @@ func (s *Service) createListener(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var acts []actionRecord
-	for _, p := range r.structs("DefaultActions") {
-		typ := r.param(p + "Type")
-		tg := r.param(p + "TargetGroupArn")
-		if tg == "" {
-			for _, q := range r.structs(strings.TrimSuffix(p, ".") + ".ForwardConfig.TargetGroups") {
-				if tg != "" {
-					return nil, awsapi.Errorf("InvalidLoadBalancerAction", "Gantry forwards to one target group per action")
-				}
-				tg = r.param(q + "TargetGroupArn")
-			}
-		}
-		if typ != "forward" {
-			return nil, awsapi.Errorf("InvalidLoadBalancerAction", "Action type '%s' is not supported; use 'forward'", typ)
-		}
-		if tg == "" {
-			return nil, validation("A target group ARN must be specified for a forward action")
-		}
-		order, err := r.intParam(p+"Order", 0, 1, 50000)
-		if err != nil {
-			return nil, err
-		}
-		acts = append(acts, actionRecord{Type: typ, TargetGroupARN: tg, Order: order})
-	}
-	if len(acts) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'defaultActions' failed to satisfy constraint: Member must not be null")
-	}
-	if len(acts) > 1 {
-		return nil, awsapi.Errorf("TooManyActions", "A listener's default actions can have only one forward action")
+	acts, err := r.actions("DefaultActions")
+	if err != nil {
+		return nil, err
 	}
 	tags, err := r.tags()
 	if err != nil {
@@ -805,14 +779,8 @@ func (s *Service) createListener(r *request) (any, error) {
 		if err != nil {
 			return err
 		}
-		for _, a := range acts {
-			g, err := getTG(tx, r, a.TargetGroupARN)
-			if err != nil {
-				return err
-			}
-			if g.VpcID != lb.VpcID {
-				return awsapi.Errorf("InvalidConfigurationRequest", "Target group '%s' is in VPC '%s', not the load balancer's VPC '%s'", g.ARN, g.VpcID, lb.VpcID)
-			}
+		if err := checkActions(tx, r, lb, acts); err != nil {
+			return err
 		}
 		ls, err := listeners(tx, listenerPrefix(lbARN))
 		if err != nil {
@@ -905,7 +873,7 @@ func (s *Service) deleteListener(r *request) (any, error) {
 		if !ok {
 			return awsapi.Errorf("ListenerNotFound", "Listener '%s' not found", arn)
 		}
-		return nil
+		return deleteRulesOf(tx, arn)
 	})
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/cloudwatch"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -52,6 +53,8 @@ type Service struct {
 	// are drawn from; default DefaultAddressRange. A single address (/32)
 	// makes every load balancer share it, and their listeners its ports.
 	AddressRange string
+	// Metrics, when set, receives the AWS/ApplicationELB metrics.
+	Metrics *cloudwatch.Store
 
 	plane *plane
 }
@@ -126,9 +129,13 @@ func (g *tgRecord) drainDelay() time.Duration {
 }
 
 type actionRecord struct {
-	Type           string `json:"type"`
-	TargetGroupARN string `json:"targetGroupArn"`
-	Order          int32  `json:"order,omitempty"`
+	Type string `json:"type"`
+	// TargetGroupARN is a forward action's one group; Forward its groups
+	// when it has several, with weights.
+	TargetGroupARN string          `json:"targetGroupArn,omitempty"`
+	Forward        []weightedGroup `json:"forward,omitempty"`
+	Fixed          *fixedResponse  `json:"fixed,omitempty"`
+	Order          int32           `json:"order,omitempty"`
 }
 
 type listenerRecord struct {
@@ -305,6 +312,12 @@ var actions = map[string]action{
 	"RegisterTargets":               (*Service).registerTargets,
 	"DeregisterTargets":             (*Service).deregisterTargets,
 	"DescribeTargetHealth":          (*Service).describeTargetHealth,
+	"ModifyListener":                (*Service).modifyListener,
+	"CreateRule":                    (*Service).createRule,
+	"DescribeRules":                 (*Service).describeRules,
+	"ModifyRule":                    (*Service).modifyRule,
+	"DeleteRule":                    (*Service).deleteRule,
+	"SetRulePriorities":             (*Service).setRulePriorities,
 }
 
 // ServeQuery answers one ELBv2 call.

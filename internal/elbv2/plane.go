@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -27,14 +29,21 @@ import (
 // serves the same listeners; target health lives only in memory and starts
 // again from "initial".
 
-const reconcileInterval = 2 * time.Second
+const (
+	reconcileInterval = 2 * time.Second
+	// metricsInterval is how often request counts become datapoints.
+	metricsInterval = 2 * time.Second
+)
 
 type plane struct {
-	s      *Service
-	mu     sync.Mutex               // held by reconcile
-	lis    map[string]*liveListener // by host:port
-	pools  map[string]*pool         // by target group ARN
-	owned  map[string]map[string]bool
+	s     *Service
+	mu    sync.Mutex               // held by reconcile
+	lis   map[string]*liveListener // by host:port
+	pools map[string]*pool         // by target group ARN
+	owned map[string]map[string]bool
+	// tgLBs are the load balancers whose listeners or rules forward to
+	// each target group: the groups CloudWatch metrics are published for.
+	tgLBs  map[string][]string
 	proxy  *httputil.ReverseProxy
 	wake   chan struct{}
 	cancel context.CancelFunc
@@ -42,11 +51,70 @@ type plane struct {
 }
 
 type liveListener struct {
-	arn  string
-	addr string
-	srv  *http.Server
-	pool atomic.Pointer[pool]
-	p    *plane
+	arn    string
+	addr   string
+	srv    *http.Server
+	routes atomic.Pointer[routeTable]
+	p      *plane
+}
+
+// routeTable is a listener's rules in priority order and its default
+// action, with their target groups resolved to live pools.
+type routeTable struct {
+	rules []liveRule
+	def   liveAction
+}
+
+type liveRule struct {
+	conds  []conditionRecord
+	action liveAction
+}
+
+type liveAction struct {
+	fixed  *fixedResponse
+	groups []*pool
+	// weights are cumulative, for a weighted pick among groups.
+	weights []int
+}
+
+func (p *plane) liveAction(acts []actionRecord) liveAction {
+	var la liveAction
+	if len(acts) == 0 {
+		return la
+	}
+	a := acts[0]
+	if a.Type == "fixed-response" {
+		la.fixed = a.Fixed
+		return la
+	}
+	sum := 0
+	for _, g := range a.groups() {
+		pl := p.pools[g.ARN]
+		if pl == nil || g.Weight <= 0 {
+			continue
+		}
+		sum += int(g.Weight)
+		la.groups = append(la.groups, pl)
+		la.weights = append(la.weights, sum)
+	}
+	return la
+}
+
+// pool picks the target group for one request by weight.
+func (la *liveAction) pool() *pool {
+	switch len(la.groups) {
+	case 0:
+		return nil
+	case 1:
+		return la.groups[0]
+	}
+	n := mrand.IntN(la.weights[len(la.weights)-1])
+	for i, w := range la.weights {
+		if n < w {
+			return la.groups[i]
+		}
+	}
+	return la.groups[len(la.groups)-1]
 }
 
 type pool struct {
@@ -57,6 +125,8 @@ type pool struct {
 	list     []*target
 	rr       atomic.Uint64
 	requests atomic.Int64
+	// published is requests as of the last metrics datapoint (plane.mu).
+	published int64
 }
 
 type target struct {
@@ -90,6 +160,9 @@ func (s *Service) Start(ctx context.Context) {
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     30 * time.Second,
 		}},
+		// Without a pool every proxied response allocates its own 32 KiB
+		// copy buffer.
+		BufferPool: &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.logger().Debug("load balancer: target failed", "err", err)
 			errorPage(w, http.StatusBadGateway)
@@ -103,6 +176,7 @@ func (s *Service) Start(ctx context.Context) {
 		defer close(p.done)
 		t := time.NewTicker(reconcileInterval)
 		defer t.Stop()
+		lastMetrics := time.Now()
 		for {
 			select {
 			case <-bg.Done():
@@ -115,6 +189,10 @@ func (s *Service) Start(ctx context.Context) {
 			}
 			if err := p.reconcile(bg); err != nil && bg.Err() == nil {
 				s.logger().Warn("load balancers: reconcile", "err", err)
+			}
+			if time.Since(lastMetrics) >= metricsInterval {
+				lastMetrics = time.Now()
+				p.publishMetrics(bg, lastMetrics)
 			}
 		}
 	}()
@@ -206,13 +284,44 @@ func (p *plane) health(tgARN, id string, port int32) healthState {
 	return healthState{"initial", "Elb.RegistrationInProgress", "Target registration is in progress"}
 }
 
+// TargetHealth reports a target's health as the data plane sees it, for
+// the ECS service scheduler (ecs.TargetRegistrar).
+func (s *Service) TargetHealth(tgARN, ip string, port int32) ecs.TargetHealth {
+	p := s.plane
+	if p == nil {
+		return ecs.TargetHealth{}
+	}
+	p.mu.Lock()
+	pl := p.pools[tgARN]
+	p.mu.Unlock()
+	if pl == nil {
+		return ecs.TargetHealth{}
+	}
+	pl.mu.Lock()
+	t := pl.targets[net.JoinHostPort(ip, strconv.Itoa(int(port)))]
+	pl.mu.Unlock()
+	if t == nil {
+		return ecs.TargetHealth{}
+	}
+	if t.draining.Load() {
+		return ecs.TargetHealth{State: "draining", Reason: "Target.DeregistrationInProgress", Description: "Target deregistration is in progress"}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return ecs.TargetHealth{State: t.state, Reason: t.reason, Description: t.why}
+}
+
 func (p *plane) reconcile(ctx context.Context) error {
 	var lbs []lbRecord
 	var tgs []tgRecord
 	var ls []listenerRecord
+	var rules []ruleRecord
 	err := p.s.Store.View(ctx, func(tx state.Tx) error {
 		var err error
 		if lbs, err = state.List[lbRecord](tx, kindLB, ""); err != nil {
+			return err
+		}
+		if rules, err = state.List[ruleRecord](tx, kindRule, ""); err != nil {
 			return err
 		}
 		if tgs, err = state.List[tgRecord](tx, kindTG, ""); err != nil {
@@ -283,6 +392,25 @@ func (p *plane) reconcile(ctx context.Context) error {
 	for _, lb := range lbs {
 		addrOf[lb.ARN] = lb.Address
 	}
+	tgLBs := map[string][]string{}
+	lbOfListener := map[string]string{}
+	uses := func(lb string, acts []actionRecord) {
+		for _, a := range acts {
+			for _, g := range a.groups() {
+				if _, ok := addrOf[lb]; ok && !slices.Contains(tgLBs[g.ARN], lb) {
+					tgLBs[g.ARN] = append(tgLBs[g.ARN], lb)
+				}
+			}
+		}
+	}
+	for _, l := range ls {
+		lbOfListener[l.ARN] = l.LBARN
+		uses(l.LBARN, l.Actions)
+	}
+	for _, x := range rules {
+		uses(lbOfListener[x.ListenerARN], x.Actions)
+	}
+	p.tgLBs = tgLBs
 	wantL := map[string]bool{}
 	for _, l := range ls {
 		addr, ok := addrOf[l.LBARN]
@@ -307,7 +435,18 @@ func (p *plane) reconcile(ctx context.Context) error {
 			go live.srv.Serve(ln)
 			p.lis[key] = live
 		}
-		live.pool.Store(p.pools[l.Actions[0].TargetGroupARN])
+		rt := &routeTable{def: p.liveAction(l.Actions)}
+		var mine []ruleRecord
+		for _, x := range rules {
+			if x.ListenerARN == l.ARN {
+				mine = append(mine, x)
+			}
+		}
+		sortRules(mine)
+		for _, x := range mine {
+			rt.rules = append(rt.rules, liveRule{conds: x.Conditions, action: p.liveAction(x.Actions)})
+		}
+		live.routes.Store(rt)
 	}
 	for key, l := range p.lis {
 		if !wantL[key] {
@@ -415,6 +554,11 @@ func (t *target) run(pl *pool) {
 
 func (t *target) check(client *http.Client, hc *healthCheck) {
 	if !hc.Enabled {
+		// Without health checks a load balancer sends traffic to every
+		// registered target.
+		t.mu.Lock()
+		t.state, t.reason, t.why = "healthy", "", ""
+		t.mu.Unlock()
 		return
 	}
 	host := t.addr
@@ -472,7 +616,36 @@ type pickState struct {
 }
 
 func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pl := l.pool.Load()
+	rt := l.routes.Load()
+	if rt == nil {
+		errorPage(w, http.StatusServiceUnavailable)
+		return
+	}
+	act := &rt.def
+	if len(rt.rules) > 0 {
+		ri := &reqInfo{path: r.URL.Path, host: r.Host, method: r.Method, header: r.Header.Values}
+		if h, _, err := net.SplitHostPort(ri.host); err == nil {
+			ri.host = h
+		}
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			ri.source = ap.Addr()
+		}
+	rules:
+		for i := range rt.rules {
+			for j := range rt.rules[i].conds {
+				if !rt.rules[i].conds[j].match(ri) {
+					continue rules
+				}
+			}
+			act = &rt.rules[i].action
+			break
+		}
+	}
+	if f := act.fixed; f != nil {
+		fixedPage(w, f)
+		return
+	}
+	pl := act.pool()
 	if pl == nil {
 		errorPage(w, http.StatusServiceUnavailable)
 		return
@@ -485,6 +658,19 @@ func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pl.requests.Add(1)
 	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t})
 	l.p.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func fixedPage(w http.ResponseWriter, f *fixedResponse) {
+	code, _ := strconv.Atoi(f.StatusCode)
+	ct := f.ContentType
+	if ct == "" {
+		ct = "text/plain"
+	}
+	w.Header().Set("Content-Type", ct+"; charset=utf-8")
+	w.Header().Set("Server", "awselb/2.0")
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.MessageBody)))
+	w.WriteHeader(code)
+	io.WriteString(w, f.MessageBody)
 }
 
 func errorPage(w http.ResponseWriter, code int) {
@@ -603,3 +789,14 @@ func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, wan
 	}
 	s.changed()
 }
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

@@ -45,7 +45,8 @@ func TestEvaluate(t *testing.T) {
 		{"NotResource deny spares the named resource", []string{`{"Statement":[{"Effect":"Allow","Action":"ecs:*","Resource":"*"},{"Effect":"Deny","Action":"ecs:*","NotResource":"` + cluster + `"}]}`}, "ecs:DescribeClusters", cluster, Allow},
 		{"NotResource deny hits others", []string{`{"Statement":[{"Effect":"Allow","Action":"ecs:*","Resource":"*"},{"Effect":"Deny","Action":"ecs:*","NotResource":"` + cluster + `"}]}`}, "ecs:DescribeClusters", "arn:aws:ecs:us-east-1:123456789012:cluster/dev", ExplicitDeny},
 		{"an Allow with a Condition Gantry cannot evaluate does not allow", []string{`{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}]}`}, "ecs:ListClusters", "*", ImplicitDeny},
-		{"a Deny with a Condition denies (fail closed)", []string{`{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"Bool":{"aws:MultiFactorAuthPresent":"false"}}}]}`}, "ecs:ListClusters", "*", ExplicitDeny},
+		{"a Deny whose condition key is absent does not apply (AWS: use ...IfExists)", []string{`{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"Bool":{"aws:MultiFactorAuthPresent":"false"}}}]}`}, "ecs:ListClusters", "*", Allow},
+		{"BoolIfExists denies when the key is absent", []string{`{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}}]}`}, "ecs:ListClusters", "*", ExplicitDeny},
 	}
 	for _, c := range cases {
 		var pols []*Policy
@@ -88,17 +89,17 @@ func TestParsePolicyRejects(t *testing.T) {
 
 func TestTrust(t *testing.T) {
 	task := &Role{AssumeRolePolicy: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}`}
-	if !task.TrustsService("ecs-tasks.amazonaws.com") || task.TrustsService("ec2.amazonaws.com") {
+	if !task.TrustsService("ecs-tasks.amazonaws.com", nil) || task.TrustsService("ec2.amazonaws.com", nil) {
 		t.Error("task role trust is wrong")
 	}
 	p, err := ParsePolicy(`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111111111111:root"},"Action":"sts:AssumeRole"}]}`, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.Trusts("AWS", "arn:aws:iam::111111111111:user/alice", "111111111111", "sts:AssumeRole") {
+	if !p.Trusts("AWS", "arn:aws:iam::111111111111:user/alice", "111111111111", "sts:AssumeRole", nil) {
 		t.Error("an account's root principal should trust its users")
 	}
-	if p.Trusts("AWS", "arn:aws:iam::222222222222:root", "222222222222", "sts:AssumeRole") {
+	if p.Trusts("AWS", "arn:aws:iam::222222222222:root", "222222222222", "sts:AssumeRole", nil) {
 		t.Error("another account was trusted")
 	}
 }

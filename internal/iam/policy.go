@@ -23,7 +23,7 @@ type Statement struct {
 	Resource    []string
 	NotResource []string
 	Principal   map[string][]string // "*" becomes {"*": ["*"]}
-	Condition   bool                // present: Gantry does not evaluate conditions
+	Conditions  []condition
 	hasAction   bool
 	hasNotAct   bool
 	hasRes      bool
@@ -122,9 +122,10 @@ func parseStatement(raw json.RawMessage, trust bool) (Statement, error) {
 			}
 			st.Principal, err = parsePrincipal(v)
 		case "Condition":
-			var m map[string]json.RawMessage
-			err = json.Unmarshal(v, &m)
-			st.Condition = true
+			var cerr error
+			if st.Conditions, cerr = parseConditions(v); cerr != nil {
+				return st, cerr
+			}
 		default:
 			return st, malformed("Statement has an unknown field %q.", k)
 		}
@@ -205,25 +206,28 @@ func (d Decision) String() string {
 	return [...]string{"ImplicitDeny", "Allow", "ExplicitDeny"}[d]
 }
 
-// Evaluate applies identity-based policies to action on resource, following
+// Evaluate applies identity-based policies to action on resource for a
+// request with no context keys (see EvaluateRequest).
+func Evaluate(policies []*Policy, action, resource string) Decision {
+	return EvaluateRequest(policies, Request{Action: action, Resource: resource})
+}
+
+// EvaluateRequest applies identity-based policies to a request, following
 // AWS's evaluation logic for a single account: an explicit Deny in any
 // policy wins, otherwise any Allow allows, otherwise the request is denied
-// by default. Statements with a Condition are not evaluated by Gantry: such
-// an Allow never matches and such a Deny always does (fail closed).
-func Evaluate(policies []*Policy, action, resource string) Decision {
+// by default. A statement applies only when all its conditions hold.
+func EvaluateRequest(policies []*Policy, req Request) Decision {
 	d := ImplicitDeny
 	for _, p := range policies {
 		for i := range p.Statement {
 			st := &p.Statement[i]
-			if !st.matches(action, resource) {
+			if !st.matches(req.Action, req.Resource) || !holds(st.Conditions, req) {
 				continue
 			}
 			if st.Effect == "Deny" {
 				return ExplicitDeny
 			}
-			if !st.Condition {
-				d = Allow
-			}
+			d = Allow
 		}
 	}
 	return d
@@ -287,19 +291,19 @@ func Wildcard(pattern, s string) bool {
 }
 
 // Trusts reports whether a trust policy lets principal (an AWS ARN of
-// account, or a service name when service is set) perform action.
-func (p *Policy) Trusts(principalType, principal, account, action string) bool {
+// account, or a service name when service is set) perform action, with
+// the context keys the request carries (ctx may be nil).
+func (p *Policy) Trusts(principalType, principal, account, action string, ctx map[string][]string) bool {
 	allowed := false
+	req := Request{Action: action, Resource: "*", Context: ctx}
 	for _, st := range p.Statement {
-		if !st.matches(action, "*") || !st.principalMatches(principalType, principal, account) {
+		if !st.matches(action, "*") || !st.principalMatches(principalType, principal, account) || !holds(st.Conditions, req) {
 			continue
 		}
 		if st.Effect == "Deny" {
 			return false
 		}
-		if !st.Condition {
-			allowed = true
-		}
+		allowed = true
 	}
 	return allowed
 }
@@ -321,7 +325,7 @@ func (st *Statement) principalMatches(typ, principal, account string) bool {
 
 // TrustsService reports whether a role's trust policy lets a service (such
 // as ecs-tasks.amazonaws.com) assume it: task roles must.
-func (r *Role) TrustsService(service string) bool {
+func (r *Role) TrustsService(service string, ctx map[string][]string) bool {
 	p, err := ParsePolicy(r.AssumeRolePolicy, true)
-	return err == nil && p.Trusts("Service", service, "", "sts:AssumeRole")
+	return err == nil && p.Trusts("Service", service, "", "sts:AssumeRole", ctx)
 }

@@ -1,6 +1,7 @@
 package iam
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -79,7 +80,7 @@ func (s *STS) assumeRole(r *http.Request, id *awsapi.Identity, f form) (any, err
 		return nil, denied
 	}
 	trust, err := ParsePolicy(ro.AssumeRolePolicy, true)
-	if err != nil || !trust.Trusts("AWS", caller, id.Account, "sts:AssumeRole") {
+	if err != nil || !trust.Trusts("AWS", caller, id.Account, "sts:AssumeRole", RequestContext(r, id)) {
 		return nil, denied
 	}
 	dur := 3600
@@ -93,18 +94,11 @@ func (s *STS) assumeRole(r *http.Request, id *awsapi.Identity, f form) (any, err
 		}
 		dur = n
 	}
-	keyID := "ASIA" + randomString(16, upper32)
-	secret := randomString(40, b64ish)
-	token := "FwoG" + randomString(300, b64ish)
-	sess := &Session{KeyID: keyID, Account: ro.Account, Role: ro.Name, RoleID: ro.ID, Name: name,
-		Sealed: s.Store.Sealer.Seal(secret, keyID), SealedToken: s.Store.Sealer.Seal(token, keyID+"/token"),
-		Expires: s.Store.now().Add(time.Duration(dur) * time.Second)}
-	if err := s.Store.State.Update(r.Context(), func(tx state.Tx) error {
-		pruneSessions(tx, s.Store.now())
-		return tx.Put(kindSession, keyID, sess)
-	}); err != nil {
+	sess, secret, token, err := s.Store.newSession(r.Context(), ro, name, time.Duration(dur)*time.Second)
+	if err != nil {
 		return nil, err
 	}
+	keyID := sess.KeyID
 	type creds struct{ AccessKeyId, SecretAccessKey, SessionToken, Expiration string }
 	type user struct{ AssumedRoleId, Arn string }
 	return struct {
@@ -112,6 +106,21 @@ func (s *STS) assumeRole(r *http.Request, id *awsapi.Identity, f form) (any, err
 		AssumedRoleUser user
 	}{creds{keyID, secret, token, isoTime(sess.Expires)},
 		user{ro.ID + ":" + name, "arn:aws:sts::" + ro.Account + ":assumed-role/" + ro.Name + "/" + name}}, nil
+}
+
+// newSession stores temporary credentials for a role and returns them.
+func (s *Store) newSession(ctx context.Context, ro *Role, name string, ttl time.Duration) (*Session, string, string, error) {
+	keyID := "ASIA" + randomString(16, upper32)
+	secret := randomString(40, b64ish)
+	token := "FwoG" + randomString(300, b64ish)
+	sess := &Session{KeyID: keyID, Account: ro.Account, Role: ro.Name, RoleID: ro.ID, Name: name,
+		Sealed: s.Sealer.Seal(secret, keyID), SealedToken: s.Sealer.Seal(token, keyID+"/token"),
+		Expires: s.now().Add(ttl)}
+	err := s.State.Update(ctx, func(tx state.Tx) error {
+		pruneSessions(tx, s.now())
+		return tx.Put(kindSession, keyID, sess)
+	})
+	return sess, secret, token, err
 }
 
 // pruneSessions drops sessions that expired more than a day ago (kept a

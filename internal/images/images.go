@@ -1,6 +1,8 @@
 // Package images gets container images into containerd: loaded from
-// docker-save or OCI tarballs, or pulled from their registry, and unpacked
-// so a task's first start does not wait for it.
+// docker-save or OCI tarballs, or pulled from their registry (one pull per
+// image however many tasks ask at once, with per-layer progress), and
+// unpacked so a task's first start does not wait for it. It also keeps the
+// image cache within its disk budget (cache.go).
 package images
 
 import (
@@ -8,21 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"runtime"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/remotes/docker"
-	"github.com/containerd/containerd/remotes/docker/config"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
-	"github.com/dustin/go-humanize"
 
 	gcontainerd "github.com/gantry-dev/gantry/internal/containerd"
 )
@@ -95,6 +90,9 @@ type PullOptions struct {
 	CertsDir string
 	// ResolveTimeout bounds finding the manifest; empty: 30 s.
 	ResolveTimeout time.Duration
+	// OnProgress, if set, gets the state of every layer several times a
+	// second while a pull runs, and once more at its end.
+	OnProgress func(Progress)
 }
 
 // PullError is an image that could not be found locally nor pulled.
@@ -139,9 +137,34 @@ func Ensure(ctx context.Context, client *containerd.Client, ref string, progress
 		if err := unpack(ctx, img); err != nil {
 			return nil, &PullError{Ref: name, Op: "unpack local image", Err: err}
 		}
-		return img, nil
+	} else if img, err = pull(ctx, client, name, progress, o); err != nil {
+		return nil, err
 	}
-	return pull(ctx, client, name, progress, o)
+	used(ctx, client, img)
+	return img, nil
+}
+
+// Pull fetches ref from its registry even when it is cached, so a moved
+// tag is followed; layers already here are not downloaded again.
+func Pull(ctx context.Context, client *containerd.Client, ref string, progress func(msg string), opts ...PullOptions) (containerd.Image, error) {
+	ctx = withNamespace(ctx)
+	var o PullOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if progress == nil {
+		progress = func(string) {}
+	}
+	name, err := Normalize(ref)
+	if err != nil {
+		return nil, &PullError{Ref: ref, Op: "parse reference", Err: err, Hint: "use a name such as nginx, nginx:1.27 or registry.example.com/team/app@sha256:..."}
+	}
+	img, err := pull(ctx, client, name, progress, o)
+	if err != nil {
+		return nil, err
+	}
+	used(ctx, client, img)
+	return img, nil
 }
 
 // local finds name in containerd's image store; a digest reference also
@@ -172,94 +195,6 @@ func unpack(ctx context.Context, img containerd.Image) error {
 		return err
 	}
 	return img.Unpack(ctx, Snapshotter)
-}
-
-func pull(ctx context.Context, client *containerd.Client, name string, progress func(string), o PullOptions) (containerd.Image, error) {
-	const hint = "if the image is local, load it with `gantry image load FILE`; otherwise check its name, that the registry is reachable from this host, and the registry credentials"
-	if o.ResolveTimeout == 0 {
-		o.ResolveTimeout = 30 * time.Second
-	}
-	if o.CertsDir == "" {
-		o.CertsDir = "/etc/containerd/certs.d"
-	}
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: withLocalRegistry(config.ConfigureHosts(ctx, config.HostOptions{
-			HostDir:     config.HostDirFromRoot(o.CertsDir),
-			Credentials: o.Credentials,
-			UpdateClient: func(c *http.Client) error {
-				// A registry that accepts the connection and then says
-				// nothing must not hold a task in PENDING forever.
-				if t, ok := c.Transport.(*http.Transport); ok {
-					t.ResponseHeaderTimeout = o.ResolveTimeout
-				}
-				return nil
-			},
-		})),
-	})
-	rctx, cancel := context.WithTimeout(ctx, o.ResolveTimeout)
-	_, _, err := resolver.Resolve(rctx, name)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, &PullError{Ref: name, Op: "failed to resolve ref", Err: err, Hint: hint}
-	}
-	progress("pulling " + name)
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		reportProgress(pctx, client.ContentStore(), progress)
-	}()
-	img, err := client.Pull(ctx, name,
-		containerd.WithResolver(resolver),
-		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(Snapshotter),
-		containerd.WithPlatformMatcher(platforms.Only(platforms.DefaultSpec())),
-	)
-	stop()
-	<-done
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, &PullError{Ref: name, Op: "pull image", Err: err, Hint: hint}
-	}
-	progress(fmt.Sprintf("pulled %s (%s, %s/%s)", name, Digest(img), runtime.GOOS, runtime.GOARCH))
-	return img, nil
-}
-
-// reportProgress reads the content store's active downloads every second,
-// as `ctr pull` does, until ctx ends.
-func reportProgress(ctx context.Context, cs content.Store, progress func(string)) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		sts, err := cs.ListStatuses(ctx)
-		if err != nil || len(sts) == 0 {
-			continue
-		}
-		sort.Slice(sts, func(i, j int) bool { return sts[i].Ref < sts[j].Ref })
-		parts := make([]string, 0, len(sts))
-		for _, s := range sts {
-			ref := s.Ref
-			if _, d, ok := strings.Cut(ref, "sha256:"); ok && len(d) >= 12 {
-				ref = strings.SplitN(ref, "-", 2)[0] + " " + d[:12]
-			}
-			total := "?"
-			if s.Total > 0 {
-				total = humanize.IBytes(uint64(s.Total))
-			}
-			parts = append(parts, fmt.Sprintf("%s %s/%s", ref, humanize.IBytes(uint64(s.Offset)), total))
-		}
-		progress("downloading: " + strings.Join(parts, ", "))
-	}
 }
 
 func withNamespace(ctx context.Context) context.Context {

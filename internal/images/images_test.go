@@ -2,11 +2,14 @@ package images
 
 import (
 	"context"
+	"fmt"
 	"github.com/containerd/containerd"
 	"github.com/opencontainers/go-digest"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
+	"sync"
 
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes/docker"
@@ -245,4 +248,101 @@ func mustDigest(t *testing.T, s string) digest.Digest {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestEnsureSingleFlight starts ten Ensures of one image at once, under two
+// names: one pull, each blob fetched once, every caller gets the image.
+func TestEnsureSingleFlight(t *testing.T) {
+	client, _ := containerdtest.Start(t)
+	ctx := containerdtest.Context(t)
+	var mu sync.Mutex
+	gets := map[string]int{}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			mu.Lock()
+			gets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+			mu.Unlock()
+			time.Sleep(300 * time.Millisecond) // a slow registry, so the calls overlap
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	ref := host + "/team/web:v1"
+	tarball := filepath.Join(t.TempDir(), "web.tar")
+	if err := testimage.Write(tarball, ref, testimage.WebOptions()...); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := Load(ctx, client, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, config.HostOptions{DefaultScheme: "http"})})
+	if err := client.Push(ctx, ref, mustGet(t, client, ctx, ref).Target(), containerd.WithResolver(resolver)); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.ImageService().Delete(ctx, ref, images.SynchronousDelete()); err != nil {
+		t.Fatal(err)
+	}
+	other := host + "/team/web@" + loaded[0].Digest // same image, another name
+	mu.Lock()
+	gets = map[string]int{}
+	mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	waited := make(chan bool, 10)
+	for i := 0; i < 10; i++ {
+		name := ref
+		if i%2 == 1 {
+			name = other
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := false
+			img, err := Ensure(ctx, client, name, nil, PullOptions{OnProgress: func(p Progress) { w = w || p.Waiting }})
+			if err == nil && Digest(img) != loaded[0].Digest {
+				err = fmt.Errorf("%s: digest %s", name, Digest(img))
+			}
+			errs <- err
+			waited <- w
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(waited)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	followers := 0
+	for w := range waited {
+		if w {
+			followers++
+		}
+	}
+	if followers == 0 {
+		t.Error("no Ensure waited for another's pull")
+	}
+	for blob, n := range gets {
+		if n != 1 {
+			t.Errorf("blob %s fetched %d times", blob, n)
+		}
+	}
+	if len(gets) < 2 {
+		t.Errorf("blobs fetched: %v", gets)
+	}
+	for _, name := range []string{ref, other} {
+		if _, err := client.GetImage(ctx, name); err != nil {
+			t.Errorf("%s not recorded: %v", name, err)
+		}
+	}
 }

@@ -19,7 +19,8 @@ type Pattern interface {
 
 // ParsePattern compiles a filter pattern: terms and "quoted phrases" (all
 // must occur), ?alternatives (one must), -exclusions (none may), a JSON
-// pattern such as { $.level = "error" && $.ms > 100 }, or %regex%.
+// pattern such as { $.level = "error" && $.ms > 100 }, a space-delimited
+// pattern such as [ip, user, ..., status = 4*, bytes > 1000], or %regex%.
 func ParsePattern(src string) (Pattern, error) {
 	s := strings.TrimSpace(src)
 	switch {
@@ -27,6 +28,8 @@ func ParsePattern(src string) (Pattern, error) {
 		return matchAll{}, nil
 	case s[0] == '{':
 		return parseJSONPattern(s)
+	case s[0] == '[':
+		return parseSpacePattern(s)
 	case len(s) >= 2 && s[0] == '%' && s[len(s)-1] == '%':
 		re, err := regexp.Compile(s[1 : len(s)-1])
 		if err != nil {
@@ -162,6 +165,10 @@ func isWord(r rune) bool { return r == '_' || unicode.IsLetter(r) || unicode.IsD
 type jsonPattern struct{ expr jexpr }
 
 func (p jsonPattern) Match(msg string) bool {
+	// Most lines of a mixed group are not JSON: no need to parse them.
+	if t := strings.TrimLeft(msg, " \t\r\n"); t == "" || t[0] != '{' && t[0] != '[' {
+		return false
+	}
 	var doc any
 	d := json.NewDecoder(strings.NewReader(msg))
 	d.UseNumber()
@@ -184,6 +191,7 @@ type jcmp struct {
 	op   string // = != < > <= >=, or IS, EXISTS, NOT EXISTS
 	str  *string
 	num  *float64
+	re   *regexp.Regexp
 	lit  string // for IS: TRUE, FALSE, NULL
 }
 
@@ -246,19 +254,25 @@ func (p *jparser) lex(s string) error {
 		case strings.IndexByte("=<>()", c) >= 0:
 			p.toks = append(p.toks, jtok{'o', s[i : i+1]})
 			i++
-		case c == '-' || c == '+' || c == '.' || c >= '0' && c <= '9':
-			j := i + 1
-			for j < len(s) && strings.IndexByte("0123456789.eE+-", s[j]) >= 0 {
-				j++
+		case c == '%':
+			j := strings.IndexByte(s[i+1:], '%')
+			if j < 0 {
+				return errors.New("unterminated %regular expression%")
 			}
-			p.toks = append(p.toks, jtok{'n', s[i:j]})
-			i = j
-		case unicode.IsLetter(rune(c)) || c == '*':
+			p.toks = append(p.toks, jtok{'r', s[i+1 : i+1+j]})
+			i += j + 2
+		case strings.IndexByte("!&|", c) < 0:
+			// A bare value: a number if it reads as one, else a string
+			// such as 123.123.*, /api or ERROR.
 			j := i
-			for j < len(s) && s[j] != ' ' && s[j] != '\t' && s[j] != ')' && strings.IndexByte("=<>!&|(", s[j]) < 0 {
+			for j < len(s) && s[j] != ' ' && s[j] != '\t' && s[j] != '\n' && strings.IndexByte("=<>!&|()", s[j]) < 0 {
 				j++
 			}
-			p.toks = append(p.toks, jtok{'w', s[i:j]})
+			kind := byte('w')
+			if _, err := strconv.ParseFloat(s[i:j], 64); err == nil {
+				kind = 'n'
+			}
+			p.toks = append(p.toks, jtok{kind, s[i:j]})
 			i = j
 		default:
 			return fmt.Errorf("unexpected %q", string(c))
@@ -377,6 +391,15 @@ func (p *jparser) term() (jexpr, error) {
 		}
 		str := v.text
 		c.str = &str
+	case 'r':
+		if c.op != "=" && c.op != "!=" {
+			return nil, fmt.Errorf("%s compares numbers, not a regular expression", c.op)
+		}
+		re, err := regexp.Compile(v.text)
+		if err != nil {
+			return nil, fmt.Errorf("invalid regular expression: %v", err)
+		}
+		c.re = re
 	case 'n':
 		f, err := strconv.ParseFloat(v.text, 64)
 		if err != nil || math.IsInf(f, 0) {
@@ -445,7 +468,7 @@ func (c *jcmp) eval(doc any) bool {
 	if !ok {
 		return false
 	}
-	if c.str != nil {
+	if c.str != nil || c.re != nil {
 		var s string
 		switch x := v.(type) {
 		case string:
@@ -456,6 +479,9 @@ func (c *jcmp) eval(doc any) bool {
 			s = strconv.FormatBool(x)
 		default:
 			return false
+		}
+		if c.re != nil {
+			return c.re.MatchString(s) == (c.op == "=")
 		}
 		eq := wildcard(*c.str, s)
 		return eq == (c.op == "=")

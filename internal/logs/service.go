@@ -567,6 +567,7 @@ func (s *Service) filterLogEvents(ctx context.Context, in *lt.FilterLogEventsReq
 		from = p
 	}
 	out := &lt.FilterLogEventsResponse{Events: []*lt.FilteredLogEvent{}}
+	names := streamNames{s: s.Store}
 	scanned, bytes := 0, 0
 	for {
 		q.after = &from
@@ -580,10 +581,14 @@ func (s *Service) filterLogEvents(ctx context.Context, in *lt.FilterLogEventsReq
 			if !pat.Match(e.Message) {
 				continue
 			}
+			stream, err := names.name(ctx, e.StreamID)
+			if err != nil {
+				return nil, err
+			}
 			out.Events = append(out.Events, &lt.FilteredLogEvent{
 				EventId:       ptr(fmt.Sprintf("%036d%020d", e.Timestamp, e.ID)),
 				IngestionTime: ptr(e.Ingest),
-				LogStreamName: ptr(e.Stream),
+				LogStreamName: ptr(stream),
 				Message:       ptr(e.Message),
 				Timestamp:     ptr(e.Timestamp),
 			})

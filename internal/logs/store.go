@@ -12,10 +12,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/gantry-dev/gantry/internal/state"
+	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 const schema = `
@@ -135,6 +139,40 @@ func (s *Store) createGroup(ctx context.Context, sc Scope, name, kms, class stri
 	if isUnique(err) {
 		return errGroupExists
 	}
+	return diskFull(err)
+}
+
+// DiskFullError is a write refused because logs.db's file system is full.
+// SQLite rolls the transaction back and the database stays whole, so the
+// same write succeeds once there is room: clients get
+// ServiceUnavailableException (HTTP 503), which they retry, and the agent
+// keeps the lines in its spool and retries.
+type DiskFullError struct{ Err error }
+
+func (e *DiskFullError) Error() string {
+	return "ServiceUnavailableException: the log store is out of disk space; retry when space is freed (" + e.Err.Error() + ")"
+}
+func (e *DiskFullError) Unwrap() error { return e.Err }
+
+// As lets the API answer with the AWS error.
+func (e *DiskFullError) As(target any) bool {
+	if t, ok := target.(**awsapi.Error); ok {
+		*t = &awsapi.Error{Code: "ServiceUnavailableException", Message: "The log store is out of disk space; retry when space is freed.", Status: http.StatusServiceUnavailable}
+		return true
+	}
+	return false
+}
+
+// diskFull recognises SQLITE_FULL (13, with any extended code) and ENOSPC.
+func diskFull(err error) error {
+	if err == nil {
+		return nil
+	}
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) && coded.Code()&0xff == 13 || errors.Is(err, syscall.ENOSPC) ||
+		strings.Contains(err.Error(), "database or disk is full") || strings.Contains(err.Error(), "no space left on device") {
+		return &DiskFullError{err}
+	}
 	return err
 }
 
@@ -226,13 +264,13 @@ func (s *Store) deleteGroup(ctx context.Context, sc Scope, name string) error {
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return diskFull(err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return diskFull(err)
 	}
-	return tx.Commit()
+	return diskFull(tx.Commit())
 }
 
 // updateGroup changes a group's retention or tags.
@@ -357,7 +395,7 @@ type Event struct {
 	Timestamp int64 // ms
 	Ingest    int64 // ms
 	Message   string
-	Stream    string
+	StreamID  int64
 }
 
 // putEvents stores events, already validated and in time order, in one
@@ -453,32 +491,37 @@ func (s *Store) events(ctx context.Context, q eventQuery) ([]Event, error) {
 			}
 		}
 		if q.prefix != "" {
-			where = append(where, `s.name >= ? AND substr(s.name, 1, ?) = ?`)
-			args = append(args, q.prefix, len(q.prefix), q.prefix)
+			where = append(where, `e.stream_id IN (SELECT id FROM log_streams WHERE group_id = ? AND name >= ? AND substr(name, 1, ?) = ?)`)
+			args = append(args, q.groupID, q.prefix, len(q.prefix), q.prefix)
 		}
 	}
-	if q.after != nil {
+	// The time bounds and the paging position become one lower and one
+	// upper row-value bound: SQLite ranges the index on one of each, and
+	// with two it may pick the loose one and scan from the group's start.
+	// Ids start at 1, so (start, 0) is just before every event at start.
+	lo, hi := q.after, q.before
+	if q.start != nil && (lo == nil || lo.less(position{*q.start, 0})) {
+		lo = &position{*q.start, 0}
+	}
+	if q.end != nil && (hi == nil || (position{*q.end, 0}).less(*hi)) {
+		hi = &position{*q.end, 0}
+	}
+	if lo != nil {
 		where = append(where, `(e.ts, e.id) > (?, ?)`)
-		args = append(args, q.after.TS, q.after.ID)
+		args = append(args, lo.TS, lo.ID)
 	}
-	if q.before != nil {
+	if hi != nil {
 		where = append(where, `(e.ts, e.id) < (?, ?)`)
-		args = append(args, q.before.TS, q.before.ID)
-	}
-	if q.start != nil {
-		where = append(where, `e.ts >= ?`)
-		args = append(args, *q.start)
-	}
-	if q.end != nil {
-		where = append(where, `e.ts < ?`)
-		args = append(args, *q.end)
+		args = append(args, hi.TS, hi.ID)
 	}
 	order := `e.ts, e.id`
 	if q.backward {
 		order = `e.ts DESC, e.id DESC`
 	}
 	args = append(args, q.limit)
-	rows, err := s.read.QueryContext(ctx, `SELECT e.id, e.ts, e.ingest, e.message, s.name FROM log_events e JOIN log_streams s ON s.id = e.stream_id
+	// No join for the stream's name: a filter scans far more events than
+	// it returns, and callers look names up for the few they keep.
+	rows, err := s.read.QueryContext(ctx, `SELECT e.id, e.ts, e.ingest, e.message, e.stream_id FROM log_events e
 		WHERE `+strings.Join(where, " AND ")+` ORDER BY `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, err
@@ -487,12 +530,34 @@ func (s *Store) events(ctx context.Context, q eventQuery) ([]Event, error) {
 	var out []Event
 	for rows.Next() {
 		var e Event
-		if err := rows.Scan(&e.ID, &e.Timestamp, &e.Ingest, &e.Message, &e.Stream); err != nil {
+		if err := rows.Scan(&e.ID, &e.Timestamp, &e.Ingest, &e.Message, &e.StreamID); err != nil {
 			return nil, err
 		}
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// streamNames resolves stream ids to names, remembering them for one
+// request.
+type streamNames struct {
+	s     *Store
+	names map[int64]string
+}
+
+func (n *streamNames) name(ctx context.Context, id int64) (string, error) {
+	if v, ok := n.names[id]; ok {
+		return v, nil
+	}
+	var v string
+	if err := n.s.read.QueryRowContext(ctx, `SELECT name FROM log_streams WHERE id = ?`, id).Scan(&v); err != nil {
+		return "", err
+	}
+	if n.names == nil {
+		n.names = map[int64]string{}
+	}
+	n.names[id] = v
+	return v, nil
 }
 
 // Sweep asks the sweeper to apply retention now rather than at its next tick.

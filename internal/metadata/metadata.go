@@ -61,6 +61,10 @@ type Server struct {
 	url  string
 	log  *slog.Logger
 	prov Provider
+	// Credentials mints task role credentials (set before Serve); nil:
+	// tasks with a role get none.
+	Credentials CredentialSource
+	creds       credCache
 }
 
 // Listen puts Address on the host's loopback and listens on it. The port
@@ -146,6 +150,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// /v4/<id>[/task][/stats]
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) == 3 && parts[0] == "v2" && parts[1] == "credentials" {
+		s.serveCredentials(w, r, parts[2])
+		return
+	}
 	if len(parts) < 2 || (parts[0] != "v4" && parts[0] != "v3") {
 		http.NotFound(w, r)
 		return

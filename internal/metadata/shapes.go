@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"cmp"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -119,6 +120,9 @@ func containerMetadata(t Task, i int, v4 bool) ContainerResponse {
 			"com.amazonaws.ecs.task-arn":                t.Spec.TaskARN,
 			"com.amazonaws.ecs.task-definition-family":  t.Spec.Family,
 			"com.amazonaws.ecs.task-definition-version": strconv.Itoa(int(t.Spec.Revision)),
+			// Gantry's own: how the task is isolated (as DescribeTasks'
+			// attribute gantry.isolation says).
+			"gantry.isolation": cmp.Or(t.Spec.Isolation, "container"),
 		},
 	}
 	if spec.LogConfig != nil {

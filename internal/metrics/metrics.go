@@ -71,6 +71,10 @@ func (m *Metrics) ObserveAPI(service, operation, code string, elapsed time.Durat
 	m.apiLatency.WithLabelValues(service, operation, code).Observe(elapsed.Seconds())
 }
 
+// Register adds collectors that live with what they count (the agent's
+// log capture).
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // WatchTasks exports gantry_tasks{state} from a's task list at each scrape.
 func (m *Metrics) WatchTasks(a agent.Agent) {
 	m.reg.MustRegister(&taskStates{a: a, desc: prometheus.NewDesc("gantry_tasks", "Tasks the agents know, by agent phase.", []string{"state"}, nil)})

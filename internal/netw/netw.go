@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/containerd/containerd/pkg/netns"
 	"github.com/containernetworking/cni/libcni"
@@ -149,9 +150,6 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 		// The entry is gone; a namespace made now does as well.
 		m.pool.cfg.Log.Warn("network pool: claim failed; setting up afresh", "task", taskID, "err", err)
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return nil, fmt.Errorf("enable IPv4 forwarding: %w", err)
-	}
 	if err := os.MkdirAll(m.nsDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -179,6 +177,9 @@ func (m *Manager) Setup(ctx context.Context, taskID string, spec agent.NetworkSp
 func (m *Manager) attach(ctx context.Context, rec *record, prefix netip.Prefix) (*Attachment, error) {
 	cl, err := libcni.ConfListFromBytes(rec.ConfL)
 	if err != nil {
+		return nil, err
+	}
+	if err := ensureGateway(bridgeOf(rec.ConfL), rec.Gateway, prefix); err != nil {
 		return nil, err
 	}
 	res, err := m.cni.AddNetworkList(ctx, cl, &libcni.RuntimeConf{ContainerID: rec.cniID(), NetNS: rec.NetNS, IfName: ifName})
@@ -518,9 +519,12 @@ func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip
 		netName = "gantry-" + strings.NewReplacer(".", "-", "/", "-").Replace(prefix.String())
 	}
 	bridge := map[string]any{
-		"type":        "bridge",
-		"bridge":      m.BridgeName(spec.VPCID),
-		"isGateway":   true,
+		"type":   "bridge",
+		"bridge": m.BridgeName(spec.VPCID),
+		// The bridge plugin keeps one IPv4 address per bridge, and a VPC's
+		// subnets share its bridge: ensureGateway gives the bridge every
+		// subnet's gateway instead.
+		"isGateway":   false,
 		"ipMasq":      true,
 		"hairpinMode": true,
 		"ipam": map[string]any{
@@ -544,6 +548,38 @@ func (m *Manager) conflist(spec agent.NetworkSpec, prefix netip.Prefix, gw netip
 	return out
 }
 
+// ensureGateway makes the VPC's bridge (if no task made it yet) and gives it
+// the subnet's gateway address, so the host routes the subnet to it and the
+// subnet's tasks route through it; a VPC's subnets reach each other through
+// the host.
+func ensureGateway(bridge, gateway string, prefix netip.Prefix) error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	gw, err := netip.ParseAddr(gateway)
+	if err != nil {
+		return fmt.Errorf("gateway %q: %w", gateway, err)
+	}
+	link, err := netlink.LinkByName(bridge)
+	if _, missing := err.(netlink.LinkNotFoundError); missing {
+		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}})
+		if err == nil || errors.Is(err, syscall.EEXIST) {
+			link, err = netlink.LinkByName(bridge)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(prefix.Bits(), 32)}}
+	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("gateway %s on bridge %s: %w", addr, bridge, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bridge %s up: %w", bridge, err)
+	}
+	return nil
+}
+
 // inNamespace brings the task's loopback up and gives eth0 its MAC. Both are
 // one netlink call each, done here rather than by the CNI loopback and
 // tuning plugins: each plugin is a process to start, and a task start pays
@@ -562,15 +598,20 @@ func inNamespace(nsPath, mac string) error {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return fmt.Errorf("loopback up: %w", err)
 		}
-		eth, err := netlink.LinkByName(ifName)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetHardwareAddr(eth, hw); err != nil {
-			return fmt.Errorf("set MAC %s on %s: %w", mac, ifName, err)
-		}
-		return nil
+		return setEthMAC(hw)
 	})
+}
+
+// setEthMAC gives eth0 of the current namespace its MAC.
+func setEthMAC(hw net.HardwareAddr) error {
+	eth, err := netlink.LinkByName(ifName)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetHardwareAddr(eth, hw); err != nil {
+		return fmt.Errorf("set MAC %s on %s: %w", hw, ifName, err)
+	}
+	return nil
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]`)

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/pkg/netns"
-	"github.com/vishvananda/netlink"
-
 	cnins "github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -287,14 +285,5 @@ func setMAC(nsPath, mac string) error {
 	if err != nil {
 		return err
 	}
-	return cnins.WithNetNSPath(nsPath, func(cnins.NetNS) error {
-		eth, err := netlink.LinkByName(ifName)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetHardwareAddr(eth, hw); err != nil {
-			return fmt.Errorf("set MAC %s on %s: %w", mac, ifName, err)
-		}
-		return nil
-	})
+	return cnins.WithNetNSPath(nsPath, func(cnins.NetNS) error { return setEthMAC(hw) })
 }

@@ -54,6 +54,10 @@ type tagDoc struct {
 
 type blobLink struct {
 	Size int64 `json:"size"`
+	// Touched is when a push last uploaded, mounted or checked the blob:
+	// garbage collection spares an unreferenced link for a grace period
+	// after it, as the push's manifest may be on its way.
+	Touched time.Time `json:"touched,omitzero"`
 }
 
 // ECR's repository name pattern.
@@ -124,8 +128,8 @@ func PutTag(tx state.Tx, repoKey string, img *Image, tag string) error {
 	return tx.Put(KindTag, TagPrefix(repoKey)+tag, tagDoc{Digest: img.Digest})
 }
 
-// DeleteImage removes an image and every tag naming it. Its blobs stay on
-// disk: other images and repositories may share them.
+// DeleteImage removes an image and every tag naming it. Its blobs stay
+// until the registry's garbage collection finds nothing else names them.
 func DeleteImage(tx state.Tx, repoKey string, img *Image) error {
 	for _, t := range img.Tags {
 		if _, err := tx.Delete(KindTag, TagPrefix(repoKey)+t); err != nil {

@@ -39,8 +39,13 @@ type Registry struct {
 	Now     func() time.Time
 	// AfterPush, if set, runs after an image was pushed (lifecycle policies).
 	AfterPush func(repo string)
+	// GCGrace is how long an unreferenced blob is kept after a push last
+	// wrote or checked it; 0: GANTRY_REGISTRY_GC_GRACE (a Go duration, for
+	// tests) or DefaultGCGrace.
+	GCGrace time.Duration
 
 	blobs blobStore
+	gc    gc
 }
 
 // Open prepares the blob directories under dir (DATA_DIR/registry).
@@ -51,6 +56,13 @@ func Open(dir string, r *Registry) (*Registry, error) {
 	}
 	if r.Log == nil {
 		r.Log = slog.Default()
+	}
+	if v := os.Getenv("GANTRY_REGISTRY_GC_GRACE"); r.GCGrace == 0 && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("GANTRY_REGISTRY_GC_GRACE=%q: want a positive Go duration such as 10m", v)
+		}
+		r.GCGrace = d
 	}
 	return r, r.blobs.init()
 }
@@ -189,8 +201,29 @@ func (r *Registry) link(ctx context.Context, key string, h v1.Hash, size int64) 
 			}
 			return err
 		}
-		return tx.Put(KindBlob, BlobPrefix(key)+h.String(), blobLink{Size: size})
+		return tx.Put(KindBlob, BlobPrefix(key)+h.String(), blobLink{Size: size, Touched: r.Now().UTC()})
 	})
+}
+
+// touch tells the collector a push just learnt that the repository has the
+// blob and may name it in a manifest soon, and reports whether it has. The
+// stamp is refreshed at most every quarter of the grace period, so pushes
+// of unchanged layers do not write on every check.
+func (r *Registry) touch(ctx context.Context, key string, h v1.Hash) (bool, error) {
+	var ok bool
+	err := r.Store.Update(ctx, func(tx state.Tx) error {
+		var l blobLink
+		var err error
+		if ok, err = tx.Get(KindBlob, BlobPrefix(key)+h.String(), &l); err != nil || !ok {
+			return err
+		}
+		if r.Now().Sub(l.Touched) < r.grace()/4 {
+			return nil
+		}
+		l.Touched = r.Now().UTC()
+		return tx.Put(KindBlob, BlobPrefix(key)+h.String(), l)
+	})
+	return ok, err
 }
 
 func (r *Registry) linked(ctx context.Context, key string, h v1.Hash) (bool, error) {
@@ -214,7 +247,12 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, digest s
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return errorf(http.StatusMethodNotAllowed, "UNSUPPORTED", "%s is not supported on blobs; delete images with aws ecr batch-delete-image", req.Method)
 	}
-	ok, err := r.linked(req.Context(), key, h)
+	var ok bool
+	if req.Method == http.MethodHead {
+		ok, err = r.touch(req.Context(), key, h)
+	} else {
+		ok, err = r.linked(req.Context(), key, h)
+	}
 	if err != nil {
 		return err
 	}
@@ -232,8 +270,35 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, digest s
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Docker-Content-Digest", h.String())
 	w.Header().Set("Etag", `"`+h.String()+`"`)
-	http.ServeContent(w, req, "", time.Time{}, f)
+	if req.Method == http.MethodHead {
+		http.ServeContent(w, req, "", time.Time{}, f)
+		return nil
+	}
+	start := time.Now()
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, req, "", time.Time{}, f)
+	// The access log of blob downloads: how operators (and the tests) see
+	// that each layer crossed the wire once per host.
+	r.Log.Info("registry blob sent", "repository", name, "digest", h.String(), "bytes", cw.n, "range", req.Header.Get("Range") != "", "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the response's sendfile path for blob bodies.
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(c.ResponseWriter, r)
+	c.n += n
+	return n, err
 }
 
 func (r *Registry) upload(w http.ResponseWriter, req *http.Request, name, id string) error {
@@ -291,6 +356,8 @@ func (r *Registry) upload(w http.ResponseWriter, req *http.Request, name, id str
 		if _, err := appendTo(file, req.Body); err != nil {
 			return err
 		}
+		r.gc.mu.RLock()
+		defer r.gc.mu.RUnlock()
 		size, err := r.blobs.commit(file, h)
 		if err != nil {
 			return uploadError(err)
@@ -312,6 +379,8 @@ func (r *Registry) startUpload(w http.ResponseWriter, req *http.Request, name, k
 		if err != nil {
 			return err
 		}
+		r.gc.mu.RLock()
+		defer r.gc.mu.RUnlock()
 		size, err := r.blobs.put(req.Body, h)
 		if err != nil {
 			return uploadError(err)
@@ -336,6 +405,8 @@ func (r *Registry) mount(ctx context.Context, w http.ResponseWriter, name, key, 
 	if err != nil {
 		return false, err
 	}
+	r.gc.mu.RLock()
+	defer r.gc.mu.RUnlock()
 	fromKey, err := r.repoKey(ctx, from)
 	if err != nil {
 		return false, nil
@@ -524,7 +595,9 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, name, r
 	}); err != nil {
 		return err
 	}
+	r.gc.mu.RLock()
 	if _, err := r.blobs.put(bytes.NewReader(body), h); err != nil {
+		r.gc.mu.RUnlock()
 		return err
 	}
 	err = r.Store.Update(req.Context(), func(tx state.Tx) error {
@@ -545,7 +618,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, name, r
 		} else {
 			next.PushedAt = r.Now().UTC()
 		}
-		if err := tx.Put(KindBlob, BlobPrefix(key)+img.Digest, blobLink{Size: img.ManifestSize}); err != nil {
+		if err := tx.Put(KindBlob, BlobPrefix(key)+img.Digest, blobLink{Size: img.ManifestSize, Touched: r.Now().UTC()}); err != nil {
 			return err
 		}
 		if tag == "" {
@@ -560,6 +633,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, name, r
 		}
 		return PutTag(tx, key, &next, tag)
 	})
+	r.gc.mu.RUnlock()
 	if err != nil {
 		return err
 	}
@@ -623,6 +697,11 @@ func parseManifest(contentType string, body []byte) (*Image, manifestRefs, error
 	default:
 		return nil, refs, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "unsupported manifest media type %q", mt)
 	}
+	for _, d := range append(append([]v1.Descriptor(nil), refs.blobs...), refs.manifests...) {
+		if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 {
+			return nil, manifestRefs{}, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "the manifest names %q, which is not a sha256 digest", d.Digest.String())
+		}
+	}
 	return img, refs, nil
 }
 
@@ -640,6 +719,7 @@ func (r *Registry) deleteManifest(ctx context.Context, w http.ResponseWriter, na
 	if err != nil {
 		return err
 	}
+	r.CollectSoon()
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

@@ -26,6 +26,9 @@ var _ agent.SecretSource = (*Service)(nil)
 //
 // Errors are worded like the ECS agent's, and name the reference, never a value.
 func (s *Service) GetSecrets(ctx context.Context, req agent.SecretRequest) ([]string, error) {
+	if err := s.executionRoleMay(ctx, req); err != nil {
+		return nil, err
+	}
 	out := make([]string, len(req.ValueFrom))
 	err := s.Store.Update(ctx, func(tx state.Tx) error {
 		for i, ref := range req.ValueFrom {
@@ -41,6 +44,38 @@ func (s *Service) GetSecrets(ctx context.Context, req agent.SecretRequest) ([]st
 		return nil, err
 	}
 	return out, nil
+}
+
+// executionRoleMay checks, before any value is read, that the task's
+// execution role may read every reference, as Fargate reads them with that
+// role's credentials: secretsmanager:GetSecretValue on a secret,
+// ssm:GetParameters on a parameter.
+func (s *Service) executionRoleMay(ctx context.Context, req agent.SecretRequest) error {
+	if s.RoleAllows == nil {
+		return nil
+	}
+	if req.ExecutionRoleARN == "" {
+		return errors.New("the task has no execution role to read its secrets with (executionRoleArn)")
+	}
+	for _, ref := range req.ValueFrom {
+		if strings.HasPrefix(ref, "arn:") && strings.Contains(ref, ":secretsmanager:") {
+			p := strings.SplitN(ref, ":", 8)
+			arn := strings.Join(p[:min(len(p), 7)], ":")
+			if err := s.RoleAllows(ctx, req.TaskARN, req.ExecutionRoleARN, "secretsmanager:GetSecretValue", arn); err != nil {
+				return fmt.Errorf("unable to retrieve secret from asm: service call has been retried 1 time(s): failed to fetch secret %s from secrets manager: %v", arn, err)
+			}
+			continue
+		}
+		arn := ref
+		if !strings.HasPrefix(ref, "arn:") {
+			name, _, _ := strings.Cut(ref, ":")
+			arn = paramARN(req.Account, req.Region, name)
+		}
+		if err := s.RoleAllows(ctx, req.TaskARN, req.ExecutionRoleARN, "ssm:GetParameters", arn); err != nil {
+			return fmt.Errorf("unable to retrieve secrets from ssm: service call has been retried 1 time(s): %v", err)
+		}
+	}
+	return nil
 }
 
 func (s *Service) resolve(tx state.Tx, account, region, ref string) (string, error) {

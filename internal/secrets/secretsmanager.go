@@ -39,6 +39,10 @@ type Service struct {
 	Sealer *Sealer
 	Log    *slog.Logger
 	Now    func() time.Time
+	// RoleAllows says whether a task's execution role may perform action
+	// on resource (IAM's judgement); nil: every task may read every
+	// secret of its account.
+	RoleAllows func(ctx context.Context, taskARN, roleARN, action, resource string) error
 }
 
 func (s *Service) now() time.Time {

@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"time"
 
+	ctrd "github.com/containerd/containerd"
+
+	"github.com/gantry-dev/gantry/internal/containerd"
 	"github.com/gantry-dev/gantry/internal/ecr"
 	"github.com/gantry-dev/gantry/internal/images"
 	"github.com/gantry-dev/gantry/internal/registry"
@@ -22,11 +25,21 @@ type registryParts struct {
 	ecr  *ecr.Service
 	srv  *http.Server
 	stop context.CancelFunc
+	// containerd is the image cache's client.
+	containerd *ctrd.Client
 }
 
 // startRegistry serves the OCI registry on cfg.RegistryListen with blobs in
 // DATA_DIR/registry, and routes task image pulls of its names to it.
-func startRegistry(ctx context.Context, cfg Config, store state.Store, creds *Credentials, log *slog.Logger) (*registryParts, error) {
+func startRegistry(ctx context.Context, cfg Config, store state.Store, creds *Credentials, log *slog.Logger, containerdAddr string) (*registryParts, error) {
+	budget := int64(images.DefaultBudget)
+	if cfg.ImageCacheBudget != "" {
+		n, err := images.ParseSize(cfg.ImageCacheBudget)
+		if err != nil {
+			return nil, fmt.Errorf("--image-cache-budget: %w", err)
+		}
+		budget = n
+	}
 	tokens := registry.NewTokens(creds.SecretAccessKey)
 	reg, err := registry.Open(filepath.Join(cfg.DataDir, "registry"), &registry.Registry{
 		Store: store, Account: creds.AccountID, Region: cfg.Region, Tokens: tokens, Log: log,
@@ -53,6 +66,7 @@ func startRegistry(ctx context.Context, cfg Config, store state.Store, creds *Cr
 		defer t.Stop()
 		for {
 			svc.ApplyAllLifecycles(lctx)
+			reg.CollectSoon()
 			select {
 			case <-lctx.Done():
 				return
@@ -67,6 +81,17 @@ func startRegistry(ctx context.Context, cfg Config, store state.Store, creds *Cr
 			return "AWS", tokens.Issue(time.Now().Add(time.Hour))
 		},
 	})
+	// The image cache: kept within its budget, and the budget and the
+	// registry's address published for `gantry image pull`.
+	cc, err := ctrd.New(containerdAddr, ctrd.WithDefaultNamespace(containerd.Namespace))
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("image cache: connect to containerd: %w", err)
+	}
+	if err := images.Publish(lctx, cc, images.Settings{Budget: budget, Registry: host}); err != nil {
+		log.Warn("image cache: cannot publish settings for gantry image pull", "err", err)
+	}
+	(&images.Cache{Client: cc, Budget: budget, Log: log.Info}).Start(lctx, time.Minute)
 	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -74,11 +99,12 @@ func startRegistry(ctx context.Context, cfg Config, store state.Store, creds *Cr
 		}
 	}()
 	log.Info("registry ready", "endpoint", "http://"+host)
-	return &registryParts{ecr: svc, srv: srv, stop: stop}, nil
+	return &registryParts{ecr: svc, srv: srv, stop: stop, containerd: cc}, nil
 }
 
 func (p *registryParts) close() {
 	p.stop()
+	defer p.containerd.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p.srv.Shutdown(ctx)

@@ -33,6 +33,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/metadata"
 	"github.com/gantry-dev/gantry/internal/metrics"
 	"github.com/gantry-dev/gantry/internal/secrets"
+	"github.com/gantry-dev/gantry/internal/ssmstream"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -45,10 +46,14 @@ type Config struct {
 	ContainerdSocket string // host containerd to try first
 	PostgresDSN      string // shared state instead of the embedded SQLite
 	DefaultVPCCIDR   string // range of the default VPC made at first start; default 172.31.0.0/16
+	PublicIPRange    string // where ENIs' public addresses come from; default ec2.DefaultPublicIPRange
 	RegistryListen   string // address of the image registry; default 127.0.0.1:8911
 	LBAddressRange   string // where load balancers get their addresses; default 127.0.0.0/8
+	ImageCacheBudget string // disk budget of the image cache such as 20GiB; "0": no eviction; default images.DefaultBudget
+	DefaultIsolation string // new clusters' isolation: auto (sandbox where runsc works), sandbox or container
+	NetnsPool        int    // network namespaces kept ready per subnet in use (netw pool)
+	EphemeralMiB     int64  // every task's ephemeral storage, replacing what it asks for; 0: as asked
 	Log              *slog.Logger
-	NetnsPool        int // network namespaces kept ready per subnet in use (netw pool)
 }
 
 func (c *Config) defaults() {
@@ -99,6 +104,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	if cfg.PublicIPRange != "" {
+		if ec2.PublicIPRange, err = ec2.ParsePublicIPRange(cfg.PublicIPRange); err != nil {
+			return err
+		}
+	}
 	if err := ec2.EnsureDefaultVPC(ctx, store, creds.AccountID, cfg.Region, cfg.DefaultVPCCIDR); err != nil {
 		return fmt.Errorf("default VPC: %w", err)
 	}
@@ -109,7 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	secretsSvc := &secrets.Service{Store: store, Sealer: sealer, Log: log}
+	secretsSvc := &secrets.Service{Store: store, Sealer: sealer, Log: log, RoleAllows: ids.ExecutionRoleAllows}
 
 	// Opened before the agent and closed after it, so that the agent's last
 	// log batches still have somewhere to go.
@@ -149,11 +159,15 @@ func Run(ctx context.Context, cfg Config) error {
 		md = nil
 	} else {
 		defer md.Close()
+		md.Credentials = func(ctx context.Context, taskARN, roleARN string) (metadata.Credentials, error) {
+			c, err := ids.TaskCredentials(ctx, taskARN, roleARN)
+			return metadata.Credentials(c), err
+		}
 	}
 	mets := metrics.New()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool, EphemeralMiB: cfg.EphemeralMiB})
 	if err != nil {
 		return err
 	}
@@ -163,6 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctl.Agent = mets.Agent(ag)
 	mets.WatchTasks(ag)
+	mets.Register(local.LogCollectors()...)
 	if err := ctl.Start(ctx); err != nil {
 		return err
 	}
@@ -171,17 +186,21 @@ func Run(ctx context.Context, cfg Config) error {
 	// it counts tasks as they really are.
 	// Load balancers: listeners restored before the scheduler registers
 	// services' tasks with them.
-	elbSvc := &elbv2.Service{Store: store, Log: log, AddressRange: cfg.LBAddressRange}
+	elbSvc := &elbv2.Service{Store: store, Log: log, AddressRange: cfg.LBAddressRange, Metrics: metricStore}
 	elbSvc.Start(ctx)
 	defer elbSvc.Stop()
-	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log, Targets: elbSvc}
+	isolation, err := defaultIsolation(ctx, cfg.DefaultIsolation, ag, log)
+	if err != nil {
+		return err
+	}
+	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log, Targets: elbSvc, DefaultIsolation: isolation}
 	ecsSvc.StartScheduler(ctx)
 	defer ecsSvc.StopScheduler()
 
 	collector := &cloudwatch.Collector{Store: metricStore, State: store, Sources: []agent.UsageSource{ag}, Log: log}
 	collector.Start(ctx)
 	defer collector.Stop()
-	cwSvc := &cloudwatch.Service{Store: metricStore, Log: log}
+	cwSvc := &cloudwatch.Service{Store: metricStore, Log: log, State: store}
 	// Application Auto Scaling evaluates target-tracking policies once a
 	// period: a minute, as AWS's alarms, unless GANTRY_AUTOSCALING_PERIOD
 	// (a Go duration) says otherwise; tests shorten it.
@@ -194,17 +213,26 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	scaling.Start(ctx)
+	cwSvc.Actions = scaling // alarms invoke step scaling policies
+	cwSvc.StartAlarms(ctx)
 	defer scaling.Stop()
 
-	reg, err := startRegistry(ctx, cfg, store, creds, log)
+	reg, err := startRegistry(ctx, cfg, store, creds, log, cd.Address)
 	if err != nil {
 		return err
 	}
 	defer reg.close()
 
+	// Accounts made since (gantry accounts create) get theirs on first use.
+	accountVPCs := &ec2.AccountVPCs{Store: store, Region: cfg.Region}
 	router := &awsapi.Router{
-		Keys:         ids, // accounts' and users' keys, read from state on every request
-		Authorize:    ids.Authorize,
+		Keys: ids, // accounts' and users' keys, read from state on every request
+		Authorize: func(r *http.Request, id *awsapi.Identity, action string, body []byte) *awsapi.Error {
+			if err := accountVPCs.Ensure(r.Context(), id.Account); err != nil {
+				log.Warn("default VPC of a new account", "account", id.Account, "err", err)
+			}
+			return ids.Authorize(r, id, action, body)
+		},
 		ActionPrefix: iamActionPrefix,
 		JSON: map[string]*awsapi.JSONService{
 			ecs.TargetPrefix:           ecsSvc.JSON(),
@@ -236,7 +264,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another gantry server running? use --listen to pick another address)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: withExec(withMetrics(router, mets.Handler()), ag.ExecHandler()), ReadHeaderTimeout: 10 * time.Second}
+	// ECS Exec for AWS's session-manager-plugin: SSM data channels at /ssm/, bridged onto the agent's exec streams.
+	ssmExec := &ssmstream.Handler{Exec: ag.ExecHandler(), AgentURL: func(id string) string { return execURL(cfg.Listen) + id }, Log: log}
+	srv := &http.Server{Handler: ssmstream.Mount(withExec(withMetrics(router, mets.Handler()), ag.ExecHandler()), ssmExec), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("gantry server ready", "endpoint", "http://"+ln.Addr().String(), "dataDir", cfg.DataDir, "containerd", cd.Address)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -330,4 +360,23 @@ func execURL(listen string) string {
 		host = "127.0.0.1"
 	}
 	return "ws://" + net.JoinHostPort(host, port) + execPath
+}
+
+// defaultIsolation resolves --default-isolation on this host and says at
+// start-up what new clusters get, and why not sandbox when it is not.
+func defaultIsolation(ctx context.Context, want string, ag agent.Agent, log *slog.Logger) (string, error) {
+	info, err := ag.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	isolation, why, err := ecs.ResolveDefaultIsolation(want, info)
+	if err != nil {
+		return "", err
+	}
+	if why != "" {
+		log.Warn("new clusters default to isolation=container: SANDBOX ISOLATION UNAVAILABLE", "reason", why)
+	} else {
+		log.Info("new clusters default to isolation="+isolation, "flag", want)
+	}
+	return isolation, nil
 }

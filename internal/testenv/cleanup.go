@@ -87,10 +87,13 @@ func (s *Server) stopTasks(timeout time.Duration) bool {
 // that died mid-way must not leave routes or bridges that break the next.
 func reap(dataDir string) {
 	sock := containerd.OwnSocket(dataDir)
+	// containerd and its shims name the socket; gVisor's sandbox and gofer
+	// processes name the run directory next to it.
+	runDir := filepath.Dir(sock) + "/"
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(b), sock) {
+		if err != nil || !strings.Contains(string(b), runDir) {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid > 1 {
@@ -106,6 +109,22 @@ func reap(dataDir string) {
 		for _, id := range ids {
 			name := strings.TrimSuffix(id.Name(), ".json")
 			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gantry/" + name)
+			// A container whose shim was killed keeps running: its
+			// processes are only found by cgroup.
+			for _, d := range dirs {
+				pids, _ := filepath.Glob(d + "/*/cgroup.procs")
+				for _, f := range append(pids, d+"/cgroup.procs") {
+					b, _ := os.ReadFile(f)
+					for _, p := range strings.Fields(string(b)) {
+						if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+							syscall.Kill(pid, syscall.SIGKILL)
+						}
+					}
+				}
+			}
+			if len(dirs) > 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
 			for _, d := range dirs {
 				subs, _ := filepath.Glob(d + "/*/")
 				for _, sub := range subs {

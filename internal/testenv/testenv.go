@@ -125,7 +125,8 @@ func (s *Server) start() {
 		s.RegistryListen = freePort(s.t)
 	}
 	args := append([]string{"server", "--data-dir", s.DataDir, "--listen", s.Listen, "--containerd", "/nonexistent/containerd.sock",
-		"--default-vpc-cidr", s.vpcCIDR, "--registry-listen", s.RegistryListen}, s.Args...)
+		"--default-vpc-cidr", s.vpcCIDR, "--registry-listen", s.RegistryListen}, isolationArgs()...)
+	args = append(args, s.Args...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
@@ -332,6 +333,17 @@ func freeVPCRange() string {
 			return fmt.Sprintf("10.%d.0.0/16", n)
 		}
 	}
+}
+
+// isolationArgs runs the suite under another default isolation:
+// GANTRY_TEST_ISOLATION=sandbox (or container, auto) makes every cluster a
+// test creates without the setting run its tasks that way. A test's own
+// server flags come after, so they win.
+func isolationArgs() []string {
+	if v := os.Getenv("GANTRY_TEST_ISOLATION"); v != "" {
+		return []string{"--default-isolation", v}
+	}
+	return nil
 }
 
 // LogPath is the server's log file (it goes with the data directory).

@@ -114,6 +114,46 @@ func Write(path, name string, opts ...Option) error {
 	return tarball.WriteToFile(path, tag, img)
 }
 
+// File is a file to add to an image, such as a static binary a test built.
+type File struct {
+	Name string // path in the image, without a leading slash
+	Mode int64
+	Data []byte
+}
+
+// WriteWithFiles is Write with files added in a layer over busybox's.
+func WriteWithFiles(path, ref string, files []File, opts ...Option) error {
+	tag, img, err := build(ref, opts)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range files {
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)),
+			ModTime: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := tw.Write(f.Data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return err
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		return err
+	}
+	return tarball.WriteToFile(path, tag, img)
+}
+
 // WriteOCI writes an OCI image-layout tarball whose index names the image
 // with the org.opencontainers.image.ref.name annotation.
 func WriteOCI(path, name string, opts ...Option) error {

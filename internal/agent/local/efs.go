@@ -1,39 +1,166 @@
 package local
 
 // EFS volumes. On this host a file system is the directory tree
-// DataDir/efs/<fs-id> (internal/efs); a task's EFS volume is a bind mount
-// of that tree or of a directory inside it (rootDirectory, or an access
-// point's root directory). Every task mounting the same file system sees
-// the same files, live, and they outlive the task. The container sees the
-// mount's root as its top: it cannot name anything above it, and symlinks
-// it follows resolve in its own mount namespace, not on the host.
+// DataDir/efs/<fs-id> (internal/efs). A task's EFS volume is that tree,
+// or a directory inside it (rootDirectory, or an access point's root
+// directory), mounted into its containers. Every task mounting the same
+// file system sees the same files, live, and they outlive the task. The
+// container sees the mount's root as its top: it cannot name anything
+// above it, and symlinks it follows resolve in its own mount namespace,
+// not on the host.
+//
+// How the directory reaches the container depends on the identity EFS
+// would use:
+//   - An access point with a POSIX user: EFS performs every operation as
+//     that user, whatever the client's. The agent mounts the root
+//     directory with FUSE at DataDir/agent/efs/<task>/<access point>,
+//     served by a helper process running as that user (internal/efsfuse),
+//     and binds that mount into the containers. It is made when the first
+//     container needs it and stopped when the task's containers are gone.
+//   - Otherwise the client's identity applies, as with NFS without
+//     squashing: the directory is bind-mounted as it is.
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 )
 
-// efsDir is the host directory an EFS mount binds: Root inside the file
-// system's tree, each component opened without following symlinks, so a
-// symlink a task planted in the shared tree cannot point a later task's
-// mount elsewhere on the host. A missing root is made with the access
-// point's CreationInfo (intermediate directories root-owned, 0755), as EFS
-// does on first use; without CreationInfo it is an error, as on AWS.
-func (a *Agent) efsDir(m *agent.EFSMount) (string, error) {
+// efsMu serialises making and stopping access point mounts.
+var efsMu sync.Mutex
+
+// efsHelper is the binary run as `efs-mount` helper: this one, gantry.
+var efsHelper = os.Executable
+
+func (a *Agent) efsTaskDir(taskID string) string {
+	return filepath.Join(a.cfg.DataDir, "agent", "efs", taskID)
+}
+
+// efsDir is the host directory the task's containers bind for m.
+func (a *Agent) efsDir(taskID string, m *agent.EFSMount) (string, error) {
+	root, dir, err := a.openEFSRoot(m)
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	if m.User == nil {
+		return dir, nil
+	}
+	return a.efsServe(taskID, m, root)
+}
+
+// efsServe returns the FUSE mount of m for the task, starting its helper
+// unless one serves it already (a task resumed by a restarted agent).
+func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File) (string, error) {
+	efsMu.Lock()
+	defer efsMu.Unlock()
+	name := m.AccessPointID
+	if name == "" {
+		name = m.FileSystemID
+	}
+	mp := filepath.Join(a.efsTaskDir(taskID), name)
+	if efsfuse.Serving(mp) {
+		return mp, nil
+	}
+	// An earlier helper died: its mount is dead for good.
+	if err := efsfuse.Stop(mp, readPid(mp+".pid")); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return "", err
+	}
+	exe, err := efsHelper()
+	if err != nil {
+		return "", err
+	}
+	pid, err := efsfuse.Start(exe, root, efsfuse.Mount{
+		Mountpoint: mp,
+		UID:        m.User.UID,
+		GID:        m.User.GID,
+		Groups:     m.User.SecondaryGIDs,
+		Source:     m.FileSystemID + ":" + m.AccessPointID,
+	}, mp+".log")
+	if err != nil {
+		return "", fmt.Errorf("mount access point %s as uid %d: %w", m.AccessPointID, m.User.UID, err)
+	}
+	if err := os.WriteFile(mp+".pid", []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		return "", err
+	}
+	return mp, nil
+}
+
+// unmountEFS stops the task's access point mounts and their helpers.
+// Safe to repeat, and for a task that had none. Mount points are removed
+// one by one, never recursively: a mount still in place would take the
+// shared tree's files with it.
+func (a *Agent) unmountEFS(taskID string) error {
+	efsMu.Lock()
+	defer efsMu.Unlock()
+	dir := a.efsTaskDir(taskID)
+	ents, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".pid") || strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		mp := filepath.Join(dir, e.Name())
+		if err := efsfuse.Stop(mp, readPid(mp+".pid")); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(mp); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+			continue
+		}
+		os.Remove(mp + ".pid")
+		os.Remove(mp + ".log")
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readPid(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// openEFSRoot opens m's root directory inside the file system's tree,
+// each component without following symlinks, so a symlink a task planted
+// in the shared tree cannot point a later task's mount elsewhere on the
+// host; it returns the open directory and its path. A missing root is
+// made with the access point's CreationInfo (intermediate directories
+// root-owned, 0755), as EFS does on first use; without CreationInfo it is
+// an error, as on AWS.
+func (a *Agent) openEFSRoot(m *agent.EFSMount) (*os.File, string, error) {
 	base := m.HostPath
 	if base == "" {
 		base = filepath.Join(a.cfg.DataDir, "efs", m.FileSystemID)
 	}
 	fd, err := unix.Open(base, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", fmt.Errorf("file system %s is not on this host (%s): %w", m.FileSystemID, base, err)
+		return nil, "", fmt.Errorf("file system %s is not on this host (%s): %w", m.FileSystemID, base, err)
 	}
 	var parts []string
 	for _, p := range strings.Split(m.Root, "/") {
@@ -41,7 +168,7 @@ func (a *Agent) efsDir(m *agent.EFSMount) (string, error) {
 		case "", ".":
 		case "..":
 			unix.Close(fd)
-			return "", fmt.Errorf("root directory %q climbs out of the file system", m.Root)
+			return nil, "", fmt.Errorf("root directory %q climbs out of the file system", m.Root)
 		default:
 			parts = append(parts, p)
 		}
@@ -52,7 +179,7 @@ func (a *Agent) efsDir(m *agent.EFSMount) (string, error) {
 		if errors.Is(err, unix.ENOENT) {
 			if last && m.Create == nil {
 				unix.Close(fd)
-				return "", fmt.Errorf("root directory %s does not exist in %s and the access point has no CreationInfo", m.Root, m.FileSystemID)
+				return nil, "", fmt.Errorf("root directory %s does not exist in %s and the access point has no CreationInfo", m.Root, m.FileSystemID)
 			}
 			mode, uid, gid := uint32(0o755), 0, 0
 			if last {
@@ -60,16 +187,16 @@ func (a *Agent) efsDir(m *agent.EFSMount) (string, error) {
 			}
 			if err := unix.Mkdirat(fd, p, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 				unix.Close(fd)
-				return "", fmt.Errorf("create root directory %s: %w", m.Root, err)
+				return nil, "", fmt.Errorf("create root directory %s: %w", m.Root, err)
 			} else if err == nil {
 				// Owner first, then mode: chown clears setuid/setgid bits.
 				if err := unix.Fchownat(fd, p, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 					unix.Close(fd)
-					return "", err
+					return nil, "", err
 				}
 				if err := unix.Fchmodat(fd, p, mode, 0); err != nil {
 					unix.Close(fd)
-					return "", err
+					return nil, "", err
 				}
 			}
 			next, err = unix.Openat(fd, p, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -77,16 +204,12 @@ func (a *Agent) efsDir(m *agent.EFSMount) (string, error) {
 		unix.Close(fd)
 		if err != nil {
 			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-				return "", fmt.Errorf("root directory %s: %q is not a directory (symlinks are not followed)", m.Root, p)
+				return nil, "", fmt.Errorf("root directory %s: %q is not a directory (symlinks are not followed)", m.Root, p)
 			}
-			return "", fmt.Errorf("root directory %s: %w", m.Root, err)
+			return nil, "", fmt.Errorf("root directory %s: %w", m.Root, err)
 		}
 		fd = next
 	}
-	unix.Close(fd)
 	dir := filepath.Join(append([]string{base}, parts...)...)
-	if _, err := os.Stat(dir); err != nil {
-		return "", err
-	}
-	return dir, nil
+	return os.NewFile(uintptr(fd), dir), dir, nil
 }

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,9 +31,14 @@ func (a *Agent) firewallPath() string { return filepath.Join(a.cfg.DataDir, "age
 // SetFirewall stores the control plane's security-group state (so a
 // restarted agent enforces it before hearing from the control plane) and
 // applies it.
+//
+// The control plane sends an unchanged state again on each resync: that
+// is when the table is reconciled (see firewall.Reconcile).
 func (a *Agent) SetFirewall(ctx context.Context, st agent.FirewallState) error {
 	a.fwMu.Lock()
+	old, _ := json.Marshal(a.fwState)
 	b, err := json.Marshal(st)
+	resync := err == nil && bytes.Equal(old, b)
 	if err == nil {
 		tmp := a.firewallPath() + ".tmp"
 		if err = os.WriteFile(tmp, b, 0o600); err == nil {
@@ -45,6 +51,9 @@ func (a *Agent) SetFirewall(ctx context.Context, st agent.FirewallState) error {
 	a.fwMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if resync {
+		return a.syncFirewall(a.fw.Reconcile)
 	}
 	return a.applyFirewall()
 }
@@ -63,13 +72,16 @@ func (a *Agent) loadFirewall() {
 // exist on this host now. Called when the state changes and whenever a
 // task's network comes or goes, so a task's rules are in place before its
 // containers start and gone once it stopped.
-func (a *Agent) applyFirewall() error {
+func (a *Agent) applyFirewall() error { return a.syncFirewall(a.fw.Apply) }
+
+func (a *Agent) syncFirewall(apply func(firewall.Config) error) error {
 	a.fwMu.Lock()
 	defer a.fwMu.Unlock()
 	type local struct {
 		ip     netip.Addr
 		vpc    string
 		groups []string
+		public netip.Addr
 	}
 	here := map[string]*local{} // live tasks with a network on this host
 	gone := map[string]bool{}   // tasks this host knows, without a network
@@ -104,6 +116,7 @@ func (a *Agent) applyFirewall() error {
 			// The control plane's view of the groups wins: it is newer
 			// than the spec only if the model ever lets groups change.
 			l.groups = ft.Groups
+			l.public, _ = netip.ParseAddr(ft.PublicIPv4)
 			continue
 		}
 		if gone[ft.TaskID] {
@@ -115,9 +128,9 @@ func (a *Agent) applyFirewall() error {
 	}
 	for id, l := range here {
 		member(l.ip, l.groups)
-		cfg.Tasks = append(cfg.Tasks, firewall.Task{ID: id, IP: l.ip, Bridge: a.net.BridgeName(l.vpc), Groups: l.groups})
+		cfg.Tasks = append(cfg.Tasks, firewall.Task{ID: id, IP: l.ip, Bridge: a.net.BridgeName(l.vpc), Groups: l.groups, PublicIP: l.public})
 	}
-	if err := a.fw.Apply(cfg); err != nil {
+	if err := apply(cfg); err != nil {
 		return fmt.Errorf("security groups: %w", err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/docker/go-units"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gantry-dev/gantry/internal/agent"
 )
@@ -30,7 +31,10 @@ import (
 // full the spool cannot grow: in blocking mode the container's writes then
 // wait, in non-blocking mode lines beyond max-buffer-size are dropped, and in
 // both the spool is retried until space returns. Dropped lines are counted
-// and reported in the stream itself, so a gap is never silent.
+// and reported in the stream itself (a "[gantry] ... dropped" event where
+// the gap is, saying how many lines and bytes and between which times), in
+// the server log and in gantry_log_dropped_lines_total, so a gap is never
+// silent.
 
 const (
 	spoolFile  = "spool"
@@ -67,6 +71,8 @@ type capture struct {
 	pendingBytes int
 	dropped      int // lines dropped since the last report
 	droppedBytes int
+	dropFirst    int64 // when the first and last of them were read (ms)
+	dropLast     int64
 	dropWhy      string
 	closed       bool // no more input
 	spooled      bool // closed and everything pending is in the spool
@@ -312,17 +318,31 @@ func (cp *capture) add(ts int64, line string) {
 		cp.cond.Wait()
 	}
 	if !cp.blocking && cp.pendingBytes+len(line) > cp.maxBuf {
+		if cp.dropped == 0 {
+			cp.dropFirst = ts
+		}
 		cp.dropped++
 		cp.droppedBytes += len(line)
+		cp.dropLast = ts
 		cp.dropWhy = "the log buffer (max-buffer-size) was full"
 		if cp.writeErr != nil {
 			cp.dropWhy += " while the spool could not be written: " + cp.writeErr.Error()
 		}
+		droppedLines.WithLabelValues("buffer_full").Inc()
+		droppedBytes.WithLabelValues("buffer_full").Add(float64(len(line)))
 		return
 	}
 	cp.reportDropsLocked(ts)
 	cp.pending = append(cp.pending, spoolRecord{ts, line})
 	cp.pendingBytes += len(line)
+	if cp.a.ctx.Err() != nil {
+		// The agent is stopping and its spooler may be gone, but
+		// containerd's copy goroutines read the pipes until the process
+		// exits: what they read now goes straight to the spool, for the
+		// next agent, or it would be lost.
+		cp.spoolLocked()
+		return
+	}
 	select {
 	case cp.wakeSpool <- struct{}{}:
 	default:
@@ -334,11 +354,40 @@ func (cp *capture) reportDropsLocked(ts int64) {
 	if cp.dropped == 0 {
 		return
 	}
-	msg := fmt.Sprintf("[gantry] %d log lines (%d bytes) were dropped: %s", cp.dropped, cp.droppedBytes, cp.dropWhy)
-	cp.a.log.Warn("log lines dropped", "spool", cp.key, "lines", cp.dropped, "bytes", cp.droppedBytes, "why", cp.dropWhy)
+	from, to := time.UnixMilli(cp.dropFirst).UTC().Format(dropTime), time.UnixMilli(cp.dropLast).UTC().Format(dropTime)
+	msg := fmt.Sprintf("[gantry] %d log lines (%d bytes) were dropped between %s and %s: %s", cp.dropped, cp.droppedBytes, from, to, cp.dropWhy)
+	cp.a.log.Warn("log lines dropped", "spool", cp.key, "lines", cp.dropped, "bytes", cp.droppedBytes, "from", from, "to", to, "why", cp.dropWhy)
 	cp.pending = append(cp.pending, spoolRecord{ts, msg})
 	cp.pendingBytes += len(msg)
 	cp.dropped, cp.droppedBytes = 0, 0
+}
+
+const dropTime = "2006-01-02T15:04:05.000Z"
+
+// The loss counters, for Prometheus: a dropped line is reported in its
+// stream too, but an operator watching many tasks needs one number.
+var (
+	droppedLines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gantry_log_dropped_lines_total",
+		Help: "Container log lines (awslogs) that could not be kept, by reason: buffer_full (non-blocking mode, max-buffer-size reached, as when the disk is full), shutdown (still in memory when the agent stopped with the disk full).",
+	}, []string{"reason"})
+	droppedBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gantry_log_dropped_bytes_total",
+		Help: "Bytes of the lines counted by gantry_log_dropped_lines_total.",
+	}, []string{"reason"})
+	spoolWriteFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gantry_log_spool_write_failures_total",
+		Help: "Failed writes to awslogs spools on disk (a full disk, usually); the lines stay in memory and are retried.",
+	})
+	shipFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gantry_log_ship_failures_total",
+		Help: "Failed attempts to store spooled log lines in CloudWatch Logs (logs.db full, usually); they are retried.",
+	})
+)
+
+// LogCollectors are the awslogs capture's Prometheus metrics.
+func LogCollectors() []prometheus.Collector {
+	return []prometheus.Collector{droppedLines, droppedBytes, spoolWriteFailures, shipFailures}
 }
 
 // finish says no more lines will come: the container has exited and
@@ -380,6 +429,12 @@ func (cp *capture) spooler() {
 		case <-cp.a.ctx.Done():
 			cp.spool() // what is in memory goes to disk if it can
 			cp.mu.Lock()
+			if n := len(cp.pending); n > 0 {
+				// Only when the disk is full: nowhere is left to keep them.
+				cp.a.log.Error("log lines lost at shutdown: the spool could not be written", "spool", cp.key, "lines", n, "bytes", cp.pendingBytes, "err", cp.writeErr)
+				droppedLines.WithLabelValues("shutdown").Add(float64(n))
+				droppedBytes.WithLabelValues("shutdown").Add(float64(cp.pendingBytes))
+			}
 			cp.cond.Broadcast()
 			cp.mu.Unlock()
 			return
@@ -395,6 +450,10 @@ func (cp *capture) spooler() {
 func (cp *capture) spool() bool {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	return cp.spoolLocked()
+}
+
+func (cp *capture) spoolLocked() bool {
 	if cp.spooled {
 		return true
 	}
@@ -411,10 +470,15 @@ func (cp *capture) spool() bool {
 			// Disk full or failing: cut any half-written part and keep the
 			// lines in memory for the next try.
 			cp.f.Truncate(cp.size)
+			spoolWriteFailures.Inc()
 			if cp.writeErr == nil {
 				cp.a.log.Warn("log spool write failed; retrying", "spool", cp.key, "err", err)
 			}
 			cp.writeErr = err
+			select { // the shipper may be able to free the spool's space
+			case cp.wakeShip <- struct{}{}:
+			default:
+			}
 			return false
 		}
 		if cp.writeErr != nil {
@@ -450,9 +514,10 @@ func (cp *capture) shipper() {
 	defer close(cp.done)
 	gen, pos := readPos(cp.dir)
 	backoff := time.Second
+	var failing error // the sink's error while it lasts
 	for {
 		cp.mu.Lock()
-		size, spooled := cp.size, cp.spooled
+		size, spooled, full := cp.size, cp.spooled, cp.writeErr != nil
 		if gen != cp.gen { // the spool started over before pos was saved
 			pos = 0
 		}
@@ -470,14 +535,24 @@ func (cp *capture) shipper() {
 				if cp.a.ctx.Err() != nil {
 					return
 				}
-				cp.a.log.Warn("shipping logs failed; retrying", "spool", cp.key, "err", err)
+				shipFailures.Inc()
+				if failing == nil || failing.Error() != err.Error() {
+					cp.a.log.Warn("storing log lines failed; retrying", "spool", cp.key, "err", err)
+				}
+				failing = err
 				select {
 				case <-time.After(backoff):
 				case <-cp.a.ctx.Done():
 					return
 				}
-				backoff = min(2*backoff, 30*time.Second)
+				// The sink is local and a retry cheap: a short ceiling lets
+				// logs resume soon after a full disk has room again.
+				backoff = min(2*backoff, 5*time.Second)
 				continue
+			}
+			if failing != nil {
+				cp.a.log.Info("storing log lines again", "spool", cp.key)
+				failing = nil
 			}
 			backoff = time.Second
 			pos = next
@@ -493,12 +568,16 @@ func (cp *capture) shipper() {
 			os.Remove(filepath.Dir(cp.dir)) // the task's directory, once empty
 			return
 		}
-		if size >= rotateSize {
+		// A spool everything in which is stored starts over when it is big,
+		// or at once when the disk is full, so its space goes to new lines.
+		if size >= rotateSize || full && size > 0 {
 			cp.mu.Lock()
-			if cp.size == pos && cp.f.Truncate(0) == nil {
+			// The new generation is recorded first: offsets of the next
+			// agent would otherwise restart below what the sink has seen,
+			// and its lines be taken for repeats.
+			if cp.size == pos && writePos(cp.dir, cp.gen+1, 0) == nil && cp.f.Truncate(0) == nil {
 				cp.size, cp.gen = 0, cp.gen+1
 				gen, pos = cp.gen, 0
-				writePos(cp.dir, gen, pos)
 			}
 			cp.mu.Unlock()
 			continue
@@ -570,12 +649,25 @@ func readPos(dir string) (gen, pos int64) {
 }
 
 // writePos records how far the sink has stored. Losing it only means
-// resending, which the sink's offsets make harmless.
-func writePos(dir string, gen, pos int64) {
+// resending, which the sink's offsets make harmless. On a full disk the
+// atomic write fails (its new file needs a block), so the existing file is
+// overwritten in place: 16 bytes in one sector, which needs no new space.
+func writePos(dir string, gen, pos int64) error {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:], uint64(gen))
 	binary.BigEndian.PutUint64(b[8:], uint64(pos))
-	writeFileAtomic(filepath.Join(dir, posFile), b[:])
+	path := filepath.Join(dir, posFile)
+	err := writeFileAtomic(path, b[:])
+	if err == nil {
+		return nil
+	}
+	os.Remove(path + ".tmp")
+	f, ferr := os.OpenFile(path, os.O_WRONLY, 0)
+	if ferr != nil {
+		return err
+	}
+	_, werr := f.WriteAt(b[:], 0)
+	return errors.Join(werr, f.Close())
 }
 
 func writeFileAtomic(path string, b []byte) error {

@@ -60,7 +60,11 @@ const DefaultRunsc = "/usr/local/bin/runsc"
 // --allow-flag-override lets a container's spec set flags of its own
 // (annotations dev.gvisor.flag.<name>): see SpecOpts; specs are Gantry's,
 // never a user's.
-var runscFlags = []string{"--platform=systrap", "--allow-flag-override"}
+// --overlay2=none: the container's root is already an overlay whose upper
+// layer is on the task's ephemeral storage (storage.go), and that file
+// system is what must fill up and what df must show; gVisor's own overlay
+// (root:self by default) would keep writes in a file store it sizes itself.
+var runscFlags = []string{"--platform=systrap", "--allow-flag-override", "--overlay2=none"}
 
 // gvisorRuntime is sandbox isolation: gVisor's runsc as the runtime binary
 // of containerd's runc v2 shim (as Docker runs gVisor). gVisor's own shim
@@ -91,11 +95,12 @@ func (g *gvisorRuntime) Containerd() (string, any) {
 // SpecOpts: a task of one container gets gVisor's own network stack
 // (netstack, --network=sandbox), which takes the task's eth0 and address
 // over from the host's kernel. Several containers are several sandboxes
-// (runsc's multi-container sandboxes need a pause container as their root,
-// as Kubernetes makes: not done yet), and several netstacks cannot share
-// one interface or one loopback, so their sandboxes use the task network
-// namespace's kernel stack instead (--network=host, which is still only the
-// task's namespace): localhost between containers works as with runc.
+// (runsc can join containers into one sandbox, but the runc shim cannot
+// follow a joined container's exit: docs/architecture.md), and several
+// netstacks cannot share one interface or one loopback, so their sandboxes
+// use the task network namespace's kernel stack instead (--network=host,
+// which is still only the task's namespace): localhost between containers
+// works as with runc.
 func (*gvisorRuntime) SpecOpts(task agent.TaskSpec) []oci.SpecOpts {
 	if len(task.Containers) <= 1 {
 		return nil

@@ -49,7 +49,7 @@ func (r *runner) loadSecrets(ctx context.Context) error {
 		return errors.New(secretsReason + "execution resource retrieval failed: this agent has no secret source")
 	}
 	account, region := arnScope(rec.Spec.TaskARN)
-	vals, err := src.GetSecrets(ctx, agent.SecretRequest{Account: account, Region: region, TaskARN: rec.Spec.TaskARN, ValueFrom: refs})
+	vals, err := src.GetSecrets(ctx, agent.SecretRequest{Account: account, Region: region, TaskARN: rec.Spec.TaskARN, ValueFrom: refs, ExecutionRoleARN: rec.Spec.ExecutionRoleARN})
 	if err != nil {
 		return errors.New(secretsReason + "execution resource retrieval failed: " + err.Error())
 	}

@@ -54,6 +54,9 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	if md := r.t.a.cfg.Metadata; md != nil {
 		v4, v3 := md.ContainerURIs(c.id)
 		env = append(env, "ECS_CONTAINER_METADATA_URI_V4="+v4, "ECS_CONTAINER_METADATA_URI="+v3)
+		if rec.Spec.TaskRoleARN != "" {
+			env = append(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="+md.CredentialsURI(c.id))
+		}
 	}
 	environment, err := r.environment(c) // with the container's secrets
 	if err != nil {
@@ -88,7 +91,7 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		}
 		src := r.t.a.volumeDir(r.t.id, m.Volume)
 		if m.EFS != nil {
-			dir, err := r.t.a.efsDir(m.EFS)
+			dir, err := r.t.a.efsDir(r.t.id, m.EFS)
 			if err != nil {
 				return nil, fmt.Errorf("EFS volume %s: %w", m.Volume, err)
 			}

@@ -198,10 +198,19 @@ func (r *runner) start(c *ctr) error {
 		return err
 	}
 	r.t.log.Info("container started", "container", c.spec.Name, "id", c.id, "pid", tk.Pid())
+	// The last essential container's start moves the task to RUNNING in
+	// the same report: one store and report less on every start.
+	running := r.t.status().Phase == agent.PhasePending && !r.stopRequested() && r.essentialsStarted()
 	r.t.update(ctx, func(rec *record) {
 		rec.Status.Containers[c.idx].Status = "RUNNING"
 		rec.Status.Containers[c.idx].StartedAt = now()
+		if running {
+			r.markRunning(rec)
+		}
 	})
+	if running {
+		r.logRunning()
+	}
 	r.startHealth(c)
 	return nil
 }
@@ -213,9 +222,8 @@ func (r *runner) create(c *ctr) error {
 	if err != nil {
 		return err
 	}
-	// Recorded first: clean-up and a restarted agent find the container
-	// by this id.
-	r.t.update(ctx, func(rec *record) {
+	// Stored and reported with the container's start.
+	r.t.keep(func(rec *record) {
 		rec.Status.Containers[c.idx].RuntimeID = c.id
 		rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
 		rec.Status.Containers[c.idx].CreatedAt = now()
@@ -231,8 +239,10 @@ func (r *runner) create(c *ctr) error {
 	}
 	opts = append(append(opts, withHardening()), rt.SpecOpts(taskSpec)...)
 	rtName, rtOpts := rt.Containerd()
-	if err := r.rootfsView(ctx, c, img); err != nil {
-		return err
+	if !c.viewReady {
+		if err := r.rootfsView(ctx, c, img); err != nil {
+			return err
+		}
 	}
 	cc, err := r.t.a.client.NewContainer(ctx, c.id,
 		containerd.WithImage(img),

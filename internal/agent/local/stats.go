@@ -113,8 +113,14 @@ func (a *Agent) sampleTask(rec record) {
 		fillStats(s, m, sys, uint64(rec.Spec.MemoryMiB)*mib)
 		if procs, err := cg.Processes(cgroup1.Memory, true); err == nil {
 			s.NumProcs = uint32(len(procs))
-			if nets == nil && len(procs) > 0 {
-				nets = netDev(procs[0].Pid)
+			// Any process in the task's network namespace will do; a
+			// gVisor sandbox's cgroup also holds its platform's stub
+			// processes, which live in an empty one of their own.
+			for _, p := range procs {
+				if len(nets) > 0 {
+					break
+				}
+				nets = netDev(p.Pid)
 			}
 		}
 		samples[c.RuntimeID] = s

@@ -134,9 +134,13 @@ func makeSparse(path string, size int64) error {
 }
 
 // unmountTaskFS removes the task's file system: the mount, its loop device
-// and the file. It is safe to repeat, and to call for a task that never
-// had one. The containers must be gone first: their overlays keep it busy.
+// and the file; and its EFS access point mounts. It is safe to repeat,
+// and to call for a task that never had one. The containers must be gone
+// first: their overlays keep it busy.
 func (a *Agent) unmountTaskFS(id string) error {
+	if err := a.unmountEFS(id); err != nil {
+		return fmt.Errorf("EFS mounts: %w", err)
+	}
 	dir := a.taskFS(id)
 	for {
 		mounted, err := isMountPoint(dir)

@@ -94,6 +94,15 @@ func (t *task) update(ctx context.Context, change func(rec *record)) {
 	t.a.cfg.Reporter.TaskChanged(ctx, st)
 }
 
+// keep changes the record in memory only; the next update stores and
+// reports it. For what nothing needs after a crash (a restarted agent finds
+// containers by id and label), off a start's critical path.
+func (t *task) keep(change func(rec *record)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	change(&t.rec)
+}
+
 func (t *task) record() record {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -124,6 +133,7 @@ type ctr struct {
 	skipped bool // will never start
 
 	fresh      bool  // created by this run: its upper layer starts empty
+	viewReady  bool  // its image view exists (made while the network was)
 	createErr  error // creating it ahead of its start failed
 	stopHealth context.CancelFunc
 	kill       *time.Timer
@@ -341,6 +351,18 @@ func (r *runner) prepare() error {
 			<-host
 		}
 	}()
+	// So are the image views of the containers created below; a view
+	// that fails here is made again, and its error reported, by create.
+	views := make(chan struct{})
+	go func() {
+		defer close(views)
+		for _, c := range r.ctrs {
+			if c.c == nil && len(c.spec.DependsOn) == 0 && c.image != nil {
+				c.viewReady = r.rootfsView(r.ctx, c, c.image) == nil
+			}
+		}
+	}()
+	defer func() { <-views }() // clean-up removes views: none may come after
 
 	if rec.Network == nil {
 		// An earlier agent may have died between Setup and recording it.
@@ -383,6 +405,7 @@ func (r *runner) prepare() error {
 	// reported when the container would start, as if it were created
 	// then. Containers that wait on others are created only when they
 	// may start, as ECS does: one whose dependency fails never exists.
+	<-views
 	for _, c := range r.ctrs {
 		if c.c == nil && len(c.spec.DependsOn) == 0 && !r.stopRequested() {
 			c.createErr = r.create(c)
@@ -624,18 +647,32 @@ func (r *runner) lost(c *ctr, why string) {
 
 // checkRunning moves the task to RUNNING once every essential container is.
 func (r *runner) checkRunning() {
-	if r.t.status().Phase != agent.PhasePending {
+	if r.t.status().Phase != agent.PhasePending || !r.essentialsStarted() {
 		return
 	}
+	r.t.update(r.ctx, r.markRunning)
+	r.logRunning()
+}
+
+func (r *runner) essentialsStarted() bool {
 	for _, c := range r.ctrs {
 		if c.spec.Essential && !c.started {
-			return
+			return false
 		}
 	}
-	r.t.update(r.ctx, func(rec *record) {
+	return true
+}
+
+// markRunning is the record's change to RUNNING, in an update of its own or
+// in the one that starts the last essential container.
+func (r *runner) markRunning(rec *record) {
+	if rec.Status.Phase == agent.PhasePending {
 		rec.Status.Phase = agent.PhaseRunning
 		rec.Status.StartedAt = now()
-	})
+	}
+}
+
+func (r *runner) logRunning() {
 	if len(r.marks) > 0 { // not for a task an earlier agent started
 		r.t.log.Info("task running", r.timings()...)
 	}

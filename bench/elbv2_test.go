@@ -1,0 +1,371 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/testenv"
+	"github.com/gantry-dev/gantry/internal/testimage"
+)
+
+// Load balancer benchmarks. Run them with
+//
+//	go test -run '^$' -bench 'LB' -benchtime 3x -timeout 30m ./bench
+//
+// BenchmarkLBThroughput sends the same closed-loop load (lbConns
+// connections for lbLoadFor) through a listener to a service of 3 tasks,
+// and straight to one task's address: requests/s, p99, and requests/s per
+// core used: the server process (which holds the proxy), the tasks'
+// cgroups and the load generator (this process), since a direct client
+// pays for a connection per request to busybox httpd (no keep-alive) that
+// the proxy pays for behind a kept-alive client connection.
+// BenchmarkLBScaleOut times a load step to the first answer from a task
+// the step made the service start (ALBRequestCountPerTarget target
+// tracking), next to the floor: the same scale-out asked for directly
+// with update-service.
+
+const (
+	lbConns   = 16
+	lbLoadFor = 5 * time.Second
+)
+
+type lbBench struct {
+	s        *testenv.Server
+	dns, tg  string
+	lbARN    string
+	subnet   string
+	cluster  string
+	tasks    []string
+	taskIPs  []string
+	serverPI int
+}
+
+func (e *lbBench) aws(out any, args ...string) { e.s.MustAWS(out, args...) }
+
+// setupLB makes a load balancer and a service of n web tasks (1 vCPU each)
+// behind it, every task answering its own hostname.
+func setupLB(b *testing.B, n int, extraTG ...string) *lbBench {
+	s := testenv.Start(b)
+	s.LoadImage(testimage.Web(b))
+	e := &lbBench{s: s, cluster: "lbb", serverPI: s.PID()}
+	e.aws(nil, "ecs", "create-cluster", "--cluster-name", e.cluster)
+	b.Cleanup(func() { s.AWS("ecs", "delete-service", "--cluster", e.cluster, "--service", "web", "--force") })
+	var subnets struct {
+		Subnets []struct{ SubnetId, VpcId string }
+	}
+	e.aws(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
+	e.subnet = subnets.Subnets[0].SubnetId
+	var lb struct {
+		LoadBalancers []struct{ LoadBalancerArn, DNSName string }
+	}
+	e.aws(&lb, "elbv2", "create-load-balancer", "--name", "bench", "--subnets", subnets.Subnets[0].SubnetId, subnets.Subnets[1].SubnetId)
+	e.lbARN, e.dns = lb.LoadBalancers[0].LoadBalancerArn, lb.LoadBalancers[0].DNSName
+	var tg struct {
+		TargetGroups []struct{ TargetGroupArn string }
+	}
+	e.aws(&tg, append([]string{"elbv2", "create-target-group", "--name", "bench", "--protocol", "HTTP", "--port", "80", "--vpc-id", subnets.Subnets[0].VpcId,
+		"--target-type", "ip", "--health-check-interval-seconds", "5", "--health-check-timeout-seconds", "2", "--healthy-threshold-count", "2"}, extraTG...)...)
+	e.tg = tg.TargetGroups[0].TargetGroupArn
+	e.aws(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", e.tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=0")
+	e.aws(nil, "elbv2", "create-listener", "--load-balancer-arn", e.lbARN, "--protocol", "HTTP", "--port", "80", "--default-actions", "Type=forward,TargetGroupArn="+e.tg)
+	script := "trap 'exit 0' TERM; mkdir -p /srv; hostname > /srv/index.html; httpd -f -p 80 -h /srv & wait"
+	cmd, _ := json.Marshal([]string{"sh", "-c", script})
+	e.aws(nil, "ecs", "register-task-definition", "--cli-input-json", fmt.Sprintf(`{"family":"lbweb","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"1024","memory":"2048",
+		"containerDefinitions":[{"name":"web","image":"nginx:latest","command":%s,"portMappings":[{"containerPort":80}],"stopTimeout":2}]}`, cmd))
+	e.aws(nil, "ecs", "create-service", "--cluster", e.cluster, "--service-name", "web", "--task-definition", "lbweb",
+		"--desired-count", strconv.Itoa(n), "--launch-type", "FARGATE",
+		"--network-configuration", fmt.Sprintf("awsvpcConfiguration={subnets=[%s],assignPublicIp=DISABLED}", e.subnet),
+		"--load-balancers", "targetGroupArn="+e.tg+",containerName=web,containerPort=80")
+	e.waitHealthy(b, n, 3*time.Minute)
+	return e
+}
+
+// waitHealthy waits for n healthy targets and notes the tasks behind them.
+func (e *lbBench) waitHealthy(b *testing.B, n int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var th struct {
+			TargetHealthDescriptions []struct {
+				Target       struct{ Id string }
+				TargetHealth struct{ State string }
+			}
+		}
+		e.aws(&th, "elbv2", "describe-target-health", "--target-group-arn", e.tg)
+		healthy := 0
+		for _, d := range th.TargetHealthDescriptions {
+			if d.TargetHealth.State == "healthy" {
+				healthy++
+			}
+		}
+		if healthy == n && len(th.TargetHealthDescriptions) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("targets not %d healthy after %v: %+v", n, timeout, th)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var lt struct{ TaskArns []string }
+	e.aws(&lt, "ecs", "list-tasks", "--cluster", e.cluster, "--service-name", "web", "--desired-status", "RUNNING")
+	e.tasks, e.taskIPs = nil, nil
+	for _, arn := range lt.TaskArns {
+		var dt struct {
+			Tasks []struct {
+				Attachments []struct {
+					Details []struct{ Name, Value string } `json:"details"`
+				} `json:"attachments"`
+			} `json:"tasks"`
+		}
+		e.aws(&dt, "ecs", "describe-tasks", "--cluster", e.cluster, "--tasks", arn)
+		for _, a := range dt.Tasks[0].Attachments {
+			for _, d := range a.Details {
+				if d.Name == "privateIPv4Address" {
+					e.tasks = append(e.tasks, arn[strings.LastIndex(arn, "/")+1:])
+					e.taskIPs = append(e.taskIPs, d.Value)
+				}
+			}
+		}
+	}
+}
+
+// cpuNanos is CPU time used so far by the server process and the tasks.
+func (e *lbBench) cpuNanos(b *testing.B, tasks []string) (server, taskCPU int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.serverPI))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	server = (ut + st) * int64(time.Second) / 100 // USER_HZ
+	for _, id := range tasks {
+		v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/gantry", id, "cpuacct.usage"))
+		if err != nil {
+			b.Fatalf("task cgroup: %v", err)
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+		taskCPU += n
+	}
+	return server, taskCPU
+}
+
+type loadResult struct {
+	rps, p99ms, cores float64
+	errors            int
+}
+
+// drive runs lbConns closed-loop clients against url for lbLoadFor.
+func drive(url string) (n int, lat []time.Duration, errs int, wall time.Duration) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: lbConns}}
+	start := time.Now()
+	end := start.Add(lbLoadFor)
+	for range lbConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				resp, err := client.Get(url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return len(lat), lat, errs, time.Since(start)
+}
+
+// selfCPU is this process's CPU time: the load generator's.
+func selfCPU() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func (e *lbBench) measure(b *testing.B, url string, tasks []string, withServer bool) loadResult {
+	s0, t0 := e.cpuNanos(b, tasks)
+	c0 := selfCPU()
+	n, lat, errs, wall := drive(url)
+	c1 := selfCPU()
+	s1, t1 := e.cpuNanos(b, tasks)
+	used := t1 - t0 + c1 - c0
+	if withServer {
+		used += s1 - s0
+	}
+	slices.Sort(lat)
+	r := loadResult{rps: float64(n) / wall.Seconds(), errors: errs, cores: float64(used) / float64(wall)}
+	if len(lat) > 0 {
+		r.p99ms = float64(lat[len(lat)*99/100].Microseconds()) / 1000
+	}
+	return r
+}
+
+func BenchmarkLBThroughput(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	e := setupLB(b, 3)
+	var lbs, directs []loadResult
+	for b.Loop() {
+		lbs = append(lbs, e.measure(b, "http://"+e.dns+"/", e.tasks, true))
+		directs = append(directs, e.measure(b, "http://"+e.taskIPs[0]+"/", e.tasks[:1], false))
+	}
+	med := func(rs []loadResult, f func(loadResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	errs := 0
+	for _, r := range append(slices.Clone(lbs), directs...) {
+		errs += r.errors
+	}
+	lbRPS, dRPS := med(lbs, func(r loadResult) float64 { return r.rps }), med(directs, func(r loadResult) float64 { return r.rps })
+	lbPer := med(lbs, func(r loadResult) float64 { return r.rps / r.cores })
+	dPer := med(directs, func(r loadResult) float64 { return r.rps / r.cores })
+	b.ReportMetric(lbRPS, "lb-req/s")
+	b.ReportMetric(dRPS, "direct-req/s")
+	b.ReportMetric(med(lbs, func(r loadResult) float64 { return r.p99ms }), "lb-p99-ms")
+	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.p99ms }), "direct-p99-ms")
+	b.ReportMetric(med(lbs, func(r loadResult) float64 { return r.cores }), "lb-cores")
+	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.cores }), "direct-cores")
+	b.ReportMetric(lbPer, "lb-req/s/core")
+	b.ReportMetric(dPer, "direct-req/s/core")
+	b.ReportMetric(lbPer/dPer, "lb/direct-per-core")
+	b.ReportMetric(float64(errs), "errors")
+	b.ReportMetric(0, "ns/op")
+}
+
+// firstNewAnswer polls the listener until a task not in old answers.
+func firstNewAnswer(b *testing.B, url string, old map[string]bool, timeout time.Duration) time.Time {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if h := strings.TrimSpace(string(body)); resp.StatusCode == 200 && h != "" && !old[h] {
+				return time.Now()
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("no answer from a new task within %v", timeout)
+	return time.Time{}
+}
+
+func (e *lbBench) hostnames(b *testing.B) map[string]bool {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	out := map[string]bool{}
+	for _, ip := range e.taskIPs {
+		resp, err := client.Get("http://" + ip + "/")
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out[strings.TrimSpace(string(body))] = true
+	}
+	return out
+}
+
+func BenchmarkLBScaleOut(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	// Alarm periods of 5 s instead of a minute: target tracking needs 3
+	// datapoints above the target, so the policy alone waits about 15 s.
+	const period = 5 * time.Second
+	b.Setenv("GANTRY_AUTOSCALING_PERIOD", period.String())
+	e := setupLB(b, 1)
+	url := "http://" + e.dns + "/"
+	target := []string{"--service-namespace", "ecs", "--scalable-dimension", "ecs:service:DesiredCount", "--resource-id", "service/" + e.cluster + "/web"}
+	label := e.lbARN[strings.Index(e.lbARN, ":loadbalancer/")+len(":loadbalancer/"):] + "/" + e.tg[strings.LastIndex(e.tg, ":")+1:]
+	scaleTo := func(n int) {
+		e.aws(nil, "ecs", "update-service", "--cluster", e.cluster, "--service", "web", "--desired-count", strconv.Itoa(n))
+		e.waitHealthy(b, n, 3*time.Minute)
+	}
+	var viaPolicy, floor []time.Duration
+	for b.Loop() {
+		// Floor: the scale-out asked for directly.
+		old := e.hostnames(b)
+		t0 := time.Now()
+		e.aws(nil, "ecs", "update-service", "--cluster", e.cluster, "--service", "web", "--desired-count", "2")
+		floor = append(floor, firstNewAnswer(b, url, old, 3*time.Minute).Sub(t0))
+		e.waitHealthy(b, 2, 3*time.Minute)
+		scaleTo(1)
+
+		// The same through a target-tracking policy on the request count.
+		e.aws(nil, append([]string{"application-autoscaling", "register-scalable-target", "--min-capacity", "1", "--max-capacity", "2"}, target...)...)
+		e.aws(nil, append([]string{"application-autoscaling", "put-scaling-policy", "--policy-name", "req", "--policy-type", "TargetTrackingScaling",
+			"--target-tracking-scaling-policy-configuration", `{"TargetValue":50,"PredefinedMetricSpecification":{"PredefinedMetricType":"ALBRequestCountPerTarget","ResourceLabel":"` + label + `"},"ScaleOutCooldown":0,"ScaleInCooldown":3600}`}, target...)...)
+		old = e.hostnames(b)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // about 100 requests/s: 500 per period against a target of 50
+			defer wg.Done()
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				if resp, err := client.Get(url); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+		t0 = time.Now()
+		viaPolicy = append(viaPolicy, firstNewAnswer(b, url, old, 3*time.Minute).Sub(t0))
+		close(stop)
+		wg.Wait()
+		e.aws(nil, append([]string{"application-autoscaling", "deregister-scalable-target"}, target...)...)
+		e.waitHealthy(b, 2, 3*time.Minute)
+		scaleTo(1)
+	}
+	med := func(d []time.Duration) float64 {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2].Seconds()
+	}
+	b.ReportMetric(med(viaPolicy), "step-to-serving-s")
+	b.ReportMetric(med(floor), "floor-update-service-s")
+	b.ReportMetric(med(viaPolicy)/med(floor), "ratio")
+	b.ReportMetric(3*period.Seconds(), "alarm-wait-s")
+	b.ReportMetric(0, "ns/op")
+}

@@ -1,0 +1,419 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/gantry-dev/gantry/internal/agent/local"
+	"github.com/gantry-dev/gantry/internal/testenv"
+	"github.com/gantry-dev/gantry/internal/testimage"
+)
+
+// isoEnv is a server with one cluster per isolation mode.
+type isoEnv struct {
+	s      *testenv.Server
+	ecs    *ecs.Client
+	subnet string
+}
+
+func isoSetup(b *testing.B, families map[string][]string) *isoEnv {
+	b.Helper()
+	s := testenv.Start(b)
+	s.LoadImage(testimage.Busybox(b))
+	e := &isoEnv{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}
+	ctx := context.Background()
+	for _, mode := range []string{"container", "sandbox"} {
+		_, err := e.ecs.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String(mode),
+			Settings: []types.ClusterSetting{{Name: "isolation", Value: aws.String(mode)}}})
+		if err != nil {
+			b.Fatalf("create %s cluster: %v", mode, err)
+		}
+	}
+	for family, cmd := range families {
+		_, err := e.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
+			Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
+			RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
+			Cpu:                     aws.String("1024"), Memory: aws.String("2048"),
+			ContainerDefinitions: []types.ContainerDefinition{{
+				Name: aws.String("main"), Image: aws.String(image), Command: cmd, StopTimeout: aws.Int32(2),
+			}},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return e
+}
+
+// start runs one task of family in the mode's cluster and waits until it
+// is RUNNING; it returns the task's ARN and RunTask → startedAt.
+func (e *isoEnv) start(b *testing.B, mode, family string) (string, time.Duration) {
+	b.Helper()
+	ctx := context.Background()
+	t0 := time.Now()
+	out, err := e.ecs.RunTask(ctx, &ecs.RunTaskInput{
+		Cluster: aws.String(mode), TaskDefinition: aws.String(family), LaunchType: types.LaunchTypeFargate,
+		NetworkConfiguration: &types.NetworkConfiguration{AwsvpcConfiguration: &types.AwsVpcConfiguration{Subnets: []string{e.subnet}}},
+	})
+	if err != nil || len(out.Tasks) != 1 {
+		b.Fatalf("run-task in %s: %v %+v", mode, err, out)
+	}
+	arn := aws.ToString(out.Tasks[0].TaskArn)
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		d, err := e.ecs.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(mode), Tasks: []string{arn}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t := d.Tasks[0]
+		switch aws.ToString(t.LastStatus) {
+		case "RUNNING":
+			return arn, t.StartedAt.Sub(t0)
+		case "STOPPED":
+			b.Fatalf("%s task stopped: %s", mode, aws.ToString(t.StoppedReason))
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s task not RUNNING after 2 minutes", mode)
+		}
+	}
+}
+
+func (e *isoEnv) stop(b *testing.B, mode string, arns ...string) {
+	b.Helper()
+	ctx := context.Background()
+	for _, arn := range arns {
+		if _, err := e.ecs.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(mode), Task: aws.String(arn)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		d, err := e.ecs.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(mode), Tasks: arns})
+		if err != nil {
+			b.Fatal(err)
+		}
+		left := 0
+		for _, t := range d.Tasks {
+			if aws.ToString(t.LastStatus) != "STOPPED" {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d %s tasks not STOPPED after 2 minutes", left, mode)
+		}
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	d = append([]time.Duration(nil), d...)
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkIsolationStart compares RunTask → RUNNING (cached image, one
+// idle container) in a sandbox cluster and a container cluster with the
+// floor for a sandbox: `runsc run --detach` of a bundle of the same
+// busybox, with the flags Gantry gives runsc, in a network namespace of its
+// own with loopback up (what each sandbox needs) and a cgroup. The three
+// are interleaved in each iteration, so the host's noise falls on all.
+func BenchmarkIsolationStart(b *testing.B) {
+	e := isoSetup(b, map[string][]string{"idle": idle})
+	floor := newRunscFloor(b)
+	var sandbox, container, runsc []time.Duration
+	for i := 0; i < b.N; i++ {
+		arn, d := e.start(b, "sandbox", "idle")
+		sandbox = append(sandbox, d)
+		b.StopTimer()
+		e.stop(b, "sandbox", arn)
+		b.StartTimer()
+
+		arn, d = e.start(b, "container", "idle")
+		container = append(container, d)
+		b.StopTimer()
+		e.stop(b, "container", arn)
+		b.StartTimer()
+
+		runsc = append(runsc, floor.run(b, i))
+	}
+	b.ReportMetric(ms(median(sandbox)), "sandbox-p50-ms")
+	b.ReportMetric(ms(median(container)), "container-p50-ms")
+	b.ReportMetric(ms(median(runsc)), "runsc-floor-p50-ms")
+	b.ReportMetric(float64(median(sandbox))/float64(median(runsc)), "sandbox/floor")
+	b.ReportMetric(0, "ns/op")
+}
+
+// runscFloor starts sandboxes with runsc alone.
+type runscFloor struct {
+	dir  string // the bundle: rootfs and config.json
+	root string // runsc's state
+}
+
+func newRunscFloor(b *testing.B) *runscFloor {
+	b.Helper()
+	f := &runscFloor{dir: b.TempDir(), root: b.TempDir()}
+	// runsc makes /gbench9/<id> in every hierarchy and removes <id>, and
+	// keeps an empty network namespace mounted in its root directory.
+	b.Cleanup(func() {
+		unix.Unmount(filepath.Join(f.root, "null-netns"), unix.MNT_DETACH)
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gbench9")
+		for _, d := range dirs {
+			subs, _ := filepath.Glob(d + "/gbench9-*")
+			for _, sub := range subs {
+				os.Remove(sub)
+			}
+			os.Remove(d)
+		}
+	})
+	rootfs := filepath.Join(f.dir, "rootfs")
+	for _, d := range []string{"bin", "proc", "dev", "sys", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	bb, err := os.ReadFile(testimage.BusyboxPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for _, applet := range []string{"sh", "sleep"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cmd := exec.Command(local.DefaultRunsc, "spec", "--bundle", f.dir, "--")
+	cmd.Args = append(cmd.Args, idle...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("runsc spec: %v\n%s", err, out)
+	}
+	return f
+}
+
+// run starts the floor's i-th sandbox, returns how long `runsc run
+// --detach` took, and removes it.
+func (f *runscFloor) run(b *testing.B, i int) time.Duration {
+	b.Helper()
+	id := fmt.Sprintf("gbench9-%d-%d", os.Getpid(), i)
+	ns := id
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		b.Fatalf("lo up: %v %s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(f.dir, "config.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		b.Fatal(err)
+	}
+	linux := spec["linux"].(map[string]any)
+	linux["cgroupsPath"] = "/gbench9/" + id
+	var nss []any
+	for _, n := range linux["namespaces"].([]any) {
+		if n.(map[string]any)["type"] != "network" {
+			nss = append(nss, n)
+		}
+	}
+	linux["namespaces"] = append(nss, map[string]any{"type": "network", "path": "/var/run/netns/" + ns})
+	bundle := filepath.Join(f.dir, id)
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(bundle)
+	spec["root"] = map[string]any{"path": filepath.Join(f.dir, "rootfs"), "readonly": false}
+	raw, _ = json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), raw, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	runsc := func(args ...string) *exec.Cmd {
+		return exec.Command(local.DefaultRunsc, append([]string{"--root", f.root, "--platform=systrap"}, args...)...)
+	}
+	// The detached sandbox keeps the stdio it was given: a file, not a
+	// pipe whose reader would wait for it to exit.
+	logf, err := os.CreateTemp(f.root, "out-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(logf.Name())
+	defer logf.Close()
+	cmd := runsc("run", "--detach", "--bundle", bundle, id)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	t0 := time.Now()
+	err = cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		b.Fatalf("runsc run: %v\n%s", err, out)
+	}
+	b.StopTimer()
+	runsc("kill", id, "KILL").Run()
+	if out, err := runsc("delete", "--force", id).CombinedOutput(); err != nil {
+		b.Errorf("runsc delete: %v %s", err, out)
+	}
+	b.StartTimer()
+	return d
+}
+
+// BenchmarkIsolationIdleMemory runs idle tasks in each mode and reports the
+// memory their processes hold per task: the proportional set size (PSS,
+// shared pages split between their users) of every process in the task's
+// cgroups and of those serving it from outside (the containerd shim, in
+// sandbox mode runsc's gofer), found by the container's id on their
+// command lines.
+func BenchmarkIsolationIdleMemory(b *testing.B) {
+	e := isoSetup(b, map[string][]string{"idle": idle})
+	const tasks = 4
+	for i := 0; i < b.N; i++ {
+		per := map[string]float64{}
+		for _, mode := range []string{"container", "sandbox"} {
+			var arns []string
+			for j := 0; j < tasks; j++ {
+				arn, _ := e.start(b, mode, "idle")
+				arns = append(arns, arn)
+			}
+			time.Sleep(3 * time.Second) // past start-up's transient allocations
+			var total float64
+			for _, arn := range arns {
+				total += taskPSSMiB(b, e.s.DataDir, arn[strings.LastIndex(arn, "/")+1:])
+			}
+			per[mode] = total / tasks
+			e.stop(b, mode, arns...)
+		}
+		b.ReportMetric(per["sandbox"], "sandbox-MiB/task")
+		b.ReportMetric(per["container"], "container-MiB/task")
+		b.ReportMetric(per["sandbox"]-per["container"], "sandbox-overhead-MiB/task")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// taskPSSMiB sums the PSS of the task's processes.
+func taskPSSMiB(b *testing.B, dataDir, taskID string) float64 {
+	b.Helper()
+	pids := map[int]bool{}
+	var ids []string
+	cg := filepath.Join("/sys/fs/cgroup/memory/gantry", taskID)
+	ents, err := os.ReadDir(cg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, ent := range ents {
+		if !ent.IsDir() {
+			continue
+		}
+		ids = append(ids, ent.Name())
+		raw, _ := os.ReadFile(filepath.Join(cg, ent.Name(), "cgroup.procs"))
+		for _, f := range strings.Fields(string(raw)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids[pid] = true
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			if strings.Contains(string(raw), id) {
+				pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+				pids[pid] = true
+			}
+		}
+	}
+	var kib int64
+	for pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				kib += n
+			}
+		}
+	}
+	return float64(kib) / 1024
+}
+
+// BenchmarkIsolationWorkload times a syscall-heavy workload (dd of one
+// byte at a time: 400,000 read/write calls) and a CPU-bound one (an awk
+// loop) inside a task of each mode (1 vCPU) and on the host, with the same
+// busybox, in one run.
+func BenchmarkIsolationWorkload(b *testing.B) {
+	const (
+		syscalls = "dd if=/dev/zero of=/dev/null bs=1 count=400000"
+		cpu      = "awk 'BEGIN{for(i=0;i<3000000;i++)s+=i*i}'"
+	)
+	script := fmt.Sprintf(`time -f "syscall %%e" %s 2>&1 | grep ^syscall; time -f "cpu %%e" %s 2>&1; echo done; exec sleep 600`, syscalls, cpu)
+	e := isoSetup(b, map[string][]string{"work": {"sh", "-c", script}})
+	times := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		for _, mode := range []string{"container", "sandbox"} {
+			arn, _ := e.start(b, mode, "work")
+			log := filepath.Join(e.s.DataDir, "agent", "tasks", arn[strings.LastIndex(arn, "/")+1:], "main.log")
+			var out string
+			for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(out, "done"); time.Sleep(100 * time.Millisecond) {
+				raw, _ := os.ReadFile(log)
+				out = string(raw)
+				if time.Now().After(deadline) {
+					b.Fatalf("%s workload did not finish: %q", mode, out)
+				}
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) == 2 && (f[0] == "syscall" || f[0] == "cpu") {
+					v, _ := strconv.ParseFloat(f[1], 64)
+					times[mode+"-"+f[0]] = append(times[mode+"-"+f[0]], v)
+				}
+			}
+			e.stop(b, mode, arn)
+		}
+		for name, cmd := range map[string]string{"syscall": syscalls, "cpu": cpu} {
+			out, err := exec.Command(testimage.BusyboxPath, "sh", "-c", fmt.Sprintf(`time -f "%%e" %s 2>&1 >/dev/null | tail -n 1`, cmd)).CombinedOutput()
+			if err != nil {
+				b.Fatalf("host %s: %v %s", name, err, out)
+			}
+			v, _ := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+			times["host-"+name] = append(times["host-"+name], v)
+		}
+	}
+	med := func(k string) float64 {
+		v := append([]float64(nil), times[k]...)
+		if len(v) == 0 {
+			b.Fatalf("no %s times", k)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	for _, w := range []string{"syscall", "cpu"} {
+		b.ReportMetric(med("host-"+w), w+"-host-s")
+		b.ReportMetric(med("container-"+w), w+"-container-s")
+		b.ReportMetric(med("sandbox-"+w), w+"-sandbox-s")
+		b.ReportMetric(med("sandbox-"+w)/med("host-"+w), w+"-sandbox/host")
+		b.ReportMetric(med("container-"+w)/med("host-"+w), w+"-container/host")
+	}
+	b.ReportMetric(0, "ns/op")
+}

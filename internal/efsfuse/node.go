@@ -1,0 +1,529 @@
+// Package efsfuse serves an EFS access point's root directory as a FUSE
+// file system in which every operation is done as the access point's
+// POSIX user, as EFS does for NFS clients of an access point.
+//
+// A bind mount keeps the caller's identity: root in a container could
+// write anywhere in the mounted tree and files would get the writer's
+// uid. Here the container talks to the kernel's FUSE client, and the
+// kernel hands each operation to this server, which runs as the access
+// point's uid, gid and secondary gids (its whole process is switched to
+// them, see Serve). The host kernel then checks every operation against
+// that identity, and files get its owner, whoever the container's user is.
+//
+// Root confinement: the server never follows a symlink and never resolves
+// a path outside the root. Each operation opens its directory with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) relative to a descriptor of
+// the root and acts on the last component with *at calls that do not
+// follow symlinks. The container's kernel resolves symlinks itself, in the
+// container's mount namespace, where the root of the mount is the top; and
+// a directory swapped for a symlink behind the kernel's back (by another
+// task sharing the tree) fails with ELOOP instead of leading out.
+package efsfuse
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// beneath is how every path below the root is resolved: no symlink, no
+// magic link, no other mount, nothing above the root.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
+
+// tree is the served directory.
+type tree struct {
+	root     int // descriptor of the root directory
+	uid, gid uint32
+	groups   []uint32
+	// user is set once the process runs as the access point's user;
+	// until then nothing in the tree is touched (go-fuse's own start-up
+	// requests do not reach it).
+	user atomic.Bool
+}
+
+// node is one file or directory; it knows its place only through the
+// inode tree go-fuse keeps (its path from the root).
+type node struct {
+	fs.Inode
+	t *tree
+}
+
+var (
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeReaddirer      = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+	_ fs.NodeAccesser       = (*node)(nil)
+)
+
+func errno(err error) syscall.Errno { return fs.ToErrno(err) }
+
+// openDir opens the directory at rel (relative to the root, "" for the
+// root itself) as an O_PATH descriptor. done closes it.
+func (t *tree) openDir(rel string) (fd int, done func(), e syscall.Errno) {
+	if !t.user.Load() {
+		return -1, nil, syscall.EIO
+	}
+	if rel == "" {
+		return t.root, func() {}, 0
+	}
+	fd, err := unix.Openat2(t.root, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: beneath,
+	})
+	if err != nil {
+		return -1, nil, errno(err)
+	}
+	return fd, func() { unix.Close(fd) }, 0
+}
+
+func (n *node) rel() string { return n.Path(n.Root()) }
+
+// self opens n's directory. Only meaningful for directories.
+func (n *node) self() (int, func(), syscall.Errno) { return n.t.openDir(n.rel()) }
+
+// at names n as a directory descriptor and a last component, for the *at
+// calls; the root is "." in itself.
+func (n *node) at() (dir int, name string, done func(), e syscall.Errno) {
+	rel := n.rel()
+	if rel == "" {
+		return n.t.root, ".", func() {}, 0
+	}
+	parent, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		parent, name = rel[:i], rel[i+1:]
+	}
+	dir, done, e = n.t.openDir(parent)
+	return dir, name, done, e
+}
+
+// validName refuses what the kernel never sends but would lead out of a
+// directory if it did.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsRune(name, '/')
+}
+
+func stable(st *unix.Stat_t) fs.StableAttr {
+	return fs.StableAttr{Mode: st.Mode & unix.S_IFMT, Ino: st.Ino}
+}
+
+func fromStat(out *fuse.Attr, st *unix.Stat_t) {
+	*out = fuse.Attr{
+		Ino: st.Ino, Size: uint64(st.Size), Blocks: uint64(st.Blocks),
+		Atime: uint64(st.Atim.Sec), Atimensec: uint32(st.Atim.Nsec),
+		Mtime: uint64(st.Mtim.Sec), Mtimensec: uint32(st.Mtim.Nsec),
+		Ctime: uint64(st.Ctim.Sec), Ctimensec: uint32(st.Ctim.Nsec),
+		Mode: st.Mode, Nlink: uint32(st.Nlink),
+		Owner: fuse.Owner{Uid: st.Uid, Gid: st.Gid},
+		Rdev:  uint32(st.Rdev), Blksize: uint32(st.Blksize),
+	}
+}
+
+// child stats name in dir and makes (or finds) its inode.
+func (n *node) child(ctx context.Context, dir int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, errno(err)
+	}
+	fromStat(&out.Attr, &st)
+	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), 0
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	return n.child(ctx, dir, name, out)
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if g, ok := f.(fs.FileGetattrer); ok {
+		return g.Getattr(ctx, out)
+	}
+	var st unix.Stat_t
+	if n.IsRoot() {
+		// Like a mount point, the root can be looked at by anyone.
+		if err := unix.Fstat(n.t.root, &st); err != nil {
+			return errno(err)
+		}
+		fromStat(&out.Attr, &st)
+		return 0
+	}
+	dir, name, done, e := n.at()
+	if e != 0 {
+		return e
+	}
+	defer done()
+	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return errno(err)
+	}
+	fromStat(&out.Attr, &st)
+	return 0
+}
+
+// fchmodat2 (Linux 6.6) is the chmod that can refuse to follow a symlink.
+const sysFchmodat2 = 452
+
+// Setattr changes the file through the caller's open descriptor when it
+// has one (a file may be open, and writable, after its mode changed or
+// its name went), else by name in its directory, never following a
+// symlink.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	fd := -1
+	if lf, ok := f.(*fs.LoopbackFile); ok {
+		fd, _ = lf.PassthroughFd()
+	}
+	dir, name := fd, ""
+	if fd < 0 {
+		var done func()
+		var e syscall.Errno
+		if dir, name, done, e = n.at(); e != 0 {
+			return e
+		}
+		defer done()
+	}
+	if mode, ok := in.GetMode(); ok {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, mode&0o7777)
+		} else {
+			err = fchmodat2(dir, name, mode&0o7777)
+		}
+		if err != nil {
+			return errno(err)
+		}
+	}
+	_, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(n.t.uid)
+		}
+		if gok {
+			g = int(n.t.group(gid))
+		}
+		var err error
+		if fd >= 0 {
+			err = unix.Fchown(fd, u, g)
+		} else {
+			err = unix.Fchownat(dir, name, u, g, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return errno(err)
+		}
+	}
+	if size, ok := in.GetSize(); ok {
+		tfd := fd
+		if tfd < 0 {
+			var err error
+			tfd, err = unix.Openat(dir, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return errno(err)
+			}
+			defer unix.Close(tfd)
+		}
+		if err := unix.Ftruncate(tfd, int64(size)); err != nil {
+			return errno(err)
+		}
+	}
+	// "Now" stays UTIME_NOW rather than a time: setting the current time
+	// needs only write permission, an explicit one needs ownership.
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Valid&fuse.FATTR_ATIME != 0 {
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			} else {
+				ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+			}
+		}
+		if in.Valid&fuse.FATTR_MTIME != 0 {
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			} else {
+				ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+			}
+		}
+		if err := unix.UtimesNanoAt(dir, name, ts, flags(fd)); err != nil {
+			return errno(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir, name, &st, flags(fd)); err != nil {
+		return errno(err)
+	}
+	fromStat(&out.Attr, &st)
+	return 0
+}
+
+// flags is how Fstatat names the file: by descriptor, or by a name that
+// is not followed.
+func flags(fd int) int {
+	if fd >= 0 {
+		return unix.AT_EMPTY_PATH
+	}
+	return unix.AT_SYMLINK_NOFOLLOW
+}
+
+func fchmodat2(dir int, name string, mode uint32) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	_, _, en := unix.Syscall6(sysFchmodat2, uintptr(dir), uintptr(unsafe.Pointer(p)), uintptr(mode), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+	if en != 0 {
+		return en
+	}
+	return nil
+}
+
+// A chown's ids are mapped as EFS maps every id a client sends to the
+// access point's identity: a chown to anyone is a chown to the access
+// point's user (Setattr), which changes nothing that user could not do
+// itself; group maps a gid the same way but keeps the access point's own
+// groups, so a chgrp between them works. Nothing is ever given away, and
+// a gVisor sandbox's gofer, which chowns each file it creates to the
+// container's user, works as on a plain directory.
+func (t *tree) group(gid uint32) uint32 {
+	if gid == t.gid {
+		return gid
+	}
+	for _, g := range t.groups {
+		if g == gid {
+			return gid
+		}
+	}
+	return t.gid
+}
+
+// openFlags keeps what the caller asked for, O_APPEND included: with it
+// the backing file's pwrite appends at its real end, so appends from
+// tasks on other mounts of the tree interleave instead of overwriting
+// each other at a stale size.
+func openFlags(flags uint32) int {
+	return int(flags&^uint32(fuse.FMODE_EXEC)) | unix.O_NOFOLLOW | unix.O_CLOEXEC
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	dir, name, done, e := n.at()
+	if e != 0 {
+		return nil, 0, e
+	}
+	defer done()
+	fd, err := unix.Openat(dir, name, openFlags(flags), 0)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	return fs.NewLoopbackFile(fd), 0, 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if !validName(name) {
+		return nil, nil, 0, syscall.EINVAL
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	defer done()
+	fd, err := unix.Openat(dir, name, openFlags(flags)|unix.O_CREAT, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, errno(err)
+	}
+	fromStat(&out.Attr, &st)
+	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), fs.NewLoopbackFile(fd), 0, 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	if err := unix.Mkdirat(dir, name, mode&0o7777); err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, dir, name, out)
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	if err := unix.Mknodat(dir, name, mode, int(rdev)); err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, dir, name, out)
+}
+
+func (n *node) remove(name string, flags int) syscall.Errno {
+	if !validName(name) {
+		return syscall.EINVAL
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return e
+	}
+	defer done()
+	return errno(unix.Unlinkat(dir, name, flags))
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return n.remove(name, 0) }
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, unix.AT_REMOVEDIR)
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok || np.t != n.t {
+		return syscall.EXDEV
+	}
+	if !validName(name) || !validName(newName) {
+		return syscall.EINVAL
+	}
+	from, done1, e := n.self()
+	if e != 0 {
+		return e
+	}
+	defer done1()
+	to, done2, e := np.self()
+	if e != 0 {
+		return e
+	}
+	defer done2()
+	return errno(unix.Renameat2(from, name, to, newName, uint(flags)))
+}
+
+// Symlink stores the target as given: only the container's kernel ever
+// follows it, inside the container.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	if err := unix.Symlinkat(target, dir, name); err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, dir, name, out)
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	tn, ok := target.(*node)
+	if !ok || tn.t != n.t {
+		return nil, syscall.EXDEV
+	}
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	tdir, tname, tdone, e := tn.at()
+	if e != 0 {
+		return nil, e
+	}
+	defer tdone()
+	dir, done, e := n.self()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	if err := unix.Linkat(tdir, tname, dir, name, 0); err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, dir, name, out)
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	dir, name, done, e := n.at()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		k, err := unix.Readlinkat(dir, name, buf)
+		if err != nil {
+			return nil, errno(err)
+		}
+		if k < size {
+			return buf[:k], 0
+		}
+	}
+}
+
+func (n *node) openDirStream() (fs.DirStream, syscall.Errno) {
+	dir, name, done, e := n.at()
+	if e != 0 {
+		return nil, e
+	}
+	defer done()
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fs.NewLoopbackDirStreamFd(fd)
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	ds, e := n.openDirStream()
+	return ds, 0, e
+}
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) { return n.openDirStream() }
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(n.t.root, &st); err != nil {
+		return errno(err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
+
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	dir, name, done, e := n.at()
+	if e != 0 {
+		return e
+	}
+	defer done()
+	return errno(unix.Faccessat(dir, name, mask, unix.AT_SYMLINK_NOFOLLOW|unix.AT_EACCESS))
+}

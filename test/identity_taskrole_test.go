@@ -1,0 +1,137 @@
+package test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gantry-dev/gantry/internal/metadata"
+	"github.com/gantry-dev/gantry/internal/testenv"
+	"github.com/gantry-dev/gantry/internal/testimage"
+)
+
+type containerCreds struct {
+	AccessKeyId, SecretAccessKey, Token, RoleArn string
+	Expiration                                   time.Time
+}
+
+const ecsTasksTrust = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}`
+
+// TestTaskRoleCredentials: a task with a taskRoleArn fetches its role's
+// credentials from AWS_CONTAINER_CREDENTIALS_RELATIVE_URI with wget; they
+// act as the role (allowed and denied by its inline policy, through the
+// CLI), rotate half way to expiry, and are out of reach of another task
+// and of the host.
+func TestTaskRoleCredentials(t *testing.T) {
+	// Short-lived, so the test sees a rotation: new ones after 20 s.
+	t.Setenv("GANTRY_TASK_CREDENTIALS_TTL", "40s")
+	s := testenv.Start(t)
+	s.LoadImage(testimage.Busybox(t))
+	acct := s.Creds.AccountID
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "roles")
+	net := awsvpc(s.DefaultSubnet())
+
+	var role struct{ Role struct{ Arn string } }
+	s.MustAWS(&role, "iam", "create-role", "--role-name", "app-role", "--assume-role-policy-document", ecsTasksTrust)
+	s.MustAWS(nil, "iam", "put-role-policy", "--role-name", "app-role", "--policy-name", "read",
+		"--policy-document", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecs:ListClusters","ecs:DescribeClusters"],"Resource":"*"}]}`)
+	// A role ECS tasks may not assume: its task gets no credentials.
+	var other struct{ Role struct{ Arn string } }
+	s.MustAWS(&other, "iam", "create-role", "--role-name", "not-for-tasks", "--assume-role-policy-document",
+		`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::`+acct+`:root"},"Action":"sts:AssumeRole"}]}`)
+
+	logs := `"logConfiguration":{"logDriver":"awslogs","options":{"awslogs-group":"/ecs/roles","awslogs-region":"us-east-1","awslogs-stream-prefix":"ecs","awslogs-create-group":"true"}}`
+	fetch := `wget -q -O - "http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"`
+	registerJSON(t, s, `{"family":"withrole","taskRoleArn":"`+role.Role.Arn+`","executionRoleArn":"arn:aws:iam::`+acct+`:role/ecsTaskExecutionRole",
+		"networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[{"name":"app","image":"gantry-test/busybox:latest",
+		"command":["sh","-c","trap 'exit 0' TERM; sleep 1; echo \"URI $AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\"; echo \"C1 $(`+jsonEscape(fetch)+`)\"; sleep 24; echo \"C2 $(`+jsonEscape(fetch)+`)\"; sleep 600 & wait"],`+logs+`}]}`)
+	registerJSON(t, s, `{"family":"snoop","executionRoleArn":"arn:aws:iam::`+acct+`:role/ecsTaskExecutionRole",
+		"networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[{"name":"app","image":"gantry-test/busybox:latest",
+		"command":["sh","-c","echo \"MINE [$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI]\"; echo \"OTHER $(wget -q -O - http://169.254.170.2$TARGET 2>&1; echo rc=$?)\""],`+logs+`}]}`)
+
+	task := runTask(t, s, "--cluster", "roles", "--task-definition", "withrole", "--network-configuration", net)
+	stream := "ecs/app/" + taskID(task.TaskArn)
+	lines := taskLines(t, s, "/ecs/roles", stream, "URI", "C1")
+	uri := lines["URI"]
+	if !strings.Contains(uri, "/v2/credentials/") || (!strings.HasPrefix(uri, "/") && !strings.HasPrefix(uri, ":")) {
+		t.Fatalf("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI = %q", uri)
+	}
+	var c1 containerCreds
+	if err := json.Unmarshal([]byte(lines["C1"]), &c1); err != nil {
+		t.Fatalf("credentials %q: %v", lines["C1"], err)
+	}
+	if !strings.HasPrefix(c1.AccessKeyId, "ASIA") || c1.SecretAccessKey == "" || c1.Token == "" || c1.RoleArn != role.Role.Arn ||
+		time.Until(c1.Expiration) > 41*time.Second || time.Until(c1.Expiration) < 0 {
+		t.Fatalf("credentials %+v", c1)
+	}
+
+	// They are the role's session, held to its policy.
+	k1 := keyPair{c1.AccessKeyId, c1.SecretAccessKey, c1.Token}
+	var who callerIdentity
+	mustAs(t, s, k1, &who, "sts", "get-caller-identity")
+	if who.Arn != "arn:aws:sts::"+acct+":assumed-role/app-role/"+taskID(task.TaskArn) || who.Account != acct {
+		t.Errorf("task credentials' identity: %+v", who)
+	}
+	var cl clusterList
+	mustAs(t, s, k1, &cl, "ecs", "list-clusters")
+	if len(cl.ClusterArns) != 1 {
+		t.Errorf("list-clusters with the task's credentials: %+v", cl)
+	}
+	if e := errAs(t, s, k1, "ecs", "create-cluster", "--cluster-name", "nope"); !strings.Contains(e, "AccessDeniedException") ||
+		!strings.Contains(e, "assumed-role/app-role/") || !strings.Contains(e, "ecs:CreateCluster") {
+		t.Errorf("create-cluster with the task's credentials: %s", e)
+	}
+	if e := errAs(t, s, k1, "secretsmanager", "list-secrets"); !strings.Contains(e, "AccessDeniedException") {
+		t.Errorf("list-secrets with the task's credentials: %s", e)
+	}
+	if e := errAs(t, s, keyPair{c1.AccessKeyId, c1.SecretAccessKey, ""}, "ecs", "list-clusters"); !strings.Contains(e, "UnrecognizedClientException") {
+		t.Errorf("task credentials without their token: %s", e)
+	}
+
+	// Another task knowing the URI gets nothing, and has none of its own.
+	snoop := runTask(t, s, "--cluster", "roles", "--task-definition", "snoop", "--network-configuration", net,
+		"--overrides", `{"containerOverrides":[{"name":"app","environment":[{"name":"TARGET","value":"`+uri+`"}]}]}`)
+	got := taskLines(t, s, "/ecs/roles", "ecs/app/"+taskID(snoop.TaskArn), "MINE", "OTHER")
+	if got["MINE"] != "[]" {
+		t.Errorf("a task without a role has AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=%s", got["MINE"])
+	}
+	if strings.Contains(got["OTHER"], "ASIA") || strings.HasSuffix(got["OTHER"], "rc=0") {
+		t.Errorf("a second task read the first one's credentials: %s", got["OTHER"])
+	}
+	// Nor can the host.
+	if resp, err := http.Get("http://" + metadata.Address + uri); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("the host read a task's credentials: %s", resp.Status)
+		}
+	}
+
+	// Rotation: half way to expiry the task gets new credentials, which work.
+	lines = taskLines(t, s, "/ecs/roles", stream, "C2")
+	var c2 containerCreds
+	if err := json.Unmarshal([]byte(lines["C2"]), &c2); err != nil {
+		t.Fatalf("rotated credentials %q: %v", lines["C2"], err)
+	}
+	if c2.AccessKeyId == c1.AccessKeyId || !c2.Expiration.After(c1.Expiration) {
+		t.Errorf("credentials did not rotate: %s (expires %v) then %s (expires %v)", c1.AccessKeyId, c1.Expiration, c2.AccessKeyId, c2.Expiration)
+	}
+	mustAs(t, s, keyPair{c2.AccessKeyId, c2.SecretAccessKey, c2.Token}, nil, "ecs", "list-clusters")
+
+	// A role that does not trust ECS tasks yields no credentials.
+	bad := runTask(t, s, "--cluster", "roles", "--task-definition", "withrole", "--network-configuration", net,
+		"--overrides", `{"taskRoleArn":"`+other.Role.Arn+`","containerOverrides":[{"name":"app","command":["sh","-c","echo \"BAD $(`+jsonEscape(fetch)+` 2>&1; echo rc=$?)\""]}]}`)
+	lines = taskLines(t, s, "/ecs/roles", "ecs/app/"+taskID(bad.TaskArn), "BAD")
+	if strings.Contains(lines["BAD"], "ASIA") || strings.HasSuffix(lines["BAD"], "rc=0") {
+		t.Errorf("a role that does not trust ecs-tasks.amazonaws.com gave credentials: %s", lines["BAD"])
+	}
+}
+
+// jsonEscape makes s safe inside a JSON string.
+func jsonEscape(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b[1 : len(b)-1])
+}
