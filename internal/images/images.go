@@ -117,6 +117,16 @@ func (e *PullError) Unwrap() error { return e.Err }
 // has it, else pulled from its registry. progress, if not nil, gets a line
 // about every second while layers download.
 func Ensure(ctx context.Context, client *containerd.Client, ref string, progress func(msg string), opts ...PullOptions) (containerd.Image, error) {
+	return get(ctx, client, ref, progress, false, opts)
+}
+
+// Pull fetches ref from its registry even when it is cached, so a moved
+// tag is followed; layers already here are not downloaded again.
+func Pull(ctx context.Context, client *containerd.Client, ref string, progress func(msg string), opts ...PullOptions) (containerd.Image, error) {
+	return get(ctx, client, ref, progress, true, opts)
+}
+
+func get(ctx context.Context, client *containerd.Client, ref string, progress func(msg string), always bool, opts []PullOptions) (containerd.Image, error) {
 	ctx = withNamespace(ctx)
 	var o PullOptions
 	if len(opts) > 0 {
@@ -129,38 +139,17 @@ func Ensure(ctx context.Context, client *containerd.Client, ref string, progress
 	if err != nil {
 		return nil, &PullError{Ref: ref, Op: "parse reference", Err: err, Hint: "use a name such as nginx, nginx:1.27 or registry.example.com/team/app@sha256:..."}
 	}
-	img, err := local(ctx, client, name)
-	if err != nil {
-		return nil, err
+	var img containerd.Image
+	if !always {
+		if img, err = local(ctx, client, name); err != nil {
+			return nil, err
+		}
 	}
 	if img != nil {
 		if err := unpack(ctx, img); err != nil {
 			return nil, &PullError{Ref: name, Op: "unpack local image", Err: err}
 		}
 	} else if img, err = pull(ctx, client, name, progress, o); err != nil {
-		return nil, err
-	}
-	used(ctx, client, img)
-	return img, nil
-}
-
-// Pull fetches ref from its registry even when it is cached, so a moved
-// tag is followed; layers already here are not downloaded again.
-func Pull(ctx context.Context, client *containerd.Client, ref string, progress func(msg string), opts ...PullOptions) (containerd.Image, error) {
-	ctx = withNamespace(ctx)
-	var o PullOptions
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	if progress == nil {
-		progress = func(string) {}
-	}
-	name, err := Normalize(ref)
-	if err != nil {
-		return nil, &PullError{Ref: ref, Op: "parse reference", Err: err, Hint: "use a name such as nginx, nginx:1.27 or registry.example.com/team/app@sha256:..."}
-	}
-	img, err := pull(ctx, client, name, progress, o)
-	if err != nil {
 		return nil, err
 	}
 	used(ctx, client, img)
