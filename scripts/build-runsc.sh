@@ -46,6 +46,7 @@ src=$(cd "$gobin" && GOFLAGS=-mod=mod go mod download -json "gvisor.dev/gvisor@$
 [ -d "$src" ] || die "cannot download gvisor.dev/gvisor@$RUNSC_VERSION"
 cp -r "$src" "$gobin/gvisor"
 chmod -R u+w "$gobin/gvisor"
+command -v git >/dev/null || apt_install git || die "cannot install git (it applies $PATCH)"
 (cd "$gobin/gvisor" && git apply -p1 "$PATCH") || die "cannot apply $PATCH to gVisor $RUNSC_VERSION"
 (cd "$gobin/gvisor" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" go build -trimpath -o "$gobin/runsc" \
 	-ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION+gantry" ./runsc)
