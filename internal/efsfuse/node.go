@@ -363,7 +363,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), fs.NewLoopbackFile(fd), 0, 0
 }
 
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+// makeChild creates name in n's directory with mk and returns its inode.
+func (n *node) makeChild(ctx context.Context, name string, out *fuse.EntryOut, mk func(dir int) error) (*fs.Inode, syscall.Errno) {
 	if !validName(name) {
 		return nil, syscall.EINVAL
 	}
@@ -372,25 +373,18 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, e
 	}
 	defer done()
-	if err := unix.Mkdirat(dir, name, mode&0o7777); err != nil {
+	if err := mk(dir); err != nil {
 		return nil, errno(err)
 	}
 	return n.child(ctx, dir, name, out)
 }
 
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.makeChild(ctx, name, out, func(dir int) error { return unix.Mkdirat(dir, name, mode&0o7777) })
+}
+
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !validName(name) {
-		return nil, syscall.EINVAL
-	}
-	dir, done, e := n.self()
-	if e != 0 {
-		return nil, e
-	}
-	defer done()
-	if err := unix.Mknodat(dir, name, mode, int(rdev)); err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, dir, name, out)
+	return n.makeChild(ctx, name, out, func(dir int) error { return unix.Mknodat(dir, name, mode, int(rdev)) })
 }
 
 func (n *node) remove(name string, flags int) syscall.Errno {
@@ -434,18 +428,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // Symlink stores the target as given: only the container's kernel ever
 // follows it, inside the container.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !validName(name) {
-		return nil, syscall.EINVAL
-	}
-	dir, done, e := n.self()
-	if e != 0 {
-		return nil, e
-	}
-	defer done()
-	if err := unix.Symlinkat(target, dir, name); err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, dir, name, out)
+	return n.makeChild(ctx, name, out, func(dir int) error { return unix.Symlinkat(target, dir, name) })
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

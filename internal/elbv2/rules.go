@@ -482,6 +482,20 @@ func checkActions(tx state.Tx, r *request, lb *lbRecord, acts []actionRecord) er
 	return nil
 }
 
+// listenerForActions reads a listener and its load balancer, and checks the
+// target groups acts forward to against them.
+func listenerForActions(tx state.Tx, r *request, arn string, acts []actionRecord) (*listenerRecord, *lbRecord, error) {
+	l, err := getListener(tx, r, arn)
+	if err != nil {
+		return nil, nil, err
+	}
+	lb, err := getLB(tx, r, l.LBARN)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, lb, checkActions(tx, r, lb, acts)
+}
+
 // ---- API ----
 
 func (s *Service) createRule(r *request) (any, error) {
@@ -510,15 +524,7 @@ func (s *Service) createRule(r *request) (any, error) {
 	}
 	var out ruleRecord
 	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
-		l, err := getListener(tx, r, lARN)
-		if err != nil {
-			return err
-		}
-		lb, err := getLB(tx, r, l.LBARN)
-		if err != nil {
-			return err
-		}
-		if err := checkActions(tx, r, lb, acts); err != nil {
+		if _, _, err := listenerForActions(tx, r, lARN, acts); err != nil {
 			return err
 		}
 		rs, err := rulesOf(tx, lARN)
@@ -647,15 +653,8 @@ func (s *Service) modifyRule(r *request) (any, error) {
 		if _, err := lookupRule(tx, r, arn); err != nil {
 			return err
 		}
-		l, err := getListener(tx, r, listenerOfRule(arn))
+		l, _, err := listenerForActions(tx, r, listenerOfRule(arn), acts)
 		if err != nil {
-			return err
-		}
-		lb, err := getLB(tx, r, l.LBARN)
-		if err != nil {
-			return err
-		}
-		if err := checkActions(tx, r, lb, acts); err != nil {
 			return err
 		}
 		if arn == defaultRuleARN(l.ARN) {
@@ -815,15 +814,8 @@ func (s *Service) modifyListener(r *request) (any, error) {
 	}
 	var out *listenerRecord
 	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
-		l, err := getListener(tx, r, arn)
+		l, lb, err := listenerForActions(tx, r, arn, acts)
 		if err != nil {
-			return err
-		}
-		lb, err := getLB(tx, r, l.LBARN)
-		if err != nil {
-			return err
-		}
-		if err := checkActions(tx, r, lb, acts); err != nil {
 			return err
 		}
 		if port != 0 && port != l.Port {
