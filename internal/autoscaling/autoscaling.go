@@ -318,34 +318,11 @@ func checkNamespace(ns *string) error {
 }
 
 func (s *Service) describeScalableTargets(ctx context.Context, in *aastypes.DescribeScalableTargetsRequest) (*aastypes.DescribeScalableTargetsResponse, error) {
-	if err := checkNamespace(in.ServiceNamespace); err != nil {
-		return nil, err
-	}
-	sc := scopeOf(ctx)
-	var recs []targetRecord
-	err := s.Store.View(ctx, func(tx state.Tx) (err error) {
-		recs, err = state.List[targetRecord](tx, KindTarget, sc.Prefix()+*in.ServiceNamespace+"/")
-		return err
+	q := query{namespace: in.ServiceNamespace, dimension: in.ScalableDimension, resources: in.ResourceIds, max: in.MaxResults, token: in.NextToken}
+	items, next, err := describe(ctx, s, KindTarget, q, func(r *targetRecord) (*aastypes.ScalableTarget, string, string, string) {
+		return &r.Target, *r.Target.ScalableDimension, *r.Target.ResourceId, ""
 	})
-	if err != nil {
-		return nil, err
-	}
-	var all []*aastypes.ScalableTarget
-	for i := range recs {
-		t := &recs[i].Target
-		if d := ecstypes.Deref(in.ScalableDimension); d != "" && d != *t.ScalableDimension {
-			continue
-		}
-		if len(in.ResourceIds) > 0 && !contains(in.ResourceIds, *t.ResourceId) {
-			continue
-		}
-		all = append(all, t)
-	}
-	lo, hi, next, err := page(len(all), in.MaxResults, in.NextToken)
-	if err != nil {
-		return nil, err
-	}
-	return &aastypes.DescribeScalableTargetsResponse{ScalableTargets: append([]*aastypes.ScalableTarget{}, all[lo:hi]...), NextToken: next}, nil
+	return &aastypes.DescribeScalableTargetsResponse{ScalableTargets: items, NextToken: next}, err
 }
 
 func (s *Service) deregisterScalableTarget(ctx context.Context, in *aastypes.DeregisterScalableTargetRequest) (*aastypes.DeregisterScalableTargetResponse, error) {
@@ -493,40 +470,11 @@ func (s *Service) putScalingPolicy(ctx context.Context, in *aastypes.PutScalingP
 }
 
 func (s *Service) describeScalingPolicies(ctx context.Context, in *aastypes.DescribeScalingPoliciesRequest) (*aastypes.DescribeScalingPoliciesResponse, error) {
-	if err := checkNamespace(in.ServiceNamespace); err != nil {
-		return nil, err
-	}
-	if in.ScalableDimension != nil && !contains(aastypes.Enums["ScalableDimension"], *in.ScalableDimension) {
-		return nil, validation("1 validation error detected: Value '%s' at 'scalableDimension' failed to satisfy constraint: Member must satisfy enum value set: %v", *in.ScalableDimension, aastypes.Enums["ScalableDimension"])
-	}
-	sc := scopeOf(ctx)
-	var recs []policyRecord
-	err := s.Store.View(ctx, func(tx state.Tx) (err error) {
-		recs, err = state.List[policyRecord](tx, KindPolicy, sc.Prefix()+*in.ServiceNamespace+"/")
-		return err
+	q := query{namespace: in.ServiceNamespace, dimension: in.ScalableDimension, resources: one(in.ResourceId), names: in.PolicyNames, max: in.MaxResults, token: in.NextToken}
+	items, next, err := describe(ctx, s, KindPolicy, q, func(r *policyRecord) (*aastypes.ScalingPolicy, string, string, string) {
+		return &r.Policy, *r.Policy.ScalableDimension, *r.Policy.ResourceId, *r.Policy.PolicyName
 	})
-	if err != nil {
-		return nil, err
-	}
-	var all []*aastypes.ScalingPolicy
-	for i := range recs {
-		p := &recs[i].Policy
-		if d := ecstypes.Deref(in.ScalableDimension); d != "" && d != *p.ScalableDimension {
-			continue
-		}
-		if id := ecstypes.Deref(in.ResourceId); id != "" && id != *p.ResourceId {
-			continue
-		}
-		if len(in.PolicyNames) > 0 && !contains(in.PolicyNames, *p.PolicyName) {
-			continue
-		}
-		all = append(all, p)
-	}
-	lo, hi, next, err := page(len(all), in.MaxResults, in.NextToken)
-	if err != nil {
-		return nil, err
-	}
-	return &aastypes.DescribeScalingPoliciesResponse{ScalingPolicies: append([]*aastypes.ScalingPolicy{}, all[lo:hi]...), NextToken: next}, nil
+	return &aastypes.DescribeScalingPoliciesResponse{ScalingPolicies: items, NextToken: next}, err
 }
 
 func (s *Service) deleteScalingPolicy(ctx context.Context, in *aastypes.DeleteScalingPolicyRequest) (*aastypes.DeleteScalingPolicyResponse, error) {
@@ -556,33 +504,12 @@ func (s *Service) deleteScalingPolicy(ctx context.Context, in *aastypes.DeleteSc
 }
 
 func (s *Service) describeScalingActivities(ctx context.Context, in *aastypes.DescribeScalingActivitiesRequest) (*aastypes.DescribeScalingActivitiesResponse, error) {
-	if err := checkNamespace(in.ServiceNamespace); err != nil {
-		return nil, err
-	}
-	sc := scopeOf(ctx)
-	var all []*aastypes.ScalingActivity
-	err := s.Store.View(ctx, func(tx state.Tx) error {
-		acts, err := state.List[aastypes.ScalingActivity](tx, KindActivity, sc.Prefix()+*in.ServiceNamespace+"/")
-		for i := range acts {
-			a := &acts[i]
-			if d := ecstypes.Deref(in.ScalableDimension); d != "" && d != *a.ScalableDimension {
-				continue
-			}
-			if id := ecstypes.Deref(in.ResourceId); id != "" && id != *a.ResourceId {
-				continue
-			}
-			all = append(all, a)
-		}
-		return err
+	q := query{namespace: in.ServiceNamespace, dimension: in.ScalableDimension, resources: one(in.ResourceId), max: in.MaxResults, token: in.NextToken}
+	items, next, err := describe(ctx, s, KindActivity, q, func(a *aastypes.ScalingActivity) (*aastypes.ScalingActivity, string, string, string) {
+		return a, *a.ScalableDimension, *a.ResourceId, ""
+	}, func(all []*aastypes.ScalingActivity) {
+		// Newest first across targets.
+		sort.SliceStable(all, func(i, j int) bool { return all[i].StartTime.After(all[j].StartTime.Time) })
 	})
-	if err != nil {
-		return nil, err
-	}
-	// Newest first across targets.
-	sort.SliceStable(all, func(i, j int) bool { return all[i].StartTime.After(all[j].StartTime.Time) })
-	lo, hi, next, err := page(len(all), in.MaxResults, in.NextToken)
-	if err != nil {
-		return nil, err
-	}
-	return &aastypes.DescribeScalingActivitiesResponse{ScalingActivities: append([]*aastypes.ScalingActivity{}, all[lo:hi]...), NextToken: next}, nil
+	return &aastypes.DescribeScalingActivitiesResponse{ScalingActivities: items, NextToken: next}, err
 }

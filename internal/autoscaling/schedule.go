@@ -280,37 +280,11 @@ func (s *Service) putScheduledAction(ctx context.Context, in *aastypes.PutSchedu
 }
 
 func (s *Service) describeScheduledActions(ctx context.Context, in *aastypes.DescribeScheduledActionsRequest) (*aastypes.DescribeScheduledActionsResponse, error) {
-	if err := checkNamespace(in.ServiceNamespace); err != nil {
-		return nil, err
-	}
-	sc := scopeOf(ctx)
-	var recs []scheduledRecord
-	err := s.Store.View(ctx, func(tx state.Tx) (err error) {
-		recs, err = state.List[scheduledRecord](tx, KindScheduled, sc.Prefix()+*in.ServiceNamespace+"/")
-		return err
+	q := query{namespace: in.ServiceNamespace, dimension: in.ScalableDimension, resources: one(in.ResourceId), names: in.ScheduledActionNames, max: in.MaxResults, token: in.NextToken}
+	items, next, err := describe(ctx, s, KindScheduled, q, func(r *scheduledRecord) (*aastypes.ScheduledAction, string, string, string) {
+		return &r.Action, *r.Action.ScalableDimension, *r.Action.ResourceId, *r.Action.ScheduledActionName
 	})
-	if err != nil {
-		return nil, err
-	}
-	var all []*aastypes.ScheduledAction
-	for i := range recs {
-		a := &recs[i].Action
-		if d := ecstypes.Deref(in.ScalableDimension); d != "" && d != *a.ScalableDimension {
-			continue
-		}
-		if id := ecstypes.Deref(in.ResourceId); id != "" && id != *a.ResourceId {
-			continue
-		}
-		if len(in.ScheduledActionNames) > 0 && !contains(in.ScheduledActionNames, *a.ScheduledActionName) {
-			continue
-		}
-		all = append(all, a)
-	}
-	lo, hi, next, err := page(len(all), in.MaxResults, in.NextToken)
-	if err != nil {
-		return nil, err
-	}
-	return &aastypes.DescribeScheduledActionsResponse{ScheduledActions: append([]*aastypes.ScheduledAction{}, all[lo:hi]...), NextToken: next}, nil
+	return &aastypes.DescribeScheduledActionsResponse{ScheduledActions: items, NextToken: next}, err
 }
 
 func (s *Service) deleteScheduledAction(ctx context.Context, in *aastypes.DeleteScheduledActionRequest) (*aastypes.DeleteScheduledActionResponse, error) {

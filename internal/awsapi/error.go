@@ -45,3 +45,15 @@ func AsError(err error) *Error {
 	}
 	return ServerError(err)
 }
+
+// Guard runs a handler, turning a panic into a server error: a bug then
+// answers 500 with a message instead of dropping the connection, which
+// clients would retry.
+func Guard[T any](fn func() (T, error)) (out T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = ServerError(fmt.Errorf("internal error: %v", p))
+		}
+	}()
+	return fn()
+}

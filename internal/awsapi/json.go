@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -55,7 +54,7 @@ func (s *JSONService) ServeJSON(w http.ResponseWriter, r *http.Request, op strin
 		WriteJSONError(w, Errorf("UnknownOperationException", "Operation %s is not supported by this endpoint.", op))
 		return
 	}
-	out, err := safeCall(r.Context(), h, body)
+	out, err := Guard(func() (any, error) { return h(r.Context(), body) })
 	if err != nil {
 		e := AsError(err)
 		if e.Status >= 500 && s.Log != nil {
@@ -71,17 +70,6 @@ func (s *JSONService) ServeJSON(w http.ResponseWriter, r *http.Request, op strin
 	}
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Write(b)
-}
-
-// safeCall turns a handler panic into a server error instead of a dropped
-// connection, so a bug answers 500 with a message rather than hanging a client.
-func safeCall(ctx context.Context, h Handler, body []byte) (out any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = ServerError(fmt.Errorf("internal error: %v", p))
-		}
-	}()
-	return h(ctx, body)
 }
 
 // WriteJSONError writes e in the JSON 1.1 error format.

@@ -61,7 +61,7 @@ func (q *queryService) ServeQuery(w http.ResponseWriter, r *http.Request, form m
 		}
 		return
 	}
-	out, err := safeQuery(r.Context(), op, form)
+	out, err := awsapi.Guard(func() (any, error) { return op(r.Context(), form) })
 	if err != nil {
 		q.WriteError(w, awsapi.AsError(err))
 		return
@@ -76,15 +76,6 @@ func (q *queryService) ServeQuery(w http.ResponseWriter, r *http.Request, form m
 	fmt.Fprintf(&b, "<ResponseMetadata><RequestId>%s</RequestId></ResponseMetadata></%sResponse>", w.Header().Get("X-Amzn-RequestId"), action)
 	w.Header().Set("Content-Type", "text/xml")
 	w.Write(b.Bytes())
-}
-
-func safeQuery(ctx context.Context, op queryOp, form map[string][]string) (out any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = awsapi.ServerError(fmt.Errorf("internal error: %v", p))
-		}
-	}()
-	return op(ctx, form)
 }
 
 func (q *queryService) WriteError(w http.ResponseWriter, e *awsapi.Error) {

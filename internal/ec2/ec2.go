@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/xml"
-	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
@@ -132,7 +131,7 @@ func (s *Service) ServeQuery(w http.ResponseWriter, r *http.Request, form map[st
 		s.WriteError(w, &awsapi.Error{Code: "DryRunOperation", Message: "Request would have succeeded, but DryRun flag is set.", Status: http.StatusPreconditionFailed})
 		return
 	}
-	out, err := safeCall(fn, s, req)
+	out, err := awsapi.Guard(func() (response, error) { return fn(s, req) })
 	if err != nil {
 		s.WriteError(w, awsapi.AsError(err))
 		return
@@ -142,17 +141,6 @@ func (s *Service) ServeQuery(w http.ResponseWriter, r *http.Request, form map[st
 	h.Xmlns = Namespace
 	h.RequestID = w.Header().Get("X-Amzn-RequestId")
 	awsapi.WriteXML(w, http.StatusOK, out)
-}
-
-// safeCall answers a handler panic with InternalError instead of a dropped
-// connection, which clients would retry.
-func safeCall(fn action, s *Service, r *request) (out response, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = awsapi.ServerError(fmt.Errorf("internal error: %v", p))
-		}
-	}()
-	return fn(s, r)
 }
 
 type errorResponse struct {

@@ -335,7 +335,7 @@ func (s *Service) ServeQuery(w http.ResponseWriter, r *http.Request, form map[st
 	}
 	id := awsapi.IdentityFrom(r.Context())
 	req.account, req.region = id.Account, id.Region
-	out, err := safeCall(fn, s, req)
+	out, err := awsapi.Guard(func() (any, error) { return fn(s, req) })
 	if err != nil {
 		s.WriteError(w, awsapi.AsError(err))
 		return
@@ -364,15 +364,6 @@ type resultXML struct {
 
 func (r resultXML) MarshalXML(e *xml.Encoder, _ xml.StartElement) error {
 	return e.EncodeElement(r.v, xml.StartElement{Name: xml.Name{Local: r.name}})
-}
-
-func safeCall(fn action, s *Service, r *request) (out any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = awsapi.ServerError(fmt.Errorf("internal error: %v", p))
-		}
-	}()
-	return fn(s, r)
 }
 
 // WriteError writes e in the standard Query error XML.
