@@ -29,7 +29,9 @@ import (
 // core used: the server process (which holds the proxy), the tasks'
 // cgroups and the load generator (this process), since a direct client
 // pays for a connection per request to busybox httpd (no keep-alive) that
-// the proxy pays for behind a kept-alive client connection.
+// the proxy pays for behind a kept-alive client connection. It also
+// reports each part's CPU per request (server, tasks, load generator) and
+// the idle server's CPU, to show where the load balancer's cost goes.
 // BenchmarkLBScaleOut times a load step to the first answer from a task
 // the step made the service start (ALBRequestCountPerTarget target
 // tracking), next to the floor: the same scale-out asked for directly
@@ -162,7 +164,9 @@ func (e *lbBench) cpuNanos(b *testing.B, tasks []string) (server, taskCPU int64)
 
 type loadResult struct {
 	rps, p99ms, cores float64
-	errors            int
+	// The parts of cores: the gantry server, the tasks, the load generator.
+	server, tasks, client float64
+	errors                int
 }
 
 // drive runs lbConns closed-loop clients against url for lbLoadFor.
@@ -217,12 +221,13 @@ func (e *lbBench) measure(b *testing.B, url string, tasks []string, withServer b
 	n, lat, errs, wall := drive(url)
 	c1 := selfCPU()
 	s1, t1 := e.cpuNanos(b, tasks)
-	used := t1 - t0 + c1 - c0
+	r := loadResult{rps: float64(n) / wall.Seconds(), errors: errs,
+		tasks: float64(t1-t0) / float64(wall), client: float64(c1-c0) / float64(wall)}
 	if withServer {
-		used += s1 - s0
+		r.server = float64(s1-s0) / float64(wall)
 	}
+	r.cores = r.server + r.tasks + r.client
 	slices.Sort(lat)
-	r := loadResult{rps: float64(n) / wall.Seconds(), errors: errs, cores: float64(used) / float64(wall)}
 	if len(lat) > 0 {
 		r.p99ms = float64(lat[len(lat)*99/100].Microseconds()) / 1000
 	}
@@ -234,10 +239,21 @@ func BenchmarkLBThroughput(b *testing.B) {
 		b.Skip("needs root")
 	}
 	e := setupLB(b, 3)
+	// What the server burns with the service up and no traffic (health
+	// checks, reconcile, metrics, the ECS scheduler) is part of what the
+	// load balancer's cores include.
+	s0, _ := e.cpuNanos(b, nil)
+	idleFor := 10 * time.Second
+	time.Sleep(idleFor)
+	s1, _ := e.cpuNanos(b, nil)
+	idleCores := float64(s1-s0) / float64(idleFor)
 	var lbs, directs []loadResult
 	for b.Loop() {
 		lbs = append(lbs, e.measure(b, "http://"+e.dns+"/", e.tasks, true))
 		directs = append(directs, e.measure(b, "http://"+e.taskIPs[0]+"/", e.tasks[:1], false))
+		l, d := lbs[len(lbs)-1], directs[len(directs)-1]
+		b.Logf("lb %.0f req/s on %.2f cores (server %.2f, tasks %.2f, client %.2f); direct %.0f req/s on %.2f cores (task %.2f, client %.2f); per core %.2f",
+			l.rps, l.cores, l.server, l.tasks, l.client, d.rps, d.cores, d.tasks, d.client, (l.rps/l.cores)/(d.rps/d.cores))
 	}
 	med := func(rs []loadResult, f func(loadResult) float64) float64 {
 		v := make([]float64, len(rs))
@@ -260,9 +276,20 @@ func BenchmarkLBThroughput(b *testing.B) {
 	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.p99ms }), "direct-p99-ms")
 	b.ReportMetric(med(lbs, func(r loadResult) float64 { return r.cores }), "lb-cores")
 	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.cores }), "direct-cores")
+	// Where the cores went, in CPU microseconds per request, to show what
+	// the extra hop costs.
+	perReq := func(rs []loadResult, f func(loadResult) float64) float64 {
+		return med(rs, func(r loadResult) float64 { return f(r) / r.rps * 1e6 })
+	}
+	b.ReportMetric(perReq(lbs, func(r loadResult) float64 { return r.server }), "lb-server-us/req")
+	b.ReportMetric(perReq(lbs, func(r loadResult) float64 { return r.tasks }), "lb-tasks-us/req")
+	b.ReportMetric(perReq(lbs, func(r loadResult) float64 { return r.client }), "lb-client-us/req")
+	b.ReportMetric(perReq(directs, func(r loadResult) float64 { return r.tasks }), "direct-task-us/req")
+	b.ReportMetric(perReq(directs, func(r loadResult) float64 { return r.client }), "direct-client-us/req")
 	b.ReportMetric(lbPer, "lb-req/s/core")
 	b.ReportMetric(dPer, "direct-req/s/core")
 	b.ReportMetric(lbPer/dPer, "lb/direct-per-core")
+	b.ReportMetric(idleCores, "idle-server-cores")
 	b.ReportMetric(float64(errs), "errors")
 	b.ReportMetric(0, "ns/op")
 }

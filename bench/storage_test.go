@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/gantry-dev/gantry/internal/testenv"
 	"github.com/gantry-dev/gantry/internal/testimage"
 )
 
@@ -32,7 +33,9 @@ type fioResult struct {
 // storage: ephemeral (the container's overlay on the task's loop-mounted
 // ext4), an EFS volume without access point (a bind mount of the tree),
 // and an EFS access point with a POSIX user (the FUSE mount served as that
-// user). The floor is the same static binary (bench/fioload) on host
+// user); and, on a second server with --efs-mode nfs, the same two EFS
+// volumes mounted over NFS from the mount target (internal/efsnfs), as on
+// a host without the tree. The floor is the same static binary (bench/fioload) on host
 // directories of the same disk, in the same run, alternately before and
 // after the task.
 // Sequential phases move 1 MiB blocks, random ones 4 KiB; writes end with
@@ -95,6 +98,50 @@ func BenchmarkStorage(b *testing.B) {
 				{SourceVolume: aws.String("bind"), ContainerPath: aws.String("/efs-bind")},
 				{SourceVolume: aws.String("ap"), ContainerPath: aws.String("/efs-ap")},
 			},
+			Command: []string{"sh", "-c", "mkdir -p /eph && exec /fioload -dirs /eph,/efs-bind,/efs-ap -barrier /efs-bind/barrier -out /efs-bind/results.json"},
+		}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// The same file system layout served over NFS: a second server whose
+	// agent mounts EFS volumes as an agent on another host would, from
+	// the mount target's address in the task's network namespace.
+	ns := testenv.Start(b, "--efs-mode", "nfs")
+	ns.LoadImage(img)
+	en := &env{s: ns, ecs: ns.ECS(), subnet: ns.DefaultSubnet()}
+	if _, err := en.ecs.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("bench")}); err != nil {
+		b.Fatal(err)
+	}
+	var nfsFS struct{ FileSystemId string }
+	ns.MustAWS(&nfsFS, "efs", "create-file-system", "--creation-token", "bench-nfs")
+	ns.MustAWS(nil, "efs", "create-mount-target", "--file-system-id", nfsFS.FileSystemId, "--subnet-id", en.subnet)
+	var nfsAP struct{ AccessPointId string }
+	ns.MustAWS(&nfsAP, "efs", "create-access-point", "--file-system-id", nfsFS.FileSystemId, "--posix-user", "Uid=1001,Gid=1001",
+		"--root-directory", "Path=/ap,CreationInfo={OwnerUid=1001,OwnerGid=1001,Permissions=755}")
+	nfsBind := filepath.Join(ns.DataDir, "efs", nfsFS.FileSystemId, "bind")
+	if err := os.Mkdir(nfsBind, 0o777); err != nil {
+		b.Fatal(err)
+	}
+	_, err = en.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
+		Family: aws.String("fioload"), NetworkMode: types.NetworkModeAwsvpc,
+		RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
+		Cpu:                     aws.String("2048"), Memory: aws.String("4096"),
+		Volumes: []types.Volume{
+			{Name: aws.String("bind"), EfsVolumeConfiguration: &types.EFSVolumeConfiguration{FileSystemId: aws.String(nfsFS.FileSystemId), RootDirectory: aws.String("/bind")}},
+			{Name: aws.String("ap"), EfsVolumeConfiguration: &types.EFSVolumeConfiguration{FileSystemId: aws.String(nfsFS.FileSystemId),
+				TransitEncryption: types.EFSTransitEncryptionEnabled, AuthorizationConfig: &types.EFSAuthorizationConfig{AccessPointId: aws.String(nfsAP.AccessPointId)}}},
+		},
+		ContainerDefinitions: []types.ContainerDefinition{{
+			Name: aws.String("fio"), Image: aws.String("gantry-test/fioload:latest"), Essential: aws.Bool(true),
+			MountPoints: []types.MountPoint{
+				{SourceVolume: aws.String("bind"), ContainerPath: aws.String("/efs-bind")},
+				{SourceVolume: aws.String("ap"), ContainerPath: aws.String("/efs-ap")},
+			},
+			// The first directory is a throwaway on ephemeral storage, so
+			// that the NFS paths run second and third, like the local EFS
+			// paths they are compared with.
 			Command: []string{"sh", "-c", "mkdir -p /eph && exec /fioload -dirs /eph,/efs-bind,/efs-ap -barrier /efs-bind/barrier -out /efs-bind/results.json"},
 		}},
 	})
@@ -187,7 +234,7 @@ func BenchmarkStorage(b *testing.B) {
 			add(fmt.Sprintf("floor %d", j), r)
 		}
 	}
-	taskRun := func() {
+	taskRun := func(e *env, bind string, names ...string) {
 		for _, f := range []string{"results.json", "barrier.written", "barrier.go"} {
 			os.Remove(filepath.Join(bind, f))
 		}
@@ -209,9 +256,17 @@ func BenchmarkStorage(b *testing.B) {
 		if len(rs) != 3 {
 			b.Fatalf("task results: %+v (task %s)", rs, arns[0])
 		}
-		add("task: ephemeral storage", rs[0])
-		add("task: EFS, bind mount", rs[1])
-		add("task: EFS access point (FUSE, uid 1001)", rs[2])
+		for j, name := range names {
+			if name != "" {
+				add(name, rs[j])
+			}
+		}
+	}
+	local := func() {
+		taskRun(e, bind, "task: ephemeral storage", "task: EFS, bind mount", "task: EFS access point (FUSE, uid 1001)")
+	}
+	overNFS := func() {
+		taskRun(en, nfsBind, "", "task: EFS over NFS, no access point", "task: EFS access point over NFS (uid 1001)")
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -220,9 +275,11 @@ func BenchmarkStorage(b *testing.B) {
 		// the same side.
 		if i%2 == 0 {
 			floorRun(i)
-			taskRun()
+			local()
+			overNFS()
 		} else {
-			taskRun()
+			overNFS()
+			local()
 			floorRun(i)
 		}
 	}
@@ -230,16 +287,21 @@ func BenchmarkStorage(b *testing.B) {
 
 	// The table for docs/benchmarks.md: each task path next to the host
 	// directory written in the same place of the run.
-	paths := []struct{ key, name string }{
-		{"eph", "task: ephemeral storage"},
-		{"bind", "task: EFS, bind mount"},
-		{"ap", "task: EFS access point (FUSE, uid 1001)"},
+	paths := []struct {
+		key, name string
+		floor     int
+	}{
+		{"eph", "task: ephemeral storage", 0},
+		{"bind", "task: EFS, bind mount", 1},
+		{"ap", "task: EFS access point (FUSE, uid 1001)", 2},
+		{"nfs", "task: EFS over NFS, no access point", 1},
+		{"nfs-ap", "task: EFS access point over NFS (uid 1001)", 2},
 	}
 	var tbl strings.Builder
 	fmt.Fprintf(&tbl, "mean of %d runs; Gantry / floor (host directory, same place in the run)\n", b.N)
 	fmt.Fprintf(&tbl, "| path | seq write MB/s | seq read MB/s | rand write 4K IOPS | rand read 4K IOPS |\n|---|---|---|---|---|\n")
-	for j, p := range paths {
-		r, f := sum[p.name], sum[fmt.Sprintf("floor %d", j)]
+	for _, p := range paths {
+		r, f := sum[p.name], sum[fmt.Sprintf("floor %d", p.floor)]
 		fmt.Fprintf(&tbl, "| %s | %.0f / %.0f = %.2f | %.0f / %.0f = %.2f | %.0f / %.0f = %.2f | %.0f / %.0f = %.2f |\n", p.name,
 			r.SeqWriteMBs, f.SeqWriteMBs, r.SeqWriteMBs/f.SeqWriteMBs, r.SeqReadMBs, f.SeqReadMBs, r.SeqReadMBs/f.SeqReadMBs,
 			r.RandWriteIOPS, f.RandWriteIOPS, r.RandWriteIOPS/f.RandWriteIOPS, r.RandReadIOPS, f.RandReadIOPS, r.RandReadIOPS/f.RandReadIOPS)

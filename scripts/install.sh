@@ -33,7 +33,9 @@ log "building $BIN"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)
 tmp=$(mktemp /usr/local/bin/.gantry.XXXXXX)
 trap 'rm -f "$tmp"' EXIT
-go build -trimpath -ldflags "-X main.version=$version" -o "$tmp" ./cmd/gantry
+# Static (no cgo): sandboxed tasks run this binary inside the container for
+# ECS Exec terminals (`gantry exec-tty`), where the host's libraries are not.
+CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o "$tmp" ./cmd/gantry
 chmod 0755 "$tmp"
 # rename, not copy: the old binary may be running and cannot be overwritten.
 mv -f "$tmp" "$BIN"

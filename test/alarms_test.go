@@ -25,6 +25,9 @@ type cliAlarms struct {
 // actions), which adds a task; alarms through the CLI (JSON) and boto3
 // over the Query protocol, with CloudWatch's errors.
 func TestAlarmStepScaling(t *testing.T) {
+	// Its threshold (10% of a busy 0.25 vCPU task) holds however busy the
+	// host is, so it may share the machine with the other parallel tests.
+	t.Parallel()
 	s := testenv.Start(t)
 	loadImage(t, s, testimage.Busybox(t))
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "alarm")

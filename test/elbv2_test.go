@@ -65,6 +65,16 @@ func countState(m map[string]string, state string) int {
 	return n
 }
 
+func countEvents(svc cliService, msg string) int {
+	n := 0
+	for _, e := range svc.Events {
+		if e.Message == msg {
+			n++
+		}
+	}
+	return n
+}
+
 func expectAWSError(t *testing.T, s *testenv.Server, code string, args ...string) {
 	t.Helper()
 	if got, msg := s.AWSError(args...); got != code {
@@ -74,8 +84,10 @@ func expectAWSError(t *testing.T, s *testenv.Server, code string, args ...string
 
 // TestLoadBalancedService puts a service of 2 web tasks behind a load
 // balancer through the ELBv2 CLI: the listener answers HTTP through the
-// healthy targets; a stopped task is replaced and drained while constant
-// load loses no request; the listener comes back after a restart.
+// healthy targets; a task stopped by the user is DEACTIVATING while its
+// target drains, then stops, and is replaced once while constant load
+// loses no request; a scale-in drains the same way across a server
+// restart; the listener comes back after the restart.
 func TestLoadBalancedService(t *testing.T) {
 	s := testenv.Start(t)
 	loadImage(t, s, testimage.Web(t))
@@ -223,8 +235,21 @@ func TestLoadBalancedService(t *testing.T) {
 			}
 		}
 	}
-	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "lb", "--task", arns[0])
+	// As in ECS, a stopped task behind a load balancer is deregistered
+	// first: it keeps running, DEACTIVATING with desiredStatus STOPPED,
+	// while its target drains, and only then stops.
+	var stopOut struct{ Task cliTask }
+	s.MustAWS(&stopOut, "ecs", "stop-task", "--cluster", "lb", "--task", arns[0])
+	if st := stopOut.Task; st.DesiredStatus != "STOPPED" || st.LastStatus != "DEACTIVATING" || st.StopCode != "UserInitiated" || st.StoppingAt == nil {
+		t.Errorf("stop-task of a load-balanced task: desired %s, last %s, stopCode %s, stoppingAt %v", st.DesiredStatus, st.LastStatus, st.StopCode, st.StoppingAt)
+	}
 	old := ip + ":80"
+	waitTargets(t, s, tg, "draining the stopped task", 10*time.Second, func(m map[string]string) bool {
+		return m[old] == "draining/Target.DeregistrationInProgress"
+	})
+	if st := describeTask(t, s, "lb", arns[0]); st.LastStatus != "DEACTIVATING" || st.DesiredStatus != "STOPPED" {
+		t.Errorf("task while its target drains: last %s, desired %s", st.LastStatus, st.DesiredStatus)
+	}
 	waitTargets(t, s, tg, "replaced", 90*time.Second, func(m map[string]string) bool {
 		_, still := m[old]
 		return !still && countState(m, "healthy") == 2
@@ -235,16 +260,63 @@ func TestLoadBalancedService(t *testing.T) {
 	if failed.Load() != 0 || ok.Load() < 100 {
 		t.Errorf("load during replacement: %d ok, %d failed (first: %v)", ok.Load(), failed.Load(), firstErr.Load())
 	}
+	st := waitStatus(t, s, "lb", arns[0], "STOPPED", 30*time.Second)
+	if d := anyTime(t, st.StoppedAt).Sub(anyTime(t, st.StoppingAt)); st.StopCode != "UserInitiated" || st.StoppedReason != "Task stopped by user" || d < 5*time.Second {
+		t.Errorf("stopped task: %s %q, stopped %v after stoppingAt (deregistration delay 5s)", st.StopCode, st.StoppedReason, d)
+	}
+	// Replaced once: two running, the stopped one, nothing else.
+	if running, stopped := serviceTaskArns(t, s, "lb", "web", "RUNNING"), serviceTaskArns(t, s, "lb", "web", "STOPPED"); len(running) != 2 || len(stopped) != 1 {
+		t.Errorf("after the replacement: running %v, stopped %v", running, stopped)
+	}
 
-	// Manual deregistration drains; the listener survives a restart.
+	// Scale-in drains the task it stops; a server restart in the middle of
+	// the drain neither cuts it short nor leaves the task behind.
 	expectAWSError(t, s, "InvalidTarget", "elbv2", "register-targets", "--target-group-arn", tg, "--targets", "Id=10.255.255.1")
+	const delay = 20 * time.Second
+	s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=20")
+	s.MustAWS(nil, "ecs", "update-service", "--cluster", "lb", "--service", "web", "--desired-count", "1")
+	var drained cliTask
+	svc := waitService(t, s, "lb", "web", "draining one task", 30*time.Second, func(v cliService) bool {
+		for _, arn := range serviceTaskArns(t, s, "lb", "web", "STOPPED") {
+			if task := describeTask(t, s, "lb", arn); task.LastStatus == "DEACTIVATING" {
+				drained = task
+				return true
+			}
+		}
+		return false
+	})
+	if drained.DesiredStatus != "STOPPED" || drained.StopCode != "ServiceSchedulerInitiated" || !strings.HasPrefix(drained.StoppedReason, "Scaling activity initiated by (deployment ecs-svc/") {
+		t.Errorf("scaled-in task: desired %s, stopCode %s, reason %q", drained.DesiredStatus, drained.StopCode, drained.StoppedReason)
+	}
+	if svc.RunningCount != 1 || svc.DesiredCount != 1 || !svc.hasEvent("(service web) has begun draining connections on 1 tasks.") ||
+		!svc.hasEvent("(service web) deregistered 1 targets in (target-group "+tg+")") {
+		t.Errorf("service while a task drains: running %d, desired %d, events %+v", svc.RunningCount, svc.DesiredCount, svc.Events)
+	}
 	s.Restart()
-	waitTargets(t, s, tg, "healthy after restart", 60*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 2 })
+	stoppingAt := anyTime(t, drained.StoppingAt)
+	if task := describeTask(t, s, "lb", drained.TaskArn); task.LastStatus != "DEACTIVATING" && time.Since(stoppingAt) < delay-2*time.Second {
+		t.Errorf("after a restart %v into the drain, the task is %s", time.Since(stoppingAt), task.LastStatus)
+	}
+	st = waitStatus(t, s, "lb", drained.TaskArn, "STOPPED", delay+30*time.Second)
+	if d := anyTime(t, st.StoppedAt).Sub(stoppingAt); d < delay || st.StopCode != "ServiceSchedulerInitiated" {
+		t.Errorf("scaled-in task stopped %v after stoppingAt (delay %v): %s", d, delay, st.StopCode)
+	}
+	svc = describeService(t, s, "lb", "web")
+	// Stopped once: one stop event names it.
+	id := drained.TaskArn[strings.LastIndex(drained.TaskArn, "/")+1:]
+	if n := countEvents(svc, "(service web) has stopped 1 running tasks: (task "+id+")."); n != 1 {
+		t.Errorf("%d stop events for %s: %+v", n, id, svc.Events)
+	}
+	if r := serviceTaskArns(t, s, "lb", "web", "RUNNING"); len(r) != 1 || svc.RunningCount != 1 {
+		t.Errorf("after scale-in: running %v (runningCount %d)", r, svc.RunningCount)
+	}
+	waitTargets(t, s, tg, "healthy after restart", 60*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 1 && len(m) == 1 })
 	if code, err := get(); code != http.StatusOK {
 		t.Fatalf("GET after restart: %d %v", code, err)
 	}
+	s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=3")
 	s.MustAWS(nil, "ecs", "delete-service", "--cluster", "lb", "--service", "web", "--force")
-	waitTargets(t, s, tg, "draining", 30*time.Second, func(m map[string]string) bool { return countState(m, "draining") == 2 })
+	waitTargets(t, s, tg, "draining", 30*time.Second, func(m map[string]string) bool { return countState(m, "draining") == 1 })
 	s.MustAWS(nil, "elbv2", "delete-listener", "--listener-arn", lsOut.Listeners[0].ListenerArn)
 	if _, err := net.DialTimeout("tcp", lb.DNSName+":80", time.Second); err == nil {
 		t.Errorf("listener still accepts connections after delete-listener")

@@ -182,10 +182,24 @@ func TestExec(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
+		// tty resolves the terminal's name (ttyname), in a sandbox too.
 		ptmx.Write([]byte("tty; stty size; echo T$((6*7))\n"))
 		m := expect(0, "/dev/pts/")
 		m = expect(m, "30 100")
 		m = expect(m, "T42")
+		// Job control: ^C interrupts the foreground job, ^Z stops one and
+		// the shell gets it back.
+		ptmx.Write([]byte("sleep 60\n"))
+		time.Sleep(500 * time.Millisecond)
+		ptmx.Write([]byte{0x03})
+		ptmx.Write([]byte("echo C$((2+1))\n"))
+		m = expect(m, "C3")
+		ptmx.Write([]byte("sleep 60\n"))
+		time.Sleep(500 * time.Millisecond)
+		ptmx.Write([]byte{0x1a})
+		m = expect(m, "Stopped")
+		ptmx.Write([]byte("kill -9 %1; echo Z$((3+1))\n"))
+		m = expect(m, "Z4")
 		if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 41, Cols: 123}); err != nil {
 			t.Fatal(err)
 		}

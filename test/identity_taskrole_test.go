@@ -23,7 +23,7 @@ const ecsTasksTrust = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","P
 // credentials from AWS_CONTAINER_CREDENTIALS_RELATIVE_URI with wget; they
 // act as the role (allowed and denied by its inline policy, through the
 // CLI), rotate half way to expiry, and are out of reach of another task
-// and of the host.
+// and of the host; RunTask refuses a role ECS could not assume.
 func TestTaskRoleCredentials(t *testing.T) {
 	// Short-lived, so the test sees a rotation: new ones after 20 s.
 	t.Setenv("GANTRY_TASK_CREDENTIALS_TTL", "40s")
@@ -37,7 +37,7 @@ func TestTaskRoleCredentials(t *testing.T) {
 	s.MustAWS(&role, "iam", "create-role", "--role-name", "app-role", "--assume-role-policy-document", ecsTasksTrust)
 	s.MustAWS(nil, "iam", "put-role-policy", "--role-name", "app-role", "--policy-name", "read",
 		"--policy-document", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecs:ListClusters","ecs:DescribeClusters"],"Resource":"*"}]}`)
-	// A role ECS tasks may not assume: its task gets no credentials.
+	// A role ECS tasks may not assume: RunTask refuses it.
 	var other struct{ Role struct{ Arn string } }
 	s.MustAWS(&other, "iam", "create-role", "--role-name", "not-for-tasks", "--assume-role-policy-document",
 		`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::`+acct+`:root"},"Action":"sts:AssumeRole"}]}`)
@@ -121,13 +121,60 @@ func TestTaskRoleCredentials(t *testing.T) {
 	}
 	mustAs(t, s, keyPair{c2.AccessKeyId, c2.SecretAccessKey, c2.Token}, nil, "ecs", "list-clusters")
 
-	// A role that does not trust ECS tasks yields no credentials.
-	bad := runTask(t, s, "--cluster", "roles", "--task-definition", "withrole", "--network-configuration", net,
-		"--overrides", `{"taskRoleArn":"`+other.Role.Arn+`","containerOverrides":[{"name":"app","command":["sh","-c","echo \"BAD $(`+jsonEscape(fetch)+` 2>&1; echo rc=$?)\""]}]}`)
-	lines = taskLines(t, s, "/ecs/roles", "ecs/app/"+taskID(bad.TaskArn), "BAD")
-	if strings.Contains(lines["BAD"], "ASIA") || strings.HasSuffix(lines["BAD"], "rc=0") {
-		t.Errorf("a role that does not trust ecs-tasks.amazonaws.com gave credentials: %s", lines["BAD"])
+	// RunTask refuses a role ECS could not assume, in the task
+	// definition or as an override, as AWS does: the task never starts.
+	assumeMsg := func(arn string) string {
+		return "ECS was unable to assume the role '" + arn + "' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role."
 	}
+	ghost := "arn:aws:iam::" + acct + ":role/no-such-role"
+	registerJSON(t, s, `{"family":"ghost","taskRoleArn":"`+ghost+`","executionRoleArn":"arn:aws:iam::`+acct+`:role/ecsTaskExecutionRole",
+		"networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[{"name":"app","image":"gantry-test/busybox:latest","command":["sleep","600"]}]}`)
+	var before struct{ TaskArns []string }
+	s.MustAWS(&before, "ecs", "list-tasks", "--cluster", "roles")
+	for _, c := range []struct{ role, def, override string }{
+		{other.Role.Arn, "withrole", other.Role.Arn}, // does not trust ecs-tasks.amazonaws.com
+		{ghost, "ghost", ""},                         // does not exist
+		{ghost, "withrole", ghost},
+		{"arn:aws:iam::111122223333:role/app-role", "withrole", "arn:aws:iam::111122223333:role/app-role"}, // another account's
+	} {
+		args := []string{"ecs", "run-task", "--cluster", "roles", "--task-definition", c.def, "--network-configuration", net}
+		if c.override != "" {
+			args = append(args, "--overrides", `{"taskRoleArn":"`+c.override+`"}`)
+		}
+		code, msg := s.AWSError(args...)
+		if code != "ClientException" || !strings.HasSuffix(msg, ": "+assumeMsg(c.role)) {
+			t.Errorf("run-task with task role %s (definition %s): %s %q", c.role, c.def, code, msg)
+		}
+	}
+	var after struct{ TaskArns []string }
+	s.MustAWS(&after, "ecs", "list-tasks", "--cluster", "roles")
+	if len(after.TaskArns) != len(before.TaskArns) {
+		t.Errorf("refused run-tasks left tasks: %d before, %d after", len(before.TaskArns), len(after.TaskArns))
+	}
+	// A service's tasks meet the same refusal; the service says so in its events.
+	s.MustAWS(nil, "ecs", "create-service", "--cluster", "roles", "--service-name", "ghost", "--task-definition", "ghost",
+		"--desired-count", "1", "--network-configuration", net)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(2 * time.Second) {
+		var out struct {
+			Services []struct {
+				RunningCount int
+				Events       []struct{ Message string }
+			}
+		}
+		s.MustAWS(&out, "ecs", "describe-services", "--cluster", "roles", "--services", "ghost")
+		found := false
+		for _, e := range out.Services[0].Events {
+			found = found || strings.Contains(e.Message, assumeMsg(ghost))
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service with a role ECS cannot assume: no event says so: %+v", out)
+		}
+	}
+	s.MustAWS(nil, "ecs", "delete-service", "--cluster", "roles", "--service", "ghost", "--force")
 }
 
 // jsonEscape makes s safe inside a JSON string.

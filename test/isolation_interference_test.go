@@ -77,6 +77,7 @@ func TestIsolationInterference(t *testing.T) {
 
 			t.Run("fork bomb", func(t *testing.T) {
 				bomb := waitStatus(t, s, cluster, run("bomb").TaskArn, "RUNNING", time.Minute)
+				// A task of one container is its own sandbox, in its cgroup.
 				pids := filepath.Join("/sys/fs/cgroup/pids/gantry", taskID(bomb.TaskArn), bomb.Containers[0].RuntimeID)
 				if got := cgroupValue(t, pids, "pids.max"); got != "4096" {
 					t.Errorf("the bomb's pids.max is %s, want 4096", got)

@@ -179,3 +179,94 @@ func TestDefaultIsolation(t *testing.T) {
 		}
 	})
 }
+
+// A sandboxed task of several containers is one gVisor sandbox, through
+// the CLI as a user runs it: one sentry on the host for the task, in the
+// task's cgroup; every container on gVisor's kernel, reaching the others on
+// localhost over the sandbox's own network stack; each container's exit
+// code its own, a non-essential container's exit leaving the task running
+// and an essential one's stopping it. The task survives a server restart
+// (the sandbox is adopted with its containers) and nothing of it is left
+// after it stops.
+func TestSandboxTaskOneSandbox(t *testing.T) {
+	s := testenv.Start(t)
+	loadImage(t, s, testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "pod", "--settings", "name=isolation,value=sandbox")
+	registerJSON(t, s, `{"family":"pod","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[
+			{"name":"server","image":"gantry-test/busybox:latest","essential":true,"stopTimeout":5,
+			 "command":["sh","-c","trap 'exit 0' TERM; mkdir /tmp/w && uname -r > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w & wait"]},
+			{"name":"side","image":"gantry-test/busybox:latest","essential":false,
+			 "command":["sh","-c","dmesg | grep -q gVisor || exit 4; for i in $(seq 100); do case \"$(wget -q -O - http://127.0.0.1:8080/)\" in *gvisor*) exit 5;; esac; sleep 0.1; done; exit 1"]},
+			{"name":"main","image":"gantry-test/busybox:latest","essential":true,
+			 "dependsOn":[{"containerName":"side","condition":"COMPLETE"}],
+			 "command":["sh","-c","dmesg | grep -q gVisor || exit 4; touch /tmp/go; while [ -e /tmp/go ]; do sleep 0.2; done; exit 9"]}]}`)
+	task := runTask(t, s, "--cluster", "pod", "--task-definition", "pod", "--network-configuration", awsvpc(defaultSubnet(t, s)), "--enable-execute-command")
+	id := taskID(task.TaskArn)
+	got := waitStatus(t, s, "pod", task.TaskArn, "RUNNING", time.Minute)
+	deadline := time.Now().Add(time.Minute)
+	for podContainer(got, "main").LastStatus != "RUNNING" && time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		got = describeTask(t, s, "pod", task.TaskArn)
+	}
+	if c := podContainer(got, "side"); c.LastStatus != "STOPPED" || deref(c.ExitCode) != 5 {
+		t.Errorf("side: %s exit %v, want STOPPED 5 (on gVisor, reached the server on localhost)", c.LastStatus, deref(c.ExitCode))
+	}
+	if got.LastStatus != "RUNNING" {
+		t.Errorf("the task is %s after its non-essential container exited, want RUNNING", got.LastStatus)
+	}
+	if n := sentries(t, id); n != 1 {
+		t.Errorf("%d gVisor sandboxes run the task, want 1", n)
+	}
+
+	// The server restarts; the task, its sandbox included, runs on.
+	s.Restart()
+	if got := describeTask(t, s, "pod", task.TaskArn); got.LastStatus != "RUNNING" {
+		t.Fatalf("after a server restart the task is %s", got.LastStatus)
+	}
+	// main's essential exit (9) stops the task; the server gets SIGTERM.
+	// (ECS Exec into a container that joined the sandbox.)
+	rm := exec.Command(testenv.Binary(t), "exec", "pod", id, "--container", "main", "--", "rm", "/tmp/go")
+	rm.Env = s.Env()
+	if out, err := rm.CombinedOutput(); err != nil {
+		t.Fatalf("gantry exec: %v: %s", err, out)
+	}
+	got = waitStatus(t, s, "pod", task.TaskArn, "STOPPED", time.Minute)
+	if got.StopCode != "EssentialContainerExited" {
+		t.Errorf("stopCode %q, want EssentialContainerExited", got.StopCode)
+	}
+	for name, want := range map[string]int{"main": 9, "side": 5, "server": 0} {
+		if c := podContainer(got, name); deref(c.ExitCode) != want {
+			t.Errorf("%s exited %v, want %d", name, deref(c.ExitCode), want)
+		}
+	}
+	if n := sentries(t, id); n != 0 {
+		t.Errorf("%d sandboxes of the stopped task left", n)
+	}
+	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
+		t.Errorf("processes of the stopped task left: %s", out)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/gantry", id)); len(dirs) > 0 {
+		t.Errorf("cgroups of the stopped task left: %v", dirs)
+	}
+	if left, _ := os.ReadDir(filepath.Join(s.DataDir, "agent", "runsc-waits")); len(left) > 0 {
+		t.Errorf("waiters' files left: %v", left)
+	}
+}
+
+// sentries counts the gVisor sandboxes (runsc-sandbox processes) of a task
+// on the host.
+func sentries(t *testing.T, taskID string) int {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", "^runsc-sandbox .*"+taskID).Output()
+	return len(strings.Fields(string(out)))
+}
+
+func podContainer(task cliTask, name string) cliContainer {
+	for _, c := range task.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	return cliContainer{}
+}

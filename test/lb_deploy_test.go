@@ -226,8 +226,14 @@ func TestLBRollingDeployment(t *testing.T) {
 	}
 	for _, arn := range stopped.TaskArns {
 		task := describeTask(t, s, "roll", arn)
-		if task.StopCode != "ServiceSchedulerInitiated" {
+		if task.StopCode != "ServiceSchedulerInitiated" || !strings.HasPrefix(task.StoppedReason, "Scaling activity initiated by (deployment ecs-svc/") {
 			t.Errorf("old task %s: stopCode %q (%s)", arn, task.StopCode, task.StoppedReason)
+		}
+		// DEACTIVATING from stoppingAt for the 5 s deregistration delay.
+		if task.StoppedAt != nil && task.StoppingAt != nil {
+			if d := anyTime(t, task.StoppedAt).Sub(anyTime(t, task.StoppingAt)); d < 5*time.Second {
+				t.Errorf("old task %s stopped %v after stoppingAt, before its target drained", arn, d)
+			}
 		}
 	}
 }

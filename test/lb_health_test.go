@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ func anyTime(t *testing.T, v any) time.Time {
 // have passed since it started, never before, with the event and stop
 // reason ECS gives, and a new task takes its place.
 func TestLBHealthReplacesTask(t *testing.T) {
+	// Light on CPU (one task, health checks), and its own server: it runs
+	// beside the other parallel tests rather than after them.
+	t.Parallel()
 	s := testenv.Start(t)
 	loadImage(t, s, testimage.Web(t))
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "sick")
@@ -40,10 +44,13 @@ func TestLBHealthReplacesTask(t *testing.T) {
 	// The health page goes away 12 s after the task starts: it passes its
 	// first checks, then fails them (404).
 	versionedWeb(t, s, "sick", "v1", "(sleep 12; rm /srv/health) &")
-	const grace = 30
+	// The target turns unhealthy about 20 s after the task starts (two
+	// failed checks 5 s apart): inside the grace period, which must hold
+	// the stop back until it is over.
+	const grace = 25
 	s.MustAWS(nil, "ecs", "create-service", "--cluster", "sick", "--service-name", "web", "--task-definition", "sick",
 		"--desired-count", "1", "--launch-type", "FARGATE", "--network-configuration", awsvpc(lb.sn1),
-		"--health-check-grace-period-seconds", "30",
+		"--health-check-grace-period-seconds", fmt.Sprint(grace),
 		"--load-balancers", "targetGroupArn="+lb.tg+",containerName=web,containerPort=80")
 	waitTargets(t, s, lb.tg, "healthy", 60*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 1 })
 	first := serviceTaskArns(t, s, "sick", "web", "RUNNING")

@@ -41,6 +41,9 @@ type cliRules struct {
 // them), forward to another target group, weighted forward, fixed
 // responses, priorities changed with set-rule-priorities, and AWS's errors.
 func TestLBListenerRules(t *testing.T) {
+	// Two idle web tasks and exact routing checks that do not depend on
+	// timing: safe beside the other parallel tests, each on its own server.
+	t.Parallel()
 	s := testenv.Start(t)
 	loadImage(t, s, testimage.Web(t))
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "rules")
@@ -54,6 +57,11 @@ func TestLBListenerRules(t *testing.T) {
 	s.MustAWS(&tgOut, "elbv2", "create-target-group", "--name", "rules-api", "--protocol", "HTTP", "--port", "80", "--vpc-id", lb.vpc,
 		"--target-type", "ip", "--health-check-interval-seconds", "5", "--health-check-timeout-seconds", "2", "--healthy-threshold-count", "2")
 	apiTG := tgOut.TargetGroups[0].TargetGroupArn
+	// Not about draining: without a delay, deleting the services at the end
+	// stops their tasks at once instead of after the default 300 s.
+	for _, tg := range []string{lb.tg, apiTG} {
+		s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=0")
+	}
 
 	versionedWeb(t, s, "rules-web", "web", "")
 	versionedWeb(t, s, "rules-api", "api", "mkdir -p /srv/api; echo api > /srv/api/index.html;")

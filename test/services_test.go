@@ -282,6 +282,9 @@ func TestServiceLifecycle(t *testing.T) {
 // TestServiceValidation checks bad input is refused with ECS's errors, and
 // the calls that need no running task: listing, paging, describing.
 func TestServiceValidation(t *testing.T) {
+	// API calls only, no task runs: it costs the machine nothing to run it
+	// beside the other parallel tests.
+	t.Parallel()
 	s := startServiceServer(t)
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "v")
 	forceDeleteServices(t, s, "v")

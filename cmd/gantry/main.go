@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/gantry-dev/gantry/internal/efsnfs"
 	"github.com/gantry-dev/gantry/internal/server"
 )
 
@@ -37,6 +38,11 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	if os.Args[1] == execTTYCommand {
+		// Hidden, and run inside a container: before any signal handling
+		// of the CLI's, so the helper's signals behave as its own.
+		os.Exit(runExecTTY(os.Args[2:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
@@ -55,6 +61,8 @@ func main() {
 		err = runBilling(ctx, args)
 	case "efs-mount": // hidden: the agent's helper
 		err = runEFSMount(ctx, args)
+	case efsnfs.Subcommand: // hidden: the agent's NFS mount helper
+		err = runEFSNFSMount(ctx, args)
 	case "exec":
 		code := runExec(ctx, args)
 		stop()
@@ -89,9 +97,13 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.LBAddressRange, "lb-address-range", "127.0.0.0/8", "range load balancers take their address (DNSName) from, one each; listeners bind their own port on it")
 	fs.StringVar(&cfg.DefaultIsolation, "default-isolation", "container", "isolation of clusters created without the isolation setting: auto (sandbox where gVisor's runsc works, else container), sandbox or container")
 	fs.Int64Var(&cfg.EphemeralMiB, "ephemeral-storage-mib", 0, "give every task this much ephemeral storage (MiB) instead of what it asks for: for small hosts and tests (0: as asked)")
+	fs.StringVar(&cfg.EFSMode, "efs-mode", "local", "how tasks mount EFS volumes: local (the tree under the data directory) or nfs (over NFS from the mount target's address, as an agent on another host would)")
 	fs.IntVar(&cfg.NetnsPool, "netns-pool", 2, "network namespaces kept attached to each subnet in use, ready for the next tasks (0: none)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)
+	if cfg.EFSMode != "local" && cfg.EFSMode != "nfs" {
+		return fmt.Errorf("--efs-mode %q: want local or nfs", cfg.EFSMode)
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

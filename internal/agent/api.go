@@ -176,6 +176,11 @@ type ContainerSpec struct {
 	// a secret holding {"username": ..., "password": ...} for pulling
 	// Image from a private registry.
 	RepositoryCredentials string `json:"repositoryCredentials,omitempty"`
+	// CapAdd and CapDrop are linuxParameters.capabilities (names without
+	// CAP_; "ALL" in CapDrop drops every capability): dropped first, then
+	// added, on top of the default set.
+	CapAdd  []string `json:"capAdd,omitempty"`
+	CapDrop []string `json:"capDrop,omitempty"`
 }
 
 // SecretRef is one entry of a container's secrets: the environment
@@ -232,6 +237,18 @@ type EFSMount struct {
 	Root          string       `json:"root"`
 	Create        *EFSCreation `json:"create,omitempty"`
 	User          *EFSUser     `json:"user,omitempty"`
+	// MountTarget is the file system's mount target in the task's VPC
+	// (its subnet's, else the first): where an agent that does not hold
+	// the tree mounts it over NFS.
+	MountTarget *EFSMountTarget `json:"mountTarget,omitempty"`
+}
+
+// EFSMountTarget is the address a file system is served at over NFS.
+type EFSMountTarget struct {
+	ID             string   `json:"id"`
+	IP             string   `json:"ip"`
+	VPCID          string   `json:"vpcId"`
+	SecurityGroups []string `json:"securityGroups,omitempty"`
 }
 
 // EFSCreation is an access point's CreationInfo.

@@ -391,7 +391,9 @@ func (c *Controller) resync(ctx context.Context) error {
 			delete(c.stopping, st.TaskID)
 			c.mu.Unlock()
 		}
-		if rec != nil && rec.StopCode != "" && (st.Phase == agent.PhasePending || st.Phase == agent.PhaseRunning) {
+		// A DEACTIVATING task keeps running until its load balancer
+		// targets have drained; the service scheduler stops it then.
+		if rec != nil && rec.StopCode != "" && ecstypes.Deref(rec.Task.LastStatus) != "DEACTIVATING" && (st.Phase == agent.PhasePending || st.Phase == agent.PhaseRunning) {
 			ag.StopTask(ctx, agent.StopRequest{TaskID: st.TaskID, Reason: rec.StoppedReason})
 		}
 	}

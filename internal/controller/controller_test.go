@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,14 @@ func TestApplyIsMonotonicAndKeepsExitCodes(t *testing.T) {
 	eni := ENIAttachment(&rec.Task)
 	if *eni.Status != "ATTACHED" || detail(eni, "privateDnsName") != "ip-172-31-0-10.ec2.internal" {
 		t.Fatalf("ENI after RUNNING: %s %v", *eni.Status, detail(eni, "privateDnsName"))
+	}
+
+	// Containers all exited, the network still being released.
+	exitedAt := now.Add(time.Second)
+	Apply(rec, agent.TaskStatus{Phase: agent.PhaseStopping, ExecutionStoppedAt: &exitedAt,
+		Containers: []agent.ContainerStatus{{Name: "app", Status: "STOPPED", ExitCode: ptr(3)}}}, now)
+	if tk := rec.Task; *tk.LastStatus != "DEPROVISIONING" || tk.ExecutionStoppedAt == nil || !tk.ExecutionStoppedAt.Equal(exitedAt) {
+		t.Fatalf("after the containers exited: %s, executionStoppedAt %v", *tk.LastStatus, tk.ExecutionStoppedAt)
 	}
 
 	stopped := agent.TaskStatus{Phase: agent.PhaseStopped, StopCode: agent.StopEssentialExited, StoppedReason: "Essential container in task exited",
@@ -145,9 +154,18 @@ func TestReconcileAfterRestart(t *testing.T) {
 	lost := newRecord("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")    // running, but the agent forgot it
 	pending := newRecord("cccccccccccccccccccccccccccccccc") // stored, never handed over
 	stray := "dddddddddddddddddddddddddddddddd"              // on the agent only
+	// Stops recorded while the server was down: one handed over (its stop
+	// is sent again), one DEACTIVATING (its targets drain first: the
+	// service scheduler stops it later).
+	handed := newRecord("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")
+	draining := newRecord("ffffffffffffffffffffffffffffffff")
+	for status, r := range map[string]*model.TaskRecord{"STOPPING": handed, "DEACTIVATING": draining} {
+		r.Task.LastStatus, r.Task.DesiredStatus = ecstypes.String(status), ecstypes.String("STOPPED")
+		r.StopCode, r.StoppedReason = "ServiceSchedulerInitiated", "Scaling activity initiated by (deployment ecs-svc/1)"
+	}
 	lost.Task.LastStatus = ecstypes.String("RUNNING")
 	lost.Task.PullStartedAt = ecstypes.At(time.Now())
-	for _, r := range []*model.TaskRecord{exited, lost, pending} {
+	for _, r := range []*model.TaskRecord{exited, lost, pending, handed, draining} {
 		if err := store.Update(ctx, func(tx state.Tx) error {
 			key, _ := taskKey(*r.Task.TaskArn)
 			return tx.Put(model.KindTask, key, r)
@@ -158,7 +176,9 @@ func TestReconcileAfterRestart(t *testing.T) {
 	ag := &memAgent{tasks: map[string]agent.TaskStatus{
 		exited.Spec.TaskID: {TaskID: exited.Spec.TaskID, Phase: agent.PhaseStopped, StopCode: agent.StopEssentialExited,
 			Containers: []agent.ContainerStatus{{Name: "app", Status: "STOPPED", ExitCode: ptr(7)}}},
-		stray: {TaskID: stray, Phase: agent.PhaseRunning},
+		stray:                {TaskID: stray, Phase: agent.PhaseRunning},
+		handed.Spec.TaskID:   {TaskID: handed.Spec.TaskID, Phase: agent.PhaseRunning},
+		draining.Spec.TaskID: {TaskID: draining.Spec.TaskID, Phase: agent.PhaseRunning},
 	}}
 	c := &Controller{Store: store, Agent: ag}
 	if err := c.Start(ctx); err != nil {
@@ -188,8 +208,12 @@ func TestReconcileAfterRestart(t *testing.T) {
 	if len(ag.started) != 1 || ag.started[0] != pending.Spec.TaskID {
 		t.Fatalf("handed over again: %v, want the pending task", ag.started)
 	}
-	if len(ag.stopping) != 1 || ag.stopping[0] != stray {
-		t.Fatalf("stopped on the agent: %v, want the stray task", ag.stopping)
+	slices.Sort(ag.stopping)
+	if want := []string{stray, handed.Spec.TaskID}; !slices.Equal(ag.stopping, want) {
+		t.Fatalf("stopped on the agent: %v, want %v (the stray task and the handed-over one, not the draining one)", ag.stopping, want)
+	}
+	if tk := get(draining); *tk.LastStatus != "DEACTIVATING" {
+		t.Fatalf("draining task after restart: %s", *tk.LastStatus)
 	}
 	if len(ag.forgot) != 1 || ag.forgot[0] != exited.Spec.TaskID {
 		t.Fatalf("forgotten: %v", ag.forgot)

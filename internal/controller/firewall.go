@@ -112,7 +112,7 @@ func (c *Controller) firewallState(ctx context.Context) (agent.FirewallState, er
 				}
 			}
 			st.Tasks = append(st.Tasks, ft)
-			for _, g := range ft.Groups {
+			for _, g := range slices.Concat(ft.Groups, efsTargetGroups(r.Spec)) {
 				k := scoped{parts[0], parts[1], g}
 				if !seen[k] {
 					seen[k] = true
@@ -144,6 +144,20 @@ func firewallRules(rs []ec2.Rule) []agent.FirewallRule {
 	out := make([]agent.FirewallRule, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, agent.FirewallRule{Protocol: r.Protocol, FromPort: r.FromPort, ToPort: r.ToPort, CIDRs: r.CIDRs, Groups: r.GroupIDs})
+	}
+	return out
+}
+
+// efsTargetGroups are the security groups of the EFS mount targets the
+// task mounts: the agent serving them enforces their rules too.
+func efsTargetGroups(spec *agent.TaskSpec) []string {
+	var out []string
+	for _, c := range spec.Containers {
+		for _, m := range c.Mounts {
+			if m.EFS != nil && m.EFS.MountTarget != nil {
+				out = append(out, m.EFS.MountTarget.SecurityGroups...)
+			}
+		}
 	}
 	return out
 }

@@ -54,6 +54,11 @@ func lastStatusFor(st agent.TaskStatus) string {
 	case agent.PhaseRunning:
 		return "RUNNING"
 	case agent.PhaseStopping:
+		// Every container has exited: what is left is releasing the
+		// task's network and storage.
+		if st.ExecutionStoppedAt != nil {
+			return "DEPROVISIONING"
+		}
 		return "STOPPING"
 	case agent.PhaseStopped:
 		return "STOPPED"
@@ -99,8 +104,10 @@ func Apply(rec *model.TaskRecord, st agent.TaskStatus, now time.Time) bool {
 			}
 		}
 	}
-	if last == "STOPPED" {
+	if rank(taskOrder, last) >= rank(taskOrder, "DEPROVISIONING") {
 		setOnce(&t.ExecutionStoppedAt, st.ExecutionStoppedAt)
+	}
+	if last == "STOPPED" {
 		if t.ExecutionStoppedAt == nil {
 			t.ExecutionStoppedAt = ecstypes.At(now)
 		}

@@ -2,11 +2,12 @@ package ecs
 
 import (
 	"context"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 	"github.com/gantry-dev/gantry/internal/model"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 // TargetRegistrar is the load balancer side of services with
@@ -20,8 +21,9 @@ import (
 // TargetHealth is how the scheduler sees what the load balancer sees, as
 // ECS does: a task counts as healthy for a deployment only once its
 // targets pass their health checks, a task whose target fails them is
-// replaced, and a task being stopped keeps running until its targets have
-// drained (State "" once a target is no longer registered at all).
+// replaced, and a task being stopped stays DEACTIVATING, still running,
+// until its targets have drained (State "" once a target is no longer
+// registered at all).
 type TargetRegistrar interface {
 	SyncServiceTargets(ctx context.Context, serviceARN string, targets []ServiceTarget)
 	TargetHealth(targetGroupARN, ip string, port int32) TargetHealth
@@ -39,53 +41,6 @@ type ServiceTarget struct {
 // target is not registered.
 type TargetHealth struct {
 	State, Reason, Description string
-}
-
-// drainSet holds the tasks the scheduler has decided to stop but keeps
-// running while their targets drain. It is memory only: after a restart
-// the targets are still draining in the store, such a task no longer
-// counts as healthy, so the first pass picks it again and waits the rest
-// of its drain.
-type drainSet struct {
-	mu sync.Mutex
-	m  map[string]drainingTask // by task ARN
-}
-
-type drainingTask struct {
-	reason string
-	since  time.Time
-}
-
-func (d *drainSet) get(arn string) (drainingTask, bool) {
-	if d == nil {
-		return drainingTask{}, false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t, ok := d.m[arn]
-	return t, ok
-}
-
-func (d *drainSet) add(arn string, t drainingTask) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.m[arn]; ok {
-		return false
-	}
-	if d.m == nil {
-		d.m = map[string]drainingTask{}
-	}
-	d.m[arn] = t
-	return true
-}
-
-func (d *drainSet) remove(arn string) {
-	if d == nil {
-		return
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.m, arn)
 }
 
 // lbTargets are a service's target groups and container ports.
@@ -112,7 +67,8 @@ func taskIP(r *model.TaskRecord) string {
 }
 
 // syncTargets tells the registrar what the pass left running: its RUNNING
-// tasks, less those draining before their stop.
+// tasks the service still wants. A DEACTIVATING task is no longer among
+// them, so this is where its targets start draining.
 func (s *Service) syncTargets(ctx context.Context, p *pass) {
 	if s.Targets == nil {
 		return
@@ -121,7 +77,7 @@ func (s *Service) syncTargets(ctx context.Context, p *pass) {
 	var want []ServiceTarget
 	if ecstypes.Deref(svc.Status) == "ACTIVE" {
 		for _, r := range p.tasks {
-			if !taskRunning(&r.Task) || p.draining(r) {
+			if !taskRunning(&r.Task) {
 				continue
 			}
 			ip := taskIP(r)
@@ -135,4 +91,57 @@ func (s *Service) syncTargets(ctx context.Context, p *pass) {
 		}
 	}
 	s.Targets.SyncServiceTargets(ctx, ecstypes.Deref(svc.ServiceArn), want)
+}
+
+// deactivating is a task whose targets are draining before it is stopped:
+// ECS's DEACTIVATING, desiredStatus already STOPPED, its containers still
+// running. The state is stored, so a restarted server finishes the drain.
+func deactivating(t *ecstypes.Task) bool { return ecstypes.Deref(t.LastStatus) == "DEACTIVATING" }
+
+// registeredTargets are the target groups (of tgs) in which the task at ip
+// still has a target, draining or not.
+func registeredTargets(reg TargetRegistrar, tgs []ServiceTarget, ip string) []string {
+	if reg == nil || ip == "" {
+		return nil
+	}
+	var out []string
+	for _, lt := range tgs {
+		if reg.TargetHealth(lt.TargetGroupARN, ip, lt.Port).State != "" {
+			out = append(out, lt.TargetGroupARN)
+		}
+	}
+	return out
+}
+
+// drainEvents are the service events ECS writes when it starts draining
+// tasks' targets.
+func drainEvents(rec *model.ServiceRecord, now time.Time, n int, tgs []string) {
+	for _, tg := range tgs {
+		serviceEvent(rec, now, "deregistered %d targets in (target-group %s)", n, tg)
+	}
+	serviceEvent(rec, now, "has begun draining connections on %d tasks.", n)
+}
+
+// deactivateForUser is StopTask's side of draining: a RUNNING service task
+// with targets in its service's target groups is deregistered first, as
+// ECS does, and only stopped once they have drained (the scheduler's
+// finishDrains). r already carries the user's stop; the service's events
+// are written in the same transaction. It reports whether the task is
+// left DEACTIVATING.
+func (s *Service) deactivateForUser(tx state.Tx, sc model.Scope, cluster string, r *model.TaskRecord) (bool, error) {
+	name, ok := strings.CutPrefix(ecstypes.Deref(r.Task.Group), "service:")
+	if !ok || s.Targets == nil || ecstypes.Deref(r.Task.LastStatus) != "RUNNING" {
+		return false, nil
+	}
+	rec, key, err := getService(tx, sc, cluster, name)
+	if err != nil || rec == nil {
+		return false, err
+	}
+	tgs := registeredTargets(s.Targets, lbTargets(&rec.Service), taskIP(r))
+	if len(tgs) == 0 {
+		return false, nil
+	}
+	r.Task.LastStatus = ecstypes.String("DEACTIVATING")
+	drainEvents(rec, s.now(), 1, tgs)
+	return true, tx.Put(model.KindService, key, rec)
 }

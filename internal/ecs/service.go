@@ -32,6 +32,11 @@ type Service struct {
 	// created without the isolation setting; empty: container.
 	DefaultIsolation string
 
+	// TaskRoles, when set, is asked (in RunTask's transaction) whether ECS
+	// could assume a task's role: an *awsapi.Error refuses the task (see
+	// checkTaskRole), any other error is a fault.
+	TaskRoles func(tx state.Tx, taskARN, roleARN string) error
+
 	sched *serviceScheduler // the service scheduler, once started
 }
 

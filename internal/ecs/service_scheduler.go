@@ -36,13 +36,14 @@ const (
 	maxEvents   = 100
 	// inactiveRetention is how long a deleted service stays describable.
 	inactiveRetention = time.Hour
-	// drainCap bounds how long a task waits for its targets to drain:
+	// drainCap bounds how long a task stays DEACTIVATING:
 	// deregistration_delay.timeout_seconds is at most 3600.
 	drainCap = time.Hour + time.Minute
+
+	reasonContainerHealth = "Task failed container health checks"
 )
 
 type serviceScheduler struct {
-	drains drainSet
 	wake   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -201,15 +202,19 @@ func (p *pass) svc() *ecstypes.Service { return &p.rec.Service }
 
 func (p *pass) name() string { return ecstypes.Deref(p.svc().ServiceName) }
 
-func (p *pass) event(format string, args ...any) {
-	msg := fmt.Sprintf("(service %s) ", p.name()) + fmt.Sprintf(format, args...)
-	ev := &ecstypes.ServiceEvent{Id: ecstypes.String(uuid.NewString()), CreatedAt: ecstypes.At(p.now), Message: ecstypes.String(msg)}
+func (p *pass) event(format string, args ...any) { serviceEvent(p.rec, p.now, format, args...) }
+
+// serviceEvent adds an event in ECS's words to a service.
+func serviceEvent(rec *model.ServiceRecord, now time.Time, format string, args ...any) {
+	svc := &rec.Service
+	msg := fmt.Sprintf("(service %s) ", ecstypes.Deref(svc.ServiceName)) + fmt.Sprintf(format, args...)
+	ev := &ecstypes.ServiceEvent{Id: ecstypes.String(uuid.NewString()), CreatedAt: ecstypes.At(now), Message: ecstypes.String(msg)}
 	// Newest first, as DescribeServices lists them.
-	evs := append([]*ecstypes.ServiceEvent{ev}, p.svc().Events...)
+	evs := append([]*ecstypes.ServiceEvent{ev}, svc.Events...)
 	if len(evs) > maxEvents {
 		evs = evs[:maxEvents]
 	}
-	p.svc().Events = evs
+	svc.Events = evs
 }
 
 func (p *pass) primary() *ecstypes.Deployment {
@@ -221,7 +226,9 @@ func (p *pass) primary() *ecstypes.Deployment {
 	return nil
 }
 
-// wanted is a task the service still wants: not being stopped.
+// wanted is a task the service still wants: not being stopped. A
+// DEACTIVATING task is not: its desiredStatus is STOPPED, so it neither
+// counts towards desiredCount nor is stopped or replaced again.
 func wanted(r *model.TaskRecord) bool {
 	return taskLive(&r.Task) && ecstypes.Deref(r.Task.DesiredStatus) == "RUNNING"
 }
@@ -250,16 +257,11 @@ func (p *pass) run() error {
 	maxTotal := desired * int(ecstypes.Deref(cfg.MaximumPercent)) / 100
 	minHealthy := (desired*int(ecstypes.Deref(cfg.MinimumHealthyPercent)) + 99) / 100
 
+	// Like ECS, maximumPercent bounds the tasks RUNNING or PENDING:
+	// DEACTIVATING ones are on their way out and serve nothing new.
 	var mine, old []*model.TaskRecord
-	draining := 0
 	for _, r := range p.tasks {
 		if !wanted(r) {
-			continue
-		}
-		if p.draining(r) {
-			// Already on its way out: it still takes up room under
-			// maximumPercent, but serves nothing new.
-			draining++
 			continue
 		}
 		if ecstypes.Deref(r.Task.StartedBy) == ecstypes.Deref(primary.Id) {
@@ -307,12 +309,10 @@ func (p *pass) run() error {
 		stop = append(stop, r)
 		old = old[1:]
 	}
-	n, err := p.deactivate(stop, reason)
-	if err != nil {
+	if err := p.stop(stop, reason); err != nil {
 		return err
 	}
-	draining += n
-	if n := min(desired-len(mine), maxTotal-len(mine)-len(old)-draining, launchBatch); n > 0 && p.mayLaunch() {
+	if n := min(desired-len(mine), maxTotal-len(mine)-len(old), launchBatch); n > 0 && p.mayLaunch() {
 		if err := p.launch(primary, n); err != nil {
 			return err
 		}
@@ -335,7 +335,7 @@ func (p *pass) stopUnhealthy() error {
 			sick = append(sick, r)
 			continue
 		}
-		if !taskRunning(t) || p.draining(r) {
+		if !taskRunning(t) {
 			continue
 		}
 		for _, lt := range p.lbTargets() {
@@ -355,13 +355,7 @@ func (p *pass) stopUnhealthy() error {
 			break
 		}
 	}
-	if err := p.stop(sick, "Task failed container health checks"); err != nil {
-		return err
-	}
-	for _, r := range sick {
-		p.event("has stopped 1 running tasks: (task %s). Reason: Task failed container health checks.", taskIDOf(r))
-	}
-	return nil
+	return p.stop(sick, reasonContainerHealth)
 }
 
 // tgName is a target group's name from its ARN
@@ -384,25 +378,12 @@ func (p *pass) lbTargets() []ServiceTarget {
 	return lbTargets(p.svc())
 }
 
-func (p *pass) drains() *drainSet {
-	if p.s.sched == nil {
-		return nil
-	}
-	return &p.s.sched.drains
-}
-
-// draining is a task the scheduler is stopping once its targets drained.
-func (p *pass) draining(r *model.TaskRecord) bool {
-	_, ok := p.drains().get(ecstypes.Deref(r.Task.TaskArn))
-	return ok
-}
-
 // healthy is a task that serves: RUNNING and, behind a load balancer,
 // passing the target groups' health checks. Deployments count these
 // against minimumHealthyPercent, so old tasks are only taken away once new
 // ones take traffic.
 func (p *pass) healthy(r *model.TaskRecord) bool {
-	if !taskRunning(&r.Task) || p.draining(r) {
+	if !taskRunning(&r.Task) {
 		return false
 	}
 	lts := p.lbTargets()
@@ -418,75 +399,10 @@ func (p *pass) healthy(r *model.TaskRecord) bool {
 	return true
 }
 
-// registered is whether any of a task's targets is still in a target group
+// registered is the target groups in which a task still has a target
 // (healthy, draining or otherwise).
-func (p *pass) registered(r *model.TaskRecord) bool {
-	ip := taskIP(r)
-	if ip == "" {
-		return false
-	}
-	for _, lt := range p.lbTargets() {
-		if p.s.Targets.TargetHealth(lt.TargetGroupARN, ip, lt.Port).State != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// deactivate stops tasks as ECS does behind a load balancer: a task with
-// registered targets keeps running while they drain (no new requests, the
-// ones in flight finish, for the group's deregistration delay) and is only
-// stopped once they are gone (finishDrains). It returns how many tasks it
-// left draining.
-func (p *pass) deactivate(rs []*model.TaskRecord, reason string) (int, error) {
-	var now []*model.TaskRecord
-	n, started := 0, 0
-	d := p.drains()
-	for _, r := range rs {
-		if d == nil || !taskRunning(&r.Task) || !p.registered(r) {
-			now = append(now, r)
-			continue
-		}
-		n++
-		if d.add(ecstypes.Deref(r.Task.TaskArn), drainingTask{reason: reason, since: p.now}) {
-			started++
-		}
-	}
-	if started > 0 {
-		for _, lt := range p.lbTargets() {
-			p.event("deregistered %d targets in (target-group %s)", started, lt.TargetGroupARN)
-		}
-		p.event("has begun draining connections on %d tasks.", started)
-	}
-	return n, p.stop(now, reason)
-}
-
-// finishDrains stops the draining tasks whose targets are gone, and
-// forgets the ones that stopped meanwhile.
-func (p *pass) finishDrains() error {
-	d := p.drains()
-	if d == nil {
-		return nil
-	}
-	for _, r := range p.tasks {
-		arn := ecstypes.Deref(r.Task.TaskArn)
-		dt, ok := d.get(arn)
-		if !ok {
-			continue
-		}
-		if !wanted(r) {
-			d.remove(arn)
-			continue
-		}
-		if p.registered(r) && p.now.Sub(dt.since) < drainCap {
-			continue
-		}
-		if err := p.stop([]*model.TaskRecord{r}, dt.reason); err != nil {
-			return err
-		}
-		d.remove(arn)
-	}
-	return nil
+func (p *pass) registered(r *model.TaskRecord) []string {
+	return registeredTargets(p.s.Targets, p.lbTargets(), taskIP(r))
 }
 
 func taskIDOf(r *model.TaskRecord) string {
@@ -494,31 +410,101 @@ func taskIDOf(r *model.TaskRecord) string {
 	return arn[strings.LastIndex(arn, "/")+1:]
 }
 
-// stop records the scheduler's stop of tasks; the controller is told after
-// the transaction.
+// stop records the scheduler's stop of tasks: desiredStatus STOPPED,
+// stopCode ServiceSchedulerInitiated and stoppingAt at once. A RUNNING task
+// with targets in the service's target groups becomes DEACTIVATING and
+// keeps running: syncTargets deregisters its targets, which drain for the
+// group's deregistration delay (no new requests, the ones in flight
+// finish), and finishDrains hands it over once they are gone. The others
+// go to the controller after the transaction.
 func (p *pass) stop(rs []*model.TaskRecord, reason string) error {
-	var ids []string
+	var now []*model.TaskRecord
+	var groups []string
+	draining := 0
 	for _, r := range rs {
-		if ecstypes.Deref(r.Task.DesiredStatus) == "STOPPED" {
+		t := &r.Task
+		if ecstypes.Deref(t.DesiredStatus) == "STOPPED" {
 			continue
 		}
+		running := ecstypes.Deref(t.LastStatus) == "RUNNING"
 		r.StopCode, r.StoppedReason = StopServiceScheduler, reason
-		t := &r.Task
 		t.DesiredStatus = ecstypes.String("STOPPED")
 		t.StopCode = ecstypes.String(StopServiceScheduler)
 		t.StoppedReason = ecstypes.String(reason)
 		t.StoppingAt = ecstypes.At(p.now)
 		t.Version = ecstypes.Int64(ecstypes.Deref(t.Version) + 1)
-		if err := p.tx.Put(model.KindTask, p.sc.TaskKey(p.cluster, taskIDOf(r)), r); err != nil {
+		if tgs := p.registered(r); running && len(tgs) > 0 {
+			t.LastStatus = ecstypes.String("DEACTIVATING")
+			draining++
+			for _, tg := range tgs {
+				if !slices.Contains(groups, tg) {
+					groups = append(groups, tg)
+				}
+			}
+			if err := p.put(r); err != nil {
+				return err
+			}
+			continue
+		}
+		now = append(now, r)
+	}
+	if draining > 0 {
+		drainEvents(p.rec, p.now, draining, groups)
+	}
+	return p.handOver(now)
+}
+
+// finishDrains hands over the DEACTIVATING tasks whose targets are gone
+// (or that waited longer than any deregistration delay allows).
+func (p *pass) finishDrains() error {
+	var done []*model.TaskRecord
+	for _, r := range p.tasks {
+		t := &r.Task
+		if !deactivating(t) {
+			continue
+		}
+		if len(p.registered(r)) > 0 && (t.StoppingAt == nil || p.now.Sub(t.StoppingAt.Time) < drainCap) {
+			continue
+		}
+		done = append(done, r)
+	}
+	return p.handOver(done)
+}
+
+// handOver stores tasks whose stop is recorded and queues them for the
+// controller. A drained task moves on to STOPPING here, so no later pass
+// hands it over again; the controller repeats stops that did not reach
+// the agent.
+func (p *pass) handOver(rs []*model.TaskRecord) error {
+	var ids []string
+	for _, r := range rs {
+		t := &r.Task
+		if deactivating(t) {
+			t.LastStatus = ecstypes.String("STOPPING")
+			t.Version = ecstypes.Int64(ecstypes.Deref(t.Version) + 1)
+		}
+		if err := p.put(r); err != nil {
 			return err
 		}
 		p.stopped = append(p.stopped, r)
+		// A user's StopTask says nothing in the service's events.
+		if r.StopCode != StopServiceScheduler {
+			continue
+		}
+		if r.StoppedReason == reasonContainerHealth {
+			p.event("has stopped 1 running tasks: (task %s). Reason: %s.", taskIDOf(r), reasonContainerHealth)
+			continue
+		}
 		ids = append(ids, "(task "+taskIDOf(r)+")")
 	}
-	if len(ids) > 0 && reason != "Task failed container health checks" {
+	if len(ids) > 0 {
 		p.event("has stopped %d running tasks: %s.", len(ids), strings.Join(ids, " "))
 	}
 	return nil
+}
+
+func (p *pass) put(r *model.TaskRecord) error {
+	return p.tx.Put(model.KindTask, p.sc.TaskKey(p.cluster, taskIDOf(r)), r)
 }
 
 // failures are the service's failed tasks since its failure count was

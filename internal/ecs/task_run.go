@@ -304,6 +304,9 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 	for i := 0; i < count; i++ {
 		p := placement{capacityProvider: providers[i], subnet: subnets[(start+i)%len(subnets)]}
 		rec := s.newTask(sc, cluster, td, in, p, taskParams{cpu: cpu, mem: mem, ephemeral: ephemeral, group: group, groups: groups, tags: tags})
+		if err := s.checkTaskRole(tx, rec); err != nil {
+			return nil, nil, err
+		}
 		applyEFS(rec.Spec.Containers, efsVolumes)
 		if rec.Spec.Network.PublicIPv4, err = ec2.AssignPublicIP(tx, in.NetworkConfiguration); err != nil {
 			return nil, nil, err
@@ -324,6 +327,19 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 		recs = append(recs, rec)
 	}
 	return recs, nil, nil
+}
+
+// checkTaskRole refuses a task whose role ECS could not assume (missing,
+// in another account, or not trusting ecs-tasks.amazonaws.com), as AWS's
+// RunTask does, rather than starting a task that would get no
+// credentials. Services' tasks meet it too: the service scheduler reports
+// the refusal in the service's events. It is asked per task, once its ARN
+// exists, for trust policies conditioned on aws:SourceArn.
+func (s *Service) checkTaskRole(tx state.Tx, rec *model.TaskRecord) error {
+	if s.TaskRoles == nil || rec.Spec.TaskRoleARN == "" {
+		return nil
+	}
+	return s.TaskRoles(tx, rec.Spec.TaskARN, rec.Spec.TaskRoleARN)
 }
 
 type taskParams struct {

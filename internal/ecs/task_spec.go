@@ -52,6 +52,9 @@ func containerSpecs(td *ecstypes.TaskDefinition, ov *ecstypes.TaskOverride) []ag
 		}
 		if cd.LinuxParameters != nil {
 			cs.InitProcess = ecstypes.Deref(cd.LinuxParameters.InitProcessEnabled)
+			if kc := cd.LinuxParameters.Capabilities; kc != nil {
+				cs.CapAdd, cs.CapDrop = kc.Add, kc.Drop
+			}
 		}
 		env := map[string]string{}
 		for _, kv := range cd.Environment {
@@ -179,6 +182,13 @@ func resolveEFS(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, subnet
 			return nil, awsapi.InvalidParameter("EFS file system '%s' of volume '%s' has no mount target in the task's VPC.", f.ID, ecstypes.Deref(v.Name))
 		}
 		m := &agent.EFSMount{FileSystemID: f.ID, Root: path.Clean("/" + ecstypes.Deref(cfg.RootDirectory))}
+		for _, mt := range mts {
+			for _, sn := range subnets {
+				if mt.VPCID == sn.VPCID && (m.MountTarget == nil || mt.SubnetID == sn.ID) {
+					m.MountTarget = &agent.EFSMountTarget{ID: mt.ID, IP: mt.IPAddress, VPCID: mt.VPCID, SecurityGroups: mt.SecurityGroups}
+				}
+			}
+		}
 		if ac := cfg.AuthorizationConfig; ac != nil && ecstypes.Deref(ac.AccessPointId) != "" {
 			ap, err := efs.LookupAccessPoint(tx, sc.Account, sc.Region, *ac.AccessPointId)
 			if err != nil {

@@ -489,9 +489,16 @@ func checkFargate(td *ecstypes.TaskDefinition, cpu, mem int) error {
 				return unsupported("linuxParameters.swappiness")
 			}
 			if lp.Capabilities != nil {
+				// Any capability may be dropped; SYS_PTRACE is the only one
+				// Fargate adds (the wording is the API reference's).
 				for _, cap := range lp.Capabilities.Add {
 					if cap != "SYS_PTRACE" {
-						return awsapi.ClientException("Fargate only supports adding the SYS_PTRACE kernel capability (container '%s' adds %s).", name, cap)
+						return awsapi.ClientException("Tasks launched on Fargate only support adding the SYS_PTRACE kernel capability.")
+					}
+				}
+				for _, cap := range lp.Capabilities.Drop {
+					if !knownCapability(cap) {
+						return awsapi.ClientException("Invalid 'linuxParameters.capabilities.drop' setting for container '%s': unknown capability '%s'.", name, cap)
 					}
 				}
 			}
@@ -658,3 +665,17 @@ var (
 	efsIDRe = regexp.MustCompile(`^fs-[0-9a-f]{8,40}$`)
 	efsAPRe = regexp.MustCompile(`^fsap-[0-9a-f]{8,40}$`)
 )
+
+// knownCapability is a name KernelCapabilities documents as valid.
+func knownCapability(c string) bool {
+	switch c {
+	case "ALL", "AUDIT_CONTROL", "AUDIT_WRITE", "BLOCK_SUSPEND", "CHOWN", "DAC_OVERRIDE",
+		"DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+		"LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE",
+		"NET_BROADCAST", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
+		"SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE",
+		"SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM":
+		return true
+	}
+	return false
+}

@@ -99,7 +99,11 @@ func (s *Service) stopTask(ctx context.Context, in *ecstypes.StopTaskRequest) (*
 		t.StoppedReason = ecstypes.String(reason)
 		t.StoppingAt = ecstypes.At(s.now())
 		t.Version = ecstypes.Int64(ecstypes.Deref(t.Version) + 1)
-		stopNow = true
+		draining, err := s.deactivateForUser(tx, sc, ecstypes.Deref(cluster.ClusterName), r)
+		if err != nil {
+			return err
+		}
+		stopNow = !draining
 		return tx.Put(model.KindTask, key, r)
 	})
 	if err != nil {
@@ -107,6 +111,9 @@ func (s *Service) stopTask(ctx context.Context, in *ecstypes.StopTaskRequest) (*
 	}
 	if stopNow && s.Controller != nil {
 		rec = s.Controller.StopTask(ctx, rec)
+	}
+	if ecstypes.Deref(rec.Task.LastStatus) == "DEACTIVATING" {
+		s.wakeScheduler()
 	}
 	t := rec.Task
 	return &ecstypes.StopTaskResponse{Task: &t}, nil

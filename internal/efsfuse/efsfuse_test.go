@@ -41,9 +41,10 @@ func needFUSE(t *testing.T) {
 	}
 }
 
-// mountTree serves dir at a new mount point as uid:gid (+groups) and
+// mountTree serves dir at a new mount point as uid:gid (+groups, for a
+// sandbox's client if not nil) and
 // stops it at the end of the test; it returns the mount point.
-func mountTree(t *testing.T, dir string, uid, gid uint32, groups ...uint32) string {
+func mountTree(t *testing.T, dir string, uid, gid uint32, groups []uint32, client *Client) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -59,7 +60,7 @@ func mountTree(t *testing.T, dir string, uid, gid uint32, groups ...uint32) stri
 	if err := os.Mkdir(mp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pid, err := Start(exe, root, Mount{Mountpoint: mp, UID: uid, GID: gid, Groups: groups, Source: "fs-test:fsap-test"}, filepath.Join(work, "log"))
+	pid, err := Start(exe, root, Mount{Mountpoint: mp, UID: uid, GID: gid, Groups: groups, Source: "fs-test:fsap-test", Client: client}, filepath.Join(work, "log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestIdentity(t *testing.T) {
 	must(t, os.Chown(filepath.Join(dir, "group-2000"), 0, 2000))
 	must(t, os.WriteFile(filepath.Join(dir, "group-3000"), []byte("other"), 0o640))
 	must(t, os.Chown(filepath.Join(dir, "group-3000"), 0, 3000))
-	mp := mountTree(t, dir, 1001, 1001, 2000)
+	mp := mountTree(t, dir, 1001, 1001, []uint32{2000}, nil)
 
 	must(t, os.WriteFile(filepath.Join(mp, "new"), []byte("x"), 0o644))
 	must(t, os.MkdirAll(filepath.Join(mp, "a", "b"), 0o755))
@@ -128,20 +129,27 @@ func TestIdentity(t *testing.T) {
 	if _, err := os.ReadFile(filepath.Join(mp, "group-3000")); !errors.Is(err, os.ErrPermission) {
 		t.Errorf("file of group 3000 (not the user's): %v, want permission denied", err)
 	}
-	// A chown names the client's ids, which are the access point's: the
-	// file stays the user's; chgrp to a secondary group works; root's
-	// file cannot be taken.
-	if err := os.Chown(filepath.Join(mp, "new"), 0, 0); err != nil {
-		t.Errorf("chown of the user's file to root: %v", err)
+	// A chown is the access point user's, as from an NFS client EFS
+	// squashes to it: giving its file away is EPERM, as is taking root's;
+	// chown to itself and chgrp to its own groups work.
+	if err := os.Chown(filepath.Join(mp, "new"), 0, 0); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("chown of the user's file to root: %v, want EPERM", err)
 	} else if u, g := owner(t, filepath.Join(dir, "new")); u != 1001 || g != 1001 {
 		t.Errorf("after chown 0:0 the file is %d:%d, want 1001:1001 still", u, g)
 	}
+	if err := os.Chown(filepath.Join(mp, "new"), 4321, -1); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("chown of the user's file to 4321: %v, want EPERM", err)
+	}
+	must(t, os.Chown(filepath.Join(mp, "new"), 1001, 1001))
 	must(t, os.Chown(filepath.Join(mp, "new"), -1, 2000))
 	if _, g := owner(t, filepath.Join(dir, "new")); g != 2000 {
 		t.Errorf("chgrp to secondary group 2000: group %d", g)
 	}
+	if err := os.Chown(filepath.Join(mp, "new"), -1, 3000); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("chgrp to group 3000 (not the user's): %v, want EPERM", err)
+	}
 	must(t, os.Chown(filepath.Join(mp, "new"), -1, 1001))
-	if err := os.Chown(filepath.Join(mp, "root-only"), 0, 0); !errors.Is(err, os.ErrPermission) {
+	if err := os.Chown(filepath.Join(mp, "root-only"), 1001, 1001); !errors.Is(err, os.ErrPermission) {
 		t.Errorf("chown of root's file: %v, want EPERM", err)
 	}
 	if err := os.Remove(filepath.Join(mp, "root-only")); err != nil {
@@ -200,6 +208,72 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
+// A mount made for a sandboxed container's user (1234:1234) shows the
+// access point user's files as that user's and the access point's groups
+// as its group, the user's real files as nobody's, and everything else
+// as it is; a chown to the container's ids is a chown to the access
+// point's (what gVisor's gofer does to each file it creates), keeping a
+// group a set-gid directory gave; any other chown is the host's to
+// decide, as the access point's user. A root client sees the real
+// owners.
+func TestSandboxClient(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	must(t, os.Chown(dir, 1001, 1001))
+	for name, ids := range map[string][2]int{"ap": {1001, 1001}, "group-2000": {0, 2000}, "real-1234": {1234, 1234}, "root": {0, 0}} {
+		must(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
+		must(t, os.Chown(filepath.Join(dir, name), ids[0], ids[1]))
+	}
+	must(t, os.Mkdir(filepath.Join(dir, "sgid"), 0o775))
+	must(t, os.Chown(filepath.Join(dir, "sgid"), 1001, 2000))
+	must(t, os.Chmod(filepath.Join(dir, "sgid"), os.ModeSetgid|0o775))
+	mp := mountTree(t, dir, 1001, 1001, []uint32{2000}, &Client{UID: 1234, GID: 1234})
+	for name, want := range map[string][2]uint32{
+		".": {1234, 1234}, "ap": {1234, 1234}, "group-2000": {0, 1234}, "real-1234": {65534, 65534}, "root": {0, 0}, "sgid": {1234, 1234},
+	} {
+		if u, g := owner(t, filepath.Join(mp, name)); u != want[0] || g != want[1] {
+			t.Errorf("%s shows as %d:%d, want %d:%d", name, u, g, want[0], want[1])
+		}
+	}
+	// What the gofer does after creating a file: chown to the container's
+	// user. It succeeds, and the file is the access point's on the host.
+	// Its open descriptor's stat (answered from the open file) shows the
+	// container's user too.
+	f, err := os.OpenFile(filepath.Join(mp, "new"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.Chown(1234, 1234))
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Uid != 1234 || st.Gid != 1234 {
+		t.Errorf("fstat of a file just made: %d:%d %v, want 1234:1234", st.Uid, st.Gid, err)
+	}
+	f.Close()
+	if u, g := owner(t, filepath.Join(dir, "new")); u != 1001 || g != 1001 {
+		t.Errorf("new after chown 1234:1234 is %d:%d on the host, want 1001:1001", u, g)
+	}
+	must(t, os.Mkdir(filepath.Join(mp, "sgid", "sub"), 0o755))
+	must(t, os.Chown(filepath.Join(mp, "sgid", "sub"), 1234, 1234))
+	if u, g := owner(t, filepath.Join(dir, "sgid", "sub")); u != 1001 || g != 2000 {
+		t.Errorf("directory made in a set-gid directory of group 2000, chowned to 1234:1234: %d:%d on the host, want 1001:2000", u, g)
+	}
+	for name, ids := range map[string][2]int{"new": {0, -1}, "root": {1234, 1234}, "real-1234": {1234, -1}} {
+		if err := os.Chown(filepath.Join(mp, name), ids[0], ids[1]); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("chown %s to %v: %v, want EPERM", name, ids, err)
+		}
+	}
+	// Root needs no stand-in: it passes gVisor's checks by its capabilities.
+	rootMP := mountTree(t, dir, 1001, 1001, []uint32{2000}, &Client{UID: 0, GID: 0})
+	if u, g := owner(t, filepath.Join(rootMP, "ap")); u != 1001 || g != 1001 {
+		t.Errorf("a root client sees ap as %d:%d, want the real 1001:1001", u, g)
+	}
+	must(t, os.WriteFile(filepath.Join(rootMP, "by-root"), nil, 0o644))
+	must(t, os.Chown(filepath.Join(rootMP, "by-root"), 0, 0))
+	if u, g := owner(t, filepath.Join(dir, "by-root")); u != 1001 || g != 1001 {
+		t.Errorf("by-root after chown 0:0 through a root client's mount: %d:%d, want 1001:1001", u, g)
+	}
+}
+
 // Nothing above the root is reachable, even when a directory the kernel
 // already knows is swapped for a symlink behind its back (another task on
 // the same tree can do that): a server resolving host paths would follow
@@ -212,7 +286,7 @@ func TestConfinedToRoot(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Join(dir, "d"), 0o777))
 	must(t, os.Chmod(dir, 0o777))
 	must(t, os.WriteFile(filepath.Join(dir, "d", "secret"), []byte("inside"), 0o644))
-	mp := mountTree(t, dir, 1001, 1001)
+	mp := mountTree(t, dir, 1001, 1001, nil, nil)
 
 	d, err := os.Open(filepath.Join(mp, "d"))
 	if err != nil {
@@ -264,7 +338,7 @@ func TestConcurrentAppend(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
 	must(t, os.Chmod(dir, 0o777))
-	mps := []string{mountTree(t, dir, 1001, 1001), mountTree(t, dir, 1001, 1001)}
+	mps := []string{mountTree(t, dir, 1001, 1001, nil, nil), mountTree(t, dir, 1001, 1001, nil, nil)}
 	const lines = 500
 	var wg sync.WaitGroup
 	for i, mp := range mps {
@@ -331,7 +405,8 @@ func TestStopDeadHelper(t *testing.T) {
 
 // Bad helper arguments are errors, not a mount.
 func TestMainArgs(t *testing.T) {
-	for _, args := range [][]string{{}, {"--mountpoint", "/x", "--groups", "1,a"}, {"--uid", "-1"}} {
+	for _, args := range [][]string{{}, {"--mountpoint", "/x", "--groups", "1,a"}, {"--uid", "-1"},
+		{"--mountpoint", "/x", "--uid", "4294967296"}, {"--mountpoint", "/x", "--client", "1234"}} {
 		if err := Main(context.Background(), args); err == nil {
 			t.Errorf("Main(%q) succeeded", args)
 		}
@@ -363,6 +438,27 @@ func FuzzParseGroups(f *testing.F) {
 		again, err := parseGroups(strings.Join(strs, ","))
 		if err != nil || fmt.Sprint(again) != fmt.Sprint(gids) {
 			t.Errorf("%q -> %v -> %v, %v", s, gids, again, err)
+		}
+	})
+}
+
+// parseClient takes "" or UID:GID and refuses the rest, never panicking;
+// what it accepts prints back to itself.
+func FuzzParseClient(f *testing.F) {
+	for _, s := range []string{"", "1234:1234", "0:0", "1234", ":", "1:", "4294967295:1", "4294967296:1", "-1:0", "1:2:3", " 1:2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := parseClient(s)
+		if err != nil || c == nil {
+			if err == nil && s != "" {
+				t.Errorf("%q: no client and no error", s)
+			}
+			return
+		}
+		again, err := parseClient(c.String())
+		if err != nil || *again != *c {
+			t.Errorf("%q -> %v -> %v, %v", s, c, again, err)
 		}
 	})
 }

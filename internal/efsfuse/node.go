@@ -41,6 +41,11 @@ type tree struct {
 	root     int // descriptor of the root directory
 	uid, gid uint32
 	groups   []uint32
+	// client is the container user a gVisor sandbox checks permissions
+	// for (nil under runc); show says whether replies present the access
+	// point's ids as the client's (see Client).
+	client *Client
+	show   bool
 	// user is set once the process runs as the access point's user;
 	// until then nothing in the tree is touched (go-fuse's own start-up
 	// requests do not reach it).
@@ -125,14 +130,14 @@ func stable(st *unix.Stat_t) fs.StableAttr {
 	return fs.StableAttr{Mode: st.Mode & unix.S_IFMT, Ino: st.Ino}
 }
 
-func fromStat(out *fuse.Attr, st *unix.Stat_t) {
+func (t *tree) fromStat(out *fuse.Attr, st *unix.Stat_t) {
 	*out = fuse.Attr{
 		Ino: st.Ino, Size: uint64(st.Size), Blocks: uint64(st.Blocks),
 		Atime: uint64(st.Atim.Sec), Atimensec: uint32(st.Atim.Nsec),
 		Mtime: uint64(st.Mtim.Sec), Mtimensec: uint32(st.Mtim.Nsec),
 		Ctime: uint64(st.Ctim.Sec), Ctimensec: uint32(st.Ctim.Nsec),
 		Mode: st.Mode, Nlink: uint32(st.Nlink),
-		Owner: fuse.Owner{Uid: st.Uid, Gid: st.Gid},
+		Owner: fuse.Owner{Uid: t.showUID(st.Uid), Gid: t.showGID(st.Gid)},
 		Rdev:  uint32(st.Rdev), Blksize: uint32(st.Blksize),
 	}
 }
@@ -143,7 +148,7 @@ func (n *node) child(ctx context.Context, dir int, name string, out *fuse.EntryO
 	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, errno(err)
 	}
-	fromStat(&out.Attr, &st)
+	n.t.fromStat(&out.Attr, &st)
 	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), 0
 }
 
@@ -161,7 +166,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if g, ok := f.(fs.FileGetattrer); ok {
-		return g.Getattr(ctx, out)
+		// The open file's own stat, shown as every other.
+		e := g.Getattr(ctx, out)
+		out.Owner = fuse.Owner{Uid: n.t.showUID(out.Uid), Gid: n.t.showGID(out.Gid)}
+		return e
 	}
 	var st unix.Stat_t
 	if n.IsRoot() {
@@ -169,7 +177,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		if err := unix.Fstat(n.t.root, &st); err != nil {
 			return errno(err)
 		}
-		fromStat(&out.Attr, &st)
+		n.t.fromStat(&out.Attr, &st)
 		return 0
 	}
 	dir, name, done, e := n.at()
@@ -180,7 +188,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return errno(err)
 	}
-	fromStat(&out.Attr, &st)
+	n.t.fromStat(&out.Attr, &st)
 	return 0
 }
 
@@ -216,15 +224,21 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return errno(err)
 		}
 	}
-	_, uok := in.GetUID()
+	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
 	if uok || gok {
+		// The host kernel decides, as the access point's user, on the
+		// ids as they are on the host (see ownerUID).
 		u, g := -1, -1
 		if uok {
-			u = int(n.t.uid)
+			u = int(n.t.ownerUID(uid))
 		}
 		if gok {
-			g = int(n.t.group(gid))
+			var st unix.Stat_t
+			if err := unix.Fstatat(dir, name, &st, flags(fd)); err != nil {
+				return errno(err)
+			}
+			g = int(n.t.ownerGID(gid, st.Gid))
 		}
 		var err error
 		if fd >= 0 {
@@ -276,7 +290,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := unix.Fstatat(dir, name, &st, flags(fd)); err != nil {
 		return errno(err)
 	}
-	fromStat(&out.Attr, &st)
+	n.t.fromStat(&out.Attr, &st)
 	return 0
 }
 
@@ -301,23 +315,81 @@ func fchmodat2(dir int, name string, mode uint32) error {
 	return nil
 }
 
-// A chown's ids are mapped as EFS maps every id a client sends to the
-// access point's identity: a chown to anyone is a chown to the access
-// point's user (Setattr), which changes nothing that user could not do
-// itself; group maps a gid the same way but keeps the access point's own
-// groups, so a chgrp between them works. Nothing is ever given away, and
-// a gVisor sandbox's gofer, which chowns each file it creates to the
-// container's user, works as on a plain directory.
-func (t *tree) group(gid uint32) uint32 {
-	if gid == t.gid {
-		return gid
+// Ownership under a gVisor sandbox. EFS decides on the server, as the
+// access point's user, whatever the client's user is; gVisor's kernel
+// checks permissions itself, against the owners a file shows and the
+// container's user, before the host sees a request. So a mount made for
+// a sandbox shows the access point's uid as the client's, and the access
+// point's gids (primary and secondary) as the client's gid: the sandbox
+// then allows the container's user what it allows the access point's
+// user on the host, which still decides. The client's own ids, where a
+// file really has them, show as the overflow ids (nobody), as NFS shows
+// ids it cannot map, so the sandbox does not take the container's user
+// for their owner. A root client passes the sandbox's checks by its
+// capabilities: it sees the real owners, as on EFS.
+const overflowID = 65534
+
+func (t *tree) showUID(u uint32) uint32 {
+	switch {
+	case !t.show:
+		return u
+	case u == t.uid:
+		return t.client.UID
+	case u == t.client.UID:
+		return overflowID
 	}
-	for _, g := range t.groups {
-		if g == gid {
-			return gid
-		}
+	return u
+}
+
+func (t *tree) showGID(g uint32) uint32 {
+	switch {
+	case !t.show:
+		return g
+	case t.inGroups(g):
+		return t.client.GID
+	case g == t.client.GID:
+		return overflowID
+	}
+	return g
+}
+
+// ownerUID is the host uid a chown names. As on EFS, the host then
+// decides as the access point's user: a chown to that user (of its own
+// file) succeeds, a chown to anyone else is EPERM, as an NFS server that
+// squashes the client's user answers. The client's uid stands for the
+// access point's user: gVisor's gofer chowns every file it creates to
+// the container's user and fails the create if that fails.
+func (t *tree) ownerUID(u uint32) uint32 {
+	if t.client != nil && u == t.client.UID {
+		return t.uid
+	}
+	return u
+}
+
+// ownerGID is the host gid a chgrp names, the file having cur: the
+// client's gid stands for the access point's groups, so it keeps a gid
+// that is one of them (the group a set-gid directory gave a new file)
+// and is the access point's primary gid otherwise.
+func (t *tree) ownerGID(g, cur uint32) uint32 {
+	if t.client == nil || g != t.client.GID {
+		return g
+	}
+	if t.inGroups(cur) {
+		return cur
 	}
 	return t.gid
+}
+
+func (t *tree) inGroups(g uint32) bool {
+	if g == t.gid {
+		return true
+	}
+	for _, s := range t.groups {
+		if s == g {
+			return true
+		}
+	}
+	return false
 }
 
 // openFlags keeps what the caller asked for, O_APPEND included: with it
@@ -359,7 +431,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno(err)
 	}
-	fromStat(&out.Attr, &st)
+	n.t.fromStat(&out.Attr, &st)
 	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), fs.NewLoopbackFile(fd), 0, 0
 }
 
@@ -436,23 +508,14 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !ok || tn.t != n.t {
 		return nil, syscall.EXDEV
 	}
-	if !validName(name) {
-		return nil, syscall.EINVAL
-	}
-	tdir, tname, tdone, e := tn.at()
-	if e != 0 {
-		return nil, e
-	}
-	defer tdone()
-	dir, done, e := n.self()
-	if e != 0 {
-		return nil, e
-	}
-	defer done()
-	if err := unix.Linkat(tdir, tname, dir, name, 0); err != nil {
-		return nil, errno(err)
-	}
-	return n.child(ctx, dir, name, out)
+	return n.makeChild(ctx, name, out, func(dir int) error {
+		tdir, tname, done, e := tn.at()
+		if e != 0 {
+			return e
+		}
+		defer done()
+		return unix.Linkat(tdir, tname, dir, name, 0)
+	})
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

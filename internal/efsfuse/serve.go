@@ -24,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +51,17 @@ type Mount struct {
 	Groups     []uint32
 	// Source is shown as the mount's source in /proc/mounts (fs-...:fsap-...).
 	Source string
+	// Client is the container user of a gVisor sandbox the mount is made
+	// for; nil for runc, whose containers reach the mount through the
+	// host kernel, which leaves permissions to the server.
+	Client *Client
 }
+
+// Client is a container's user and primary group. Under a gVisor sandbox
+// it stands for the access point's user on the mount: see tree.showUID.
+type Client struct{ UID, GID uint32 }
+
+func (c *Client) String() string { return fmt.Sprintf("%d:%d", c.UID, c.GID) }
 
 // Cache lifetimes. Attributes are never cached: a file another task
 // appended to must show its new size at once, as NFS's close-to-open
@@ -92,7 +103,8 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 		AttrTimeout:     &attrTimeout,
 		NegativeTimeout: &negativeTimeout,
 	}
-	t := &tree{root: int(root.Fd()), uid: m.UID, gid: m.GID, groups: m.Groups}
+	t := &tree{root: int(root.Fd()), uid: m.UID, gid: m.GID, groups: m.Groups, client: m.Client}
+	t.show = m.Client != nil && m.Client.UID != 0
 	server, err := fuse.NewServer(fs.NewNodeFS(&node{t: t}, opts), m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
@@ -141,24 +153,32 @@ func becomeUser(m Mount) error {
 }
 
 // Main is the helper: `gantry efs-mount --mountpoint DIR --uid U --gid G
-// [--groups G1,G2] [--source NAME]`, with the root directory open on
-// descriptor 3 and a pipe on descriptor 4 that gets "ready" or the error.
+// [--groups G1,G2] [--client UID:GID] [--source NAME]`, with the root
+// directory open on descriptor 3 and a pipe on descriptor 4 that gets
+// "ready" or the error.
 func Main(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("gantry "+Subcommand, flag.ContinueOnError)
 	var m Mount
 	var uid, gid uint
-	var groups string
+	var groups, client string
 	fl.StringVar(&m.Mountpoint, "mountpoint", "", "where to mount")
 	fl.UintVar(&uid, "uid", 0, "the access point's POSIX uid")
 	fl.UintVar(&gid, "gid", 0, "the access point's POSIX gid")
 	fl.StringVar(&groups, "groups", "", "secondary gids, comma-separated")
+	fl.StringVar(&client, "client", "", "the sandboxed container's uid:gid")
 	fl.StringVar(&m.Source, "source", "efs", "the mount's source name")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
+	if uid > math.MaxUint32 || gid > math.MaxUint32 {
+		return fmt.Errorf("--uid %d / --gid %d: ids are 32-bit", uid, gid)
+	}
 	m.UID, m.GID = uint32(uid), uint32(gid)
 	var err error
 	if m.Groups, err = parseGroups(groups); err != nil {
+		return err
+	}
+	if m.Client, err = parseClient(client); err != nil {
 		return err
 	}
 	if m.Mountpoint == "" {
@@ -195,6 +215,20 @@ func parseGroups(s string) ([]uint32, error) {
 	return gids, nil
 }
 
+// parseClient reads --client: "" (none) or UID:GID.
+func parseClient(s string) (*Client, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.ParseUint(u, 10, 32)
+	gid, err2 := strconv.ParseUint(g, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("--client: %q is not UID:GID", s)
+	}
+	return &Client{UID: uint32(uid), GID: uint32(gid)}, nil
+}
+
 // Start runs the helper (exe efs-mount ...) for m over the directory
 // root, and returns its pid once the mount serves. The helper runs in a
 // session of its own, so it outlives the caller; its output goes to
@@ -217,6 +251,9 @@ func Start(exe string, root *os.File, m Mount, logPath string) (int, error) {
 	cmd := exec.Command(exe, Subcommand, "--mountpoint", m.Mountpoint,
 		"--uid", strconv.FormatUint(uint64(m.UID), 10), "--gid", strconv.FormatUint(uint64(m.GID), 10),
 		"--groups", strings.Join(gids, ","), "--source", m.Source)
+	if m.Client != nil {
+		cmd.Args = append(cmd.Args, "--client", m.Client.String())
+	}
 	cmd.ExtraFiles = []*os.File{root, w}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"

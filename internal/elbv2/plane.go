@@ -45,6 +45,7 @@ type plane struct {
 	// each target group: the groups CloudWatch metrics are published for.
 	tgLBs  map[string][]string
 	proxy  *httputil.ReverseProxy
+	up     *upstream
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -53,6 +54,7 @@ type plane struct {
 type liveListener struct {
 	arn    string
 	addr   string
+	port   string
 	srv    *http.Server
 	routes atomic.Pointer[routeTable]
 	p      *plane
@@ -147,27 +149,8 @@ type healthState struct{ state, reason, desc string }
 func (s *Service) Start(ctx context.Context) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &plane{s: s, lis: map[string]*liveListener{}, pools: map[string]*pool{}, owned: map[string]map[string]bool{},
-		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
-	p.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			ps := pr.In.Context().Value(pickKey{}).(*pickState)
-			pr.SetURL(&url.URL{Scheme: "http", Host: ps.target.addr})
-			pr.Out.Host = pr.In.Host
-			pr.SetXForwarded()
-		},
-		Transport: &retryTransport{base: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     30 * time.Second,
-		}},
-		// Without a pool every proxied response allocates its own 32 KiB
-		// copy buffer.
-		BufferPool: &bufferPool{},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			s.logger().Debug("load balancer: target failed", "err", err)
-			errorPage(w, http.StatusBadGateway)
-		},
-	}
+		wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}), up: newUpstream()}
+	p.proxy = p.newProxy()
 	s.plane = p
 	if err := p.reconcile(bg); err != nil {
 		s.logger().Warn("load balancers: restore", "err", err)
@@ -184,6 +167,7 @@ func (s *Service) Start(ctx context.Context) {
 			case <-t.C:
 			case <-p.wake:
 			}
+			p.up.closeIdle(false)
 			if err := p.expireDrained(bg); err != nil && bg.Err() == nil {
 				s.logger().Warn("load balancers: drain", "err", err)
 			}
@@ -196,6 +180,33 @@ func (s *Service) Start(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// newProxy is the listeners' reverse proxy: the picked target gets the
+// request with the headers an ALB adds.
+func (p *plane) newProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			ps := pr.In.Context().Value(pickKey{}).(*pickState)
+			pr.SetURL(&url.URL{Scheme: "http", Host: ps.target.addr})
+			pr.Out.Host = pr.In.Host
+			// An ALB appends the client's address to the X-Forwarded-For
+			// it got; Rewrite starts from an outbound request without it.
+			if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
+				pr.Out.Header["X-Forwarded-For"] = xff
+			}
+			pr.SetXForwarded()
+			pr.Out.Header["X-Forwarded-Port"] = []string{ps.port}
+		},
+		Transport: &retryTransport{base: p.up},
+		// Without a pool every proxied response allocates its own 32 KiB
+		// copy buffer.
+		BufferPool: &bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.s.logger().Debug("load balancer: target failed", "err", err)
+			errorPage(w, http.StatusBadGateway)
+		},
+	}
 }
 
 // Stop closes every listener and stops health checks.
@@ -216,6 +227,7 @@ func (s *Service) Stop() {
 		pl.close()
 		delete(p.pools, k)
 	}
+	p.up.closeIdle(true)
 }
 
 // RequestCount is how many requests listeners have sent to a target
@@ -374,6 +386,7 @@ func (p *plane) reconcile(ctx context.Context) error {
 		for key, t := range pl.targets {
 			if !want[key] {
 				close(t.stop)
+				p.up.forget(key)
 				delete(pl.targets, key)
 				pl.list = slices.DeleteFunc(pl.list, func(x *target) bool { return x == t })
 			}
@@ -382,6 +395,11 @@ func (p *plane) reconcile(ctx context.Context) error {
 	}
 	for arn, pl := range p.pools {
 		if !seen[arn] {
+			pl.mu.Lock()
+			for key := range pl.targets {
+				p.up.forget(key)
+			}
+			pl.mu.Unlock()
 			pl.close()
 			delete(p.pools, arn)
 		}
@@ -430,7 +448,7 @@ func (p *plane) reconcile(ctx context.Context) error {
 				delete(p.lis, key)
 				continue
 			}
-			live = &liveListener{arn: l.ARN, addr: key, p: p}
+			live = &liveListener{arn: l.ARN, addr: key, port: strconv.Itoa(int(l.Port)), p: p}
 			live.srv = &http.Server{Handler: live, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 			go live.srv.Serve(ln)
 			p.lis[key] = live
@@ -613,6 +631,7 @@ type pickKey struct{}
 type pickState struct {
 	pool   *pool
 	target *target
+	port   string // the listener's, for X-Forwarded-Port
 }
 
 func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -656,7 +675,7 @@ func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pl.requests.Add(1)
-	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t})
+	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t, port: l.port})
 	l.p.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -24,6 +24,12 @@ type condition struct {
 	ifExists bool
 	key      string // lower case: condition keys are case-insensitive
 	values   []string
+	vars     bool // resolve policy variables in values (see variables.go)
+	// patterns replace values for the like operators once variables are
+	// resolved (wildcards apart from literal '*' and '?'); expanded says
+	// they do.
+	patterns [][]rune
+	expanded bool
 }
 
 // operators are the condition operators Gantry evaluates, by whether they
@@ -156,6 +162,9 @@ func parsePrefix(v string) (netip.Prefix, bool) {
 // holds reports whether every condition of a statement holds for req.
 func holds(conds []condition, req Request) bool {
 	for _, c := range conds {
+		if c.vars {
+			c = c.resolve(req.Context)
+		}
 		if !c.holds(req.Context[c.key]) {
 			return false
 		}
@@ -199,6 +208,14 @@ func (c condition) holds(got []string) bool {
 // matches reports whether a request value equals (or is like) any of the
 // policy's values, for the operator without its negation.
 func (c condition) matches(got string) bool {
+	if c.expanded {
+		for _, p := range c.patterns {
+			if matchExpanded(p, got) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, want := range c.values {
 		if c.match1(got, want) {
 			return true
@@ -239,6 +256,31 @@ func (c condition) match1(got, want string) bool {
 		return compare(c.op[len("Date"):], g.Compare(w))
 	}
 	return false
+}
+
+// resolve is the condition with policy variables in its values resolved
+// for a request, for the string and ARN operators (the only ones IAM
+// resolves them for). A value whose variable has no value is dropped: it
+// matches nothing.
+func (c condition) resolve(ctx map[string][]string) condition {
+	switch c.op {
+	case "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase":
+		var vals []string
+		for _, v := range c.values {
+			if r, ok := resolveLiteral(v, ctx, true); ok {
+				vals = append(vals, r)
+			}
+		}
+		c.values = vals
+	case "StringLike", "StringNotLike", "ArnEquals", "ArnLike", "ArnNotEquals", "ArnNotLike":
+		c.patterns, c.expanded = nil, true
+		for _, v := range c.values {
+			if p, ok := expand(v, ctx, true, true); ok {
+				c.patterns = append(c.patterns, p)
+			}
+		}
+	}
+	return c
 }
 
 func cmpFloat(a, b float64) int {

@@ -103,3 +103,56 @@ func TestTrust(t *testing.T) {
 		t.Error("another account was trusted")
 	}
 }
+
+// TestPolicyVariables follows IAM's policy reference on variables: in
+// Resource and in string/ARN condition values, resolved from the
+// request's keys; defaults; the ${*} ${?} ${$} escapes; nothing in a
+// 2008-10-17 policy; no value: no match.
+func TestPolicyVariables(t *testing.T) {
+	const acct = "123456789012"
+	alice := principalContext(acct, "arn:aws:iam::"+acct+":user/alice", "AIDAALICE", "User", "alice")
+	alice["aws:sourceip"] = []string{"10.1.2.3"}
+	role := principalContext(acct, "arn:aws:iam::"+acct+":role/app", "AROAAPP:task1", "AssumedRole", "")
+	cluster := func(name string) string { return "arn:aws:ecs:us-east-1:" + acct + ":cluster/" + name }
+	own := `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:${aws:PrincipalAccount}:cluster/${aws:username}-*"}}`
+	cases := []struct {
+		name     string
+		policy   string
+		ctx      map[string][]string
+		resource string
+		want     Decision
+	}{
+		{"${aws:username} in Resource: own cluster", own, alice, cluster("alice-dev"), Allow},
+		{"${aws:username} in Resource: another's", own, alice, cluster("bob-dev"), ImplicitDeny},
+		{"${aws:PrincipalAccount} in Resource: another account", own, alice, "arn:aws:ecs:us-east-1:210987654321:cluster/alice-dev", ImplicitDeny},
+		{"a role has no aws:username: the Resource matches nothing", own, role, cluster("-dev"), ImplicitDeny},
+		{"names are case-insensitive, spaces ignored", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${ AWS:UserName }"}}`, alice, cluster("alice"), Allow},
+		{"a default stands in for a missing key", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username, 'shared'}"}}`, role, cluster("shared"), Allow},
+		{"the default is not used when the key is there", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username, 'shared'}"}}`, alice, cluster("shared"), ImplicitDeny},
+		{"'' in a default is one quote", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username, 'it''s'}"}}`, role, cluster("it's"), Allow},
+		{"${*} is a literal star", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/a${*}"}}`, alice, cluster("a*"), Allow},
+		{"${*} is no wildcard", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/a${*}"}}`, alice, cluster("abc"), ImplicitDeny},
+		{"${?} is a literal question mark", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/a${?}"}}`, alice, cluster("ab"), ImplicitDeny},
+		{"${$} is a literal dollar", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${$}{aws:username}"}}`, alice, cluster("${aws:username}"), Allow},
+		{"2008-10-17: variables are literal text", `{"Version":"2008-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username}"}}`, alice, cluster("alice"), ImplicitDeny},
+		{"no Version: variables are literal text", `{"Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username}"}}`, alice, cluster("${aws:username}"), Allow},
+		{"an unterminated variable is literal", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username"}}`, alice, cluster("${aws:username"), Allow},
+		{"in a StringEquals condition", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"*","Condition":{"StringEquals":{"aws:userid":"${aws:userid}"}}}}`, alice, "*", Allow},
+		{"in a StringLike condition, with wildcards around it", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"*","Condition":{"StringLike":{"aws:PrincipalArn":"arn:aws:iam::*:user/${aws:username}"}}}}`, alice, "*", Allow},
+		{"in an ArnLike condition", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"*","Condition":{"ArnLike":{"aws:PrincipalArn":"arn:aws:iam::${aws:PrincipalAccount}:role/*"}}}}`, role, "*", Allow},
+		{"a Deny on another's user id leaves one's own", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecs:*","Resource":"*"},{"Effect":"Deny","Action":"ecs:*","Resource":"*","Condition":{"StringNotEquals":{"aws:PrincipalArn":"arn:aws:iam::${aws:PrincipalAccount}:user/${aws:username}"}}}]}`, alice, "*", Allow},
+		{"StringNotEquals against a missing variable holds: the Deny applies", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecs:*","Resource":"*"},{"Effect":"Deny","Action":"ecs:*","Resource":"*","Condition":{"StringNotEquals":{"aws:PrincipalArn":"arn:aws:iam::${aws:PrincipalAccount}:user/${aws:username}"}}}]}`, role, "*", ExplicitDeny},
+		{"${aws:SourceIp} in a condition", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/ip-${aws:SourceIp}"}}`, alice, cluster("ip-10.1.2.3"), Allow},
+		{"a value substituted is literal: no wildcard from the request", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username}"}}`, map[string][]string{"aws:username": {"a*"}}, cluster("abc"), ImplicitDeny},
+		{"a multivalued key is no variable", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"ecs:*","Resource":"arn:aws:ecs:*:*:cluster/${aws:username}"}}`, map[string][]string{"aws:username": {"a", "b"}}, cluster("a"), ImplicitDeny},
+	}
+	for _, c := range cases {
+		p, err := ParsePolicy(c.policy, false)
+		if err != nil {
+			t.Fatalf("%s: parse: %v", c.name, err)
+		}
+		if got := EvaluateRequest([]*Policy{p}, Request{Action: "ecs:DescribeClusters", Resource: c.resource, Context: c.ctx}); got != c.want {
+			t.Errorf("%s: %s = %v, want %v", c.name, c.resource, got, c.want)
+		}
+	}
+}

@@ -30,3 +30,30 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPolicyVariables: any Resource or condition value, variables and
+// all, resolves and matches without panicking, and text without "${"
+// matches as it always did.
+func FuzzPolicyVariables(f *testing.F) {
+	for _, s := range []string{"arn:aws:ecs:*:${aws:PrincipalAccount}:cluster/${aws:username}-*", "${aws:username, 'it''s'}", "${*}${?}${$}", "${", "${,}", "${ a , 'b' }", "${aws:username, 'x}"} {
+		f.Add(s, "arn:aws:ecs:us-east-1:123456789012:cluster/alice-dev")
+	}
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		ctx := map[string][]string{"aws:username": {"alice"}, "aws:principalaccount": {"123456789012"}, "aws:multi": {"a", "b"}}
+		matchPolicyString(pattern, s, ctx, true)
+		resolveLiteral(pattern, ctx, true)
+		// Without variables the rune matcher agrees with Wildcard.
+		if p, ok := expand(pattern, ctx, false, true); ok && isASCII(pattern+s) && matchExpanded(p, s) != Wildcard(pattern, s) {
+			t.Fatalf("%q ~ %q: matchExpanded %v, Wildcard %v", pattern, s, !Wildcard(pattern, s), Wildcard(pattern, s))
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -28,6 +28,8 @@ type Statement struct {
 	hasNotAct   bool
 	hasRes      bool
 	hasNotRes   bool
+	// vars: policy variables are resolved (Version 2012-10-17).
+	vars bool
 }
 
 // MaxPolicySize bounds a policy document, as IAM does for role policies.
@@ -87,6 +89,14 @@ func ParsePolicy(doc string, trust bool) (*Policy, error) {
 	}
 	if len(p.Statement) == 0 {
 		return nil, malformed("Missing required field Statement")
+	}
+	// Known only now: JSON objects have no order.
+	for i := range p.Statement {
+		st := &p.Statement[i]
+		st.vars = p.Version == "2012-10-17"
+		for j := range st.Conditions {
+			st.Conditions[j].vars = st.vars
+		}
 	}
 	return p, nil
 }
@@ -221,7 +231,7 @@ func EvaluateRequest(policies []*Policy, req Request) Decision {
 	for _, p := range policies {
 		for i := range p.Statement {
 			st := &p.Statement[i]
-			if !st.matches(req.Action, req.Resource) || !holds(st.Conditions, req) {
+			if !st.matches(req.Action, req.Resource, req.Context) || !holds(st.Conditions, req) {
 				continue
 			}
 			if st.Effect == "Deny" {
@@ -233,20 +243,31 @@ func EvaluateRequest(policies []*Policy, req Request) Decision {
 	return d
 }
 
-func (st *Statement) matches(action, resource string) bool {
+func (st *Statement) matches(action, resource string, ctx map[string][]string) bool {
 	if st.hasAction && !anyMatch(st.Action, action, true) {
 		return false
 	}
 	if st.hasNotAct && anyMatch(st.NotAction, action, true) {
 		return false
 	}
-	if st.hasRes && !anyMatch(st.Resource, resource, false) {
+	if st.hasRes && !st.anyResource(st.Resource, resource, ctx) {
 		return false
 	}
-	if st.hasNotRes && anyMatch(st.NotResource, resource, false) {
+	if st.hasNotRes && st.anyResource(st.NotResource, resource, ctx) {
 		return false
 	}
 	return true
+}
+
+// anyResource matches a resource against Resource or NotResource
+// patterns, case-sensitively, with their policy variables resolved.
+func (st *Statement) anyResource(patterns []string, resource string, ctx map[string][]string) bool {
+	for _, p := range patterns {
+		if matchPolicyString(p, resource, ctx, st.vars) {
+			return true
+		}
+	}
+	return false
 }
 
 func anyMatch(patterns []string, s string, fold bool) bool {
@@ -297,7 +318,7 @@ func (p *Policy) Trusts(principalType, principal, account, action string, ctx ma
 	allowed := false
 	req := Request{Action: action, Resource: "*", Context: ctx}
 	for _, st := range p.Statement {
-		if !st.matches(action, "*") || !st.principalMatches(principalType, principal, account) || !holds(st.Conditions, req) {
+		if !st.matches(action, "*", ctx) || !st.principalMatches(principalType, principal, account) || !holds(st.Conditions, req) {
 			continue
 		}
 		if st.Effect == "Deny" {

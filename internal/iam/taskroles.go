@@ -2,12 +2,14 @@ package iam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/state"
 )
 
 // TaskService is the service principal task and execution roles must trust.
@@ -47,16 +49,47 @@ func taskScope(taskARN string) (account, taskID string) {
 // trusting ECS tasks. The error is ECS's own words for a role it cannot
 // assume.
 func (s *Store) taskRole(ctx context.Context, taskARN, roleARN string) (*Role, error) {
+	var ro *Role
+	err := s.State.View(ctx, func(tx state.Tx) (err error) {
+		ro, err = s.taskRoleTx(tx, taskARN, roleARN)
+		return err
+	})
+	return ro, err
+}
+
+// CheckTaskRole is what RunTask (and a service starting tasks) asks before
+// a task with role roleARN is recorded, in the caller's transaction: nil
+// when ECS could assume it for the task taskARN, else ECS's error saying
+// it cannot (its message is AWS's, for a ClientException).
+func (s *Store) CheckTaskRole(tx state.Tx, taskARN, roleARN string) error {
+	_, err := s.taskRoleTx(tx, taskARN, roleARN)
+	return err
+}
+
+// ErrCannotAssume marks CheckTaskRole's refusals, apart from faults
+// reading the state.
+var ErrCannotAssume = errors.New("ECS cannot assume the task role")
+
+type cannotAssume struct{ roleARN string }
+
+func (e cannotAssume) Error() string {
+	return fmt.Sprintf("ECS was unable to assume the role '%s' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role.", e.roleARN)
+}
+
+func (e cannotAssume) Is(target error) bool { return target == ErrCannotAssume }
+
+func (s *Store) taskRoleTx(tx state.Tx, taskARN, roleARN string) (*Role, error) {
 	account, _ := taskScope(taskARN)
-	cannot := fmt.Errorf("ECS was unable to assume the role '%s' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role.", roleARN)
+	cannot := cannotAssume{roleARN}
 	m := roleARNRe.FindStringSubmatch(roleARN)
 	if m == nil || m[1] != account {
 		return nil, cannot
 	}
-	ro, err := s.GetRole(ctx, account, m[2])
+	ro, err := (&Service{Store: s}).getRoleTx(tx, account, m[2])
 	if err != nil {
-		if e := awsapi.AsError(err); e.Code == "NoSuchEntity" {
-			return nil, cannot
+		var ae *awsapi.Error
+		if errors.As(err, &ae) {
+			return nil, cannot // no such role, or a name IAM would refuse
 		}
 		return nil, err
 	}

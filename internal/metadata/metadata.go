@@ -61,6 +61,11 @@ type Server struct {
 	url  string
 	log  *slog.Logger
 	prov Provider
+	// dataDir keeps the ports and names the guard's table; port is the
+	// metadata's, apiPort the task-facing API's (0: none).
+	dataDir       string
+	port, apiPort uint16
+	apiURL        string
 	// Credentials mints task role credentials (set before Serve); nil:
 	// tasks with a role get none.
 	Credentials CredentialSource
@@ -96,9 +101,14 @@ func Listen(dataDir string, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(portFile), 0o700); err == nil {
 		os.WriteFile(portFile, []byte(strconv.Itoa(port)), 0o600)
 	}
-	s := &Server{ln: ln, log: log, url: "http://" + Address}
+	s := &Server{ln: ln, log: log, url: "http://" + Address, dataDir: dataDir, port: uint16(port)}
 	if port != 80 {
 		s.url += ":" + strconv.Itoa(port)
+	}
+	if err := s.guard(); err != nil {
+		// The metadata checks each caller's address itself: it works,
+		// only strangers' connections are not dropped early.
+		log.Warn("task metadata endpoint: cannot keep non-task callers away", "err", err)
 	}
 	return s, nil
 }
@@ -137,6 +147,7 @@ func (s *Server) Serve(p Provider) {
 }
 
 func (s *Server) Close() error {
+	defer s.unguard()
 	if s.srv == nil {
 		return s.ln.Close()
 	}

@@ -53,6 +53,7 @@ type Config struct {
 	DefaultIsolation string // new clusters' isolation: auto (sandbox where runsc works), sandbox or container
 	NetnsPool        int    // network namespaces kept ready per subnet in use (netw pool)
 	EphemeralMiB     int64  // every task's ephemeral storage, replacing what it asks for; 0: as asked
+	EFSMode          string // "nfs": mount EFS volumes over NFS from the mount target, as a remote agent does; "" or "local": the local tree
 	Log              *slog.Logger
 }
 
@@ -164,10 +165,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return metadata.Credentials(c), err
 		}
 	}
+	tasksAPI := listenTaskAPI(md, cfg.Listen, log)
+	defer tasksAPI.close()
 	mets := metrics.New()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool, EphemeralMiB: cfg.EphemeralMiB})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool, EphemeralMiB: cfg.EphemeralMiB, EFSMode: cfg.EFSMode})
 	if err != nil {
 		return err
 	}
@@ -194,6 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ecsSvc := &ecs.Service{Store: store, Controller: ctl, Log: log, Targets: elbSvc, DefaultIsolation: isolation}
+	ecsSvc.TaskRoles = taskRoleCheck(ids)
 	ecsSvc.StartScheduler(ctx)
 	defer ecsSvc.StopScheduler()
 
@@ -270,6 +274,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("gantry server ready", "endpoint", "http://"+ln.Addr().String(), "dataDir", cfg.DataDir, "containerd", cd.Address)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	tasksAPI.serve(router, log)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -44,8 +44,10 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "gantry")
+		// Static, as install.sh builds it: sandboxed tasks run the binary
+		// itself for ECS Exec terminals (`gantry exec-tty`).
 		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/gantry")
-		cmd.Dir = root
+		cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

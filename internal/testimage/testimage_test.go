@@ -130,3 +130,48 @@ func untar(src, dst string) error {
 		}
 	}
 }
+
+// TestPythonImage: the image holds the interpreter, boto3 and the CLI,
+// the libraries they load, and stays a reasonable size.
+func TestPythonImage(t *testing.T) {
+	p := Python(t)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 250<<20 {
+		t.Errorf("python image is %d MiB", fi.Size()>>20)
+	}
+	tag, _ := name.NewTag(PythonRef)
+	img, err := tarball.ImageFromPath(p, &tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 2 {
+		t.Fatalf("layers: %d %v", len(layers), err)
+	}
+	rc, err := layers[1].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var names []string
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+	all := "\n" + strings.Join(names, "\n") + "\n"
+	for _, want := range []string{"\nusr/local/bin/aws\n", "\nusr/local/bin/python3\n", "/boto3/__init__.py\n", "/botocore/data/ecs/", "/awscli/clidriver.py\n", "/os.py\n", "libc.so.6\n", "ld-linux"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("python image lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -17,10 +17,14 @@ package local
 //     served by a helper process running as that user (internal/efsfuse),
 //     and binds that mount into the containers. It is made when the first
 //     container needs it and stopped when the task's containers are gone.
+//     In a gVisor sandbox the mount is made per container user as well:
+//     gVisor's kernel checks permissions against the owners the mount
+//     shows, which it shows as that user's (efsfuse.Client).
 //   - Otherwise the client's identity applies, as with NFS without
 //     squashing: the directory is bind-mounted as it is.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +33,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -45,8 +51,43 @@ func (a *Agent) efsTaskDir(taskID string) string {
 	return filepath.Join(a.cfg.DataDir, "agent", "efs", taskID)
 }
 
-// efsDir is the host directory the task's containers bind for m.
-func (a *Agent) efsDir(taskID string, m *agent.EFSMount) (string, error) {
+// efsVolume is a container's EFS mount whose host directory is not known
+// until the container's user is (withEFS).
+type efsVolume struct {
+	name string // the task's volume
+	m    *agent.EFSMount
+}
+
+// withEFS sets the source of the container's EFS mounts (by destination),
+// after every option that decides the container's user: a sandbox's
+// mount of an access point is made for that user (efsfuse.Client).
+func (a *Agent) withEFS(taskID, isolation string, vols map[string]efsVolume) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		var client *efsfuse.Client
+		if isolation == agent.IsolationSandbox && s.Process != nil {
+			client = &efsfuse.Client{UID: s.Process.User.UID, GID: s.Process.User.GID}
+		}
+		for i, mnt := range s.Mounts {
+			v, ok := vols[mnt.Destination]
+			if !ok {
+				continue
+			}
+			dir, err := a.efsDir(taskID, v.m, client)
+			if err != nil {
+				return fmt.Errorf("EFS volume %s: %w", v.name, err)
+			}
+			s.Mounts[i].Source = dir
+		}
+		return nil
+	}
+}
+
+// efsDir is the host directory the task's containers bind for m; client
+// is the container's user under a sandbox, else nil.
+func (a *Agent) efsDir(taskID string, m *agent.EFSMount, client *efsfuse.Client) (string, error) {
+	if a.cfg.EFSMode == "nfs" {
+		return a.efsNFS(taskID, m)
+	}
 	root, dir, err := a.openEFSRoot(m)
 	if err != nil {
 		return "", err
@@ -55,17 +96,22 @@ func (a *Agent) efsDir(taskID string, m *agent.EFSMount) (string, error) {
 	if m.User == nil {
 		return dir, nil
 	}
-	return a.efsServe(taskID, m, root)
+	return a.efsServe(taskID, m, root, client)
 }
 
-// efsServe returns the FUSE mount of m for the task, starting its helper
-// unless one serves it already (a task resumed by a restarted agent).
-func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File) (string, error) {
+// efsServe returns the FUSE mount of m for the task (and, in a sandbox,
+// the container's user: the ownership it shows depends on it), starting
+// its helper unless one serves it already (a task resumed by a restarted
+// agent).
+func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File, client *efsfuse.Client) (string, error) {
 	efsMu.Lock()
 	defer efsMu.Unlock()
 	name := m.AccessPointID
 	if name == "" {
 		name = m.FileSystemID
+	}
+	if client != nil {
+		name += fmt.Sprintf("-as-%d-%d", client.UID, client.GID)
 	}
 	mp := filepath.Join(a.efsTaskDir(taskID), name)
 	if efsfuse.Serving(mp) {
@@ -88,6 +134,7 @@ func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File) (strin
 		GID:        m.User.GID,
 		Groups:     m.User.SecondaryGIDs,
 		Source:     m.FileSystemID + ":" + m.AccessPointID,
+		Client:     client,
 	}, mp+".log")
 	if err != nil {
 		return "", fmt.Errorf("mount access point %s as uid %d: %w", m.AccessPointID, m.User.UID, err)
@@ -105,6 +152,7 @@ func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File) (strin
 func (a *Agent) unmountEFS(taskID string) error {
 	efsMu.Lock()
 	defer efsMu.Unlock()
+	a.efsNFSStop(taskID)
 	dir := a.efsTaskDir(taskID)
 	ents, err := os.ReadDir(dir)
 	if os.IsNotExist(err) {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"debug/elf"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,10 +20,13 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/execstream"
+	"github.com/gantry-dev/gantry/internal/execstream/ttyframe"
 )
 
 // ExecTokenTTL is how long an ECS Exec session waits for its client.
@@ -32,6 +38,8 @@ const ExecTokenTTL = 60 * time.Second
 type execSessions struct {
 	mu sync.Mutex
 	m  map[string]*execSession
+
+	ttyWarn sync.Once // the terminal helper's absence, logged once
 }
 
 type execSession struct {
@@ -155,13 +163,40 @@ func (a *Agent) runExec(s *execSession, sc *execstream.ServerConn) (int, string)
 			proc.ConsoleSize = &specs.Box{Width: uint(sc.Size.Cols), Height: uint(sc.Size.Rows)}
 		}
 	}
+	// In a sandbox the terminal is made inside the container by the helper
+	// (see withExecTTY); the process itself gets plain pipes.
+	var frames *ttyframe.Writer
+	viaHelper := sc.TTY && hasExecTTY(spec)
+	if viaHelper {
+		proc.Terminal, proc.ConsoleSize = false, nil
+		proc.Args = append([]string{execTTYPath, ExecTTYCommand, ttyframe.Version, strconv.Itoa(int(sc.Size.Rows)), strconv.Itoa(int(sc.Size.Cols))}, s.req.Command...)
+	}
 
 	// The client closing its stdin becomes CloseIO, which lets the
 	// command read EOF (the shim holds the FIFO open until then).
 	stdinEOF := make(chan struct{})
-	stdin := &eofNotifier{r: sc.Stdin(), eof: stdinEOF}
-	opts := []cio.Opt{cio.WithStreams(stdin, sc.Stdout(), sc.Stderr())}
-	if sc.TTY {
+	var stdin io.Reader = &eofNotifier{r: sc.Stdin(), eof: stdinEOF}
+	if viaHelper {
+		// Input and resizes share the helper's stdin as frames.
+		pr, pw := io.Pipe()
+		frames = ttyframe.NewWriter(pw)
+		go func(in io.Reader) {
+			_, err := io.Copy(frames, in)
+			pw.CloseWithError(err)
+		}(stdin)
+		stdin = pr
+	}
+	var stderr io.Writer = sc.Stderr()
+	var helperErr *tailBuffer
+	if viaHelper {
+		// The command's output is all on the terminal; the helper's own
+		// stderr only says why the command could not run, which becomes
+		// the session's closing message as on the direct path.
+		helperErr = &tailBuffer{max: 4096}
+		stderr = helperErr
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, sc.Stdout(), stderr)}
+	if proc.Terminal {
 		opts = append(opts, cio.WithTerminal)
 	}
 	p, err := tk.Exec(ctx, s.id, &proc, cio.NewCreator(opts...))
@@ -186,8 +221,15 @@ func (a *Agent) runExec(s *execSession, sc *execstream.ServerConn) (int, string)
 		}
 		return 126, fmt.Sprintf("exec %q: %v", s.req.Command[0], err)
 	}
-	if sc.TTY && proc.ConsoleSize != nil {
+	if proc.Terminal && proc.ConsoleSize != nil {
 		p.Resize(ctx, uint32(sc.Size.Cols), uint32(sc.Size.Rows))
+	}
+	resize := func(sz execstream.Size) {
+		if frames != nil {
+			frames.Resize(ttyframe.Size{Rows: uint16(sz.Rows), Cols: uint16(sz.Cols)})
+			return
+		}
+		p.Resize(ctx, uint32(sz.Cols), uint32(sz.Rows))
 	}
 	gone := sc.Gone()
 	for {
@@ -205,12 +247,15 @@ func (a *Agent) runExec(s *execSession, sc *execstream.ServerConn) (int, string)
 			if err != nil {
 				return -1, err.Error()
 			}
+			if helperErr != nil && code != 0 {
+				return int(code), helperErr.String()
+			}
 			return int(code), ""
 		case <-stdinEOF:
 			stdinEOF = nil
 			p.CloseIO(ctx, containerd.WithStdinCloser)
 		case sz := <-sc.Resizes():
-			p.Resize(ctx, uint32(sz.Cols), uint32(sz.Rows))
+			resize(sz)
 		case <-gone:
 			// The client went away: end the command, as closing a
 			// terminal would.
@@ -237,6 +282,29 @@ func (e *eofNotifier) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
+}
+
 func hasEnv(env []string, name string) bool {
 	for _, e := range env {
 		if strings.HasPrefix(e, name+"=") {
@@ -256,4 +324,68 @@ func randomToken() string {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// execTTYPath is where sandboxed containers see the gantry binary, to run
+// `gantry exec-tty` (cmd/gantry/exectty.go). gVisor presents a terminal
+// handed in from the host as a host file, not one of its devpts, so
+// ttyname() fails on it and `tty` says "not a tty" (google/gvisor#13535);
+// the helper allocates the session's terminal from the container's own
+// /dev/ptmx instead, as Fargate's SSM session worker does. In /dev, a tmpfs
+// in both runtimes, so the image's filesystem gets no mount point, and a
+// read-only root does not matter.
+const execTTYPath = "/dev/.gantry-exec-tty"
+
+// ExecTTYCommand is the hidden gantry subcommand the helper is.
+const ExecTTYCommand = "exec-tty"
+
+// execTTYHelper is the running gantry binary when it can run in a
+// container: statically linked (CGO_ENABLED=0, as install.sh and testenv
+// build it), since the container has none of the host's libraries.
+var execTTYHelper = sync.OnceValue(func() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return ""
+		}
+	}
+	return exe
+})
+
+// withExecTTY mounts the terminal helper into a sandboxed task's container.
+// runc needs none: it opens an exec's terminal inside the container itself.
+// Without the helper installed, sandboxed exec terminals still work, with
+// gVisor's host-backed terminal, and the agent says so once.
+func (a *Agent) withExecTTY(isolation string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if isolation != agent.IsolationSandbox {
+			return nil
+		}
+		helper := execTTYHelper()
+		if helper == "" {
+			a.execs.ttyWarn.Do(func() {
+				a.log.Warn("exec: the gantry binary is not statically linked (build it with CGO_ENABLED=0), so it cannot run in a container; ECS Exec terminals in sandboxed tasks will not be resolvable by ttyname (`tty` says \"not a tty\")")
+			})
+			return nil
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: execTTYPath, Type: "bind", Source: helper, Options: []string{"bind", "ro"}})
+		return nil
+	}
+}
+
+func hasExecTTY(spec *oci.Spec) bool {
+	for _, m := range spec.Mounts {
+		if m.Destination == execTTYPath {
+			return true
+		}
+	}
+	return false
 }

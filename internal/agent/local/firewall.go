@@ -133,5 +133,6 @@ func (a *Agent) syncFirewall(apply func(firewall.Config) error) error {
 	if err := apply(cfg); err != nil {
 		return fmt.Errorf("security groups: %w", err)
 	}
+	a.efsNFSFirewallChanged()
 	return nil
 }

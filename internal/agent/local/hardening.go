@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
@@ -33,4 +34,37 @@ func withHardening() oci.SpecOpts {
 			return nil
 		},
 	)
+}
+
+// withCapabilities applies a container's linuxParameters.capabilities to
+// the default set: drops first, then adds, as Docker and ECS do. Fargate
+// lets a task add SYS_PTRACE and nothing else (RegisterTaskDefinition
+// refuses the rest); the agent holds to that too, so a record from
+// elsewhere cannot widen a container. An added capability goes into the
+// bounding, effective and permitted sets. It must run before withHardening:
+// Docker's seccomp profile allows ptrace and friends by the capabilities it
+// finds in the spec.
+func withCapabilities(add, drop []string) oci.SpecOpts {
+	return func(ctx context.Context, c oci.Client, ctr *containers.Container, s *oci.Spec) error {
+		var dropCaps, addCaps []string
+		for _, name := range drop {
+			if name == "ALL" {
+				if err := oci.WithCapabilities(nil)(ctx, c, ctr, s); err != nil {
+					return err
+				}
+				continue
+			}
+			dropCaps = append(dropCaps, "CAP_"+name)
+		}
+		for _, name := range add {
+			if name != "SYS_PTRACE" {
+				return fmt.Errorf("linuxParameters.capabilities.add: %s is not allowed (Fargate only supports adding SYS_PTRACE)", name)
+			}
+			addCaps = append(addCaps, "CAP_"+name)
+		}
+		if err := oci.WithDroppedCapabilities(dropCaps)(ctx, c, ctr, s); err != nil {
+			return err
+		}
+		return oci.WithAddedCapabilities(addCaps)(ctx, c, ctr, s)
+	}
 }

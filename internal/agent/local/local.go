@@ -57,6 +57,11 @@ type Config struct {
 	// EphemeralMiB, when set, replaces every task's ephemeral storage size
 	// (ephemeralStorageGiB, at least 20 GiB): tests fill a small one.
 	EphemeralMiB int64
+	// EFSMode "nfs" makes the agent mount EFS volumes over NFS from the
+	// mount target's address, as an agent on a host without the file
+	// system's tree does (internal/efsnfs), instead of from the local
+	// tree ("" or "local").
+	EFSMode string
 	// ExecURL is the base URL of the stream endpoint that serves ECS Exec
 	// sessions (Agent.ExecHandler mounted there), e.g.
 	// ws://127.0.0.1:8910/exec/; a session's StreamURL is it plus its id.
@@ -152,7 +157,6 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.resumeCaptures()
-	go a.sampleLoop()
 	running := map[string]bool{}
 	for _, rec := range recs {
 		running[rec.Spec.TaskID] = rec.Status.Phase != agent.PhaseStopped
@@ -172,6 +176,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			close(t.done)
 		}
 	}
+	// Only now: the sampler reads a.tasks.
+	go a.sampleLoop()
 	// Tasks kept running while no agent was here, and so did their rules,
 	// but the state may have moved on since (or the host rebooted).
 	if err := a.applyFirewall(); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gantry-dev/gantry/internal/agent"
 )
@@ -40,6 +41,12 @@ type Runtime interface {
 	// SpecOpts adjust the OCI spec of a container of the task for the
 	// runtime; they run after every option spec.go makes.
 	SpecOpts(task agent.TaskSpec) []oci.SpecOpts
+	// SandboxOpts, for a runtime that runs all of a task's containers in
+	// one sandbox, adjust the spec of the task's root container
+	// (sandboxID): it holds the sandbox (its kernel, network stack and
+	// place in the task's cgroup), starts before the containers join it
+	// and goes last. nil: each container is isolated on its own.
+	SandboxOpts(task agent.TaskSpec) []oci.SpecOpts
 }
 
 // runcRuntime is container isolation: runc on the host's kernel.
@@ -50,6 +57,8 @@ func (runcRuntime) Isolation() string                      { return agent.Isolat
 func (runcRuntime) Available() error                       { return nil }
 func (runcRuntime) Containerd() (string, any)              { return runtimeName, nil }
 func (runcRuntime) SpecOpts(agent.TaskSpec) []oci.SpecOpts { return nil }
+
+func (runcRuntime) SandboxOpts(agent.TaskSpec) []oci.SpecOpts { return nil }
 
 // DefaultRunsc is where scripts/build-runsc.sh installs gVisor's runsc.
 const DefaultRunsc = "/usr/local/bin/runsc"
@@ -72,17 +81,32 @@ var runscFlags = []string{"--platform=systrap", "--allow-flag-override", "--over
 // runsc through the same command line as runc (create, start, kill, wait,
 // delete, exec, events), so exit codes, cgroups and the task's network
 // namespace work as with runc. The shim has no way to pass extra flags to
-// its binary, so it runs a wrapper script that adds runscFlags.
+// its binary, so it runs a wrapper script that adds runscFlags, and that
+// also makes containers joining a task's sandbox look to the shim like
+// containers of their own (wrapperScript).
 type gvisorRuntime struct {
 	runsc   string // the runsc binary
 	wrapper string // the script the shim runs: runsc with runscFlags
+	waits   string // the wrapper's start signals to joined containers' waiters
+	pause   string // the static binary the sandbox's root container runs
 
 	once sync.Once
 	err  error
 }
 
+// DefaultPauseBinary is what a sandbox's root container runs (as "sleep
+// infinity"): Debian's busybox-static, which the agent's hosts have for the
+// same reason as tini (scripts/lib.sh), statically linked so it needs
+// nothing from the empty root it runs in.
+const DefaultPauseBinary = "/bin/busybox"
+
 func newGvisorRuntime(runsc, dataDir string) *gvisorRuntime {
-	return &gvisorRuntime{runsc: runsc, wrapper: filepath.Join(dataDir, "agent", "runsc")}
+	return &gvisorRuntime{
+		runsc:   runsc,
+		wrapper: filepath.Join(dataDir, "agent", "runsc"),
+		waits:   filepath.Join(dataDir, "agent", "runsc-waits"),
+		pause:   DefaultPauseBinary,
+	}
 }
 
 func (*gvisorRuntime) Name() string      { return "runsc" }
@@ -92,21 +116,50 @@ func (g *gvisorRuntime) Containerd() (string, any) {
 	return runtimeName, &runcoptions.Options{BinaryName: g.wrapper}
 }
 
-// SpecOpts: a task of one container gets gVisor's own network stack
-// (netstack, --network=sandbox), which takes the task's eth0 and address
-// over from the host's kernel. Several containers are several sandboxes
-// (runsc can join containers into one sandbox, but the runc shim cannot
-// follow a joined container's exit: docs/architecture.md), and several
-// netstacks cannot share one interface or one loopback, so their sandboxes
-// use the task network namespace's kernel stack instead (--network=host,
-// which is still only the task's namespace): localhost between containers
-// works as with runc.
+// runsc's annotations (CRI's) that put containers into one sandbox: the
+// root container's type is "sandbox", every other container's "container",
+// naming the root's id.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+)
+
+// SpecOpts join the container to the task's sandbox: the task is one
+// gVisor kernel (one sentry and network stack) whatever its number of
+// containers, as a Fargate task is one VM. Each container keeps its own
+// mount, PID and UTS namespaces inside it, and its own root and mounts
+// served by its own gofer.
 func (*gvisorRuntime) SpecOpts(task agent.TaskSpec) []oci.SpecOpts {
-	if len(task.Containers) <= 1 {
+	if !sharedSandbox(task) {
 		return nil
 	}
-	return []oci.SpecOpts{oci.WithAnnotations(map[string]string{"dev.gvisor.flag.network": "host"})}
+	return []oci.SpecOpts{oci.WithAnnotations(map[string]string{
+		annotationContainerType: "container",
+		annotationSandboxID:     sandboxID(task.TaskID),
+	})}
 }
+
+// SandboxOpts make the root container: gVisor's own network stack
+// (netstack, runsc's default --network=sandbox) takes the task's eth0 and
+// address over from the host's kernel, and every container of the task
+// shares it, localhost included. The root's process is busybox's sleep
+// (the pause binary, bind-mounted read-only into an empty read-only root):
+// it only keeps the sandbox up, and SIGKILL ends it.
+func (g *gvisorRuntime) SandboxOpts(task agent.TaskSpec) []oci.SpecOpts {
+	if !sharedSandbox(task) {
+		return nil
+	}
+	return []oci.SpecOpts{
+		oci.WithAnnotations(map[string]string{annotationContainerType: "sandbox"}),
+		oci.WithMounts([]specs.Mount{{Destination: pausePath, Type: "bind", Source: g.pause, Options: []string{"bind", "ro"}}}),
+		oci.WithProcessArgs(pausePath, "infinity"),
+		oci.WithRootFSReadonly(),
+	}
+}
+
+// pausePath is where the pause binary is in the root container; busybox
+// runs the applet its name says.
+const pausePath = "/sleep"
 
 // Available writes the wrapper and starts one throwaway sandbox (runsc do,
 // no network) to prove sandboxes run here: runsc that exists but cannot
@@ -121,8 +174,14 @@ func (g *gvisorRuntime) check() error {
 	if _, err := os.Stat(g.runsc); err != nil {
 		return fmt.Errorf("gVisor's runsc is not installed at %s (build it with scripts/build-runsc.sh): %w", g.runsc, err)
 	}
-	script := fmt.Sprintf(wrapperScript, g.runsc+" "+strings.Join(runscFlags, " "))
+	if _, err := os.Stat(g.pause); err != nil {
+		return fmt.Errorf("a sandbox's root container runs %s (Debian's busybox-static), which is missing: %w", g.pause, err)
+	}
+	script := fmt.Sprintf(wrapperScript, g.runsc+" "+strings.Join(runscFlags, " "), g.waits)
 	if err := os.MkdirAll(filepath.Dir(g.wrapper), 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(g.waits, 0o700); err != nil {
 		return err
 	}
 	tmp := g.wrapper + ".tmp"
@@ -151,13 +210,68 @@ func (g *gvisorRuntime) check() error {
 }
 
 // wrapperScript is the runtime binary the shim runs for sandboxes (%[1]s:
-// runsc and its flags). It translates one answer: killing a sandbox that
-// has exited, runsc says "sandbox is not running" where runc says
-// "container not running", which is what the shim turns into NotFound
-// (process already finished); anything else would fail every clean-up of
-// an exited container.
+// runsc and its flags; %[2]s: a directory for the waiters' start signals).
+//
+// It translates one answer: killing a sandbox that has exited, runsc says
+// "sandbox is not running" where runc says "container not running", which
+// is what the shim turns into NotFound (process already finished); anything
+// else would fail every clean-up of an exited container. A container that
+// joined a sandbox which has died (the host's OOM killer took the sentry)
+// fails with whatever the dead sandbox's socket says; runsc state then
+// says it is not running, and the answer is the same.
+//
+// And it makes a container that joins a sandbox followable. The shim learns
+// a container's process from the --pid-file of create, reaps it as its
+// child (it is a child subreaper) and reports the container's exit, with
+// that process's status, when it ends. runsc writes the sandbox's pid there
+// for a joining container, so the shim would see no exit until the whole
+// sandbox ended. So create starts a waiter, `runsc wait <id>` in a shell
+// that exits with the container's code (runsc prints it: 128+signal when
+// killed), and puts the waiter's pid in the pid file instead. runsc wait
+// refuses a container not started yet, so the waiter first blocks on a FIFO
+// that start (or delete, for a container that never started) writes to.
+// The waiter holds the FIFO open from before create returns, so the signal
+// cannot be lost, and a writer opening it read-write never blocks, even
+// when no waiter is left.
+//
+// runsc also gives a joining container the standard streams of `runsc
+// start`, not of create as runc does, and the shim runs start with a pipe
+// for its output that it reads to the end: the container would write its
+// logs there and start would never return. So the waiter keeps the streams
+// create got (the container's, from the shim) until start, which runs runsc
+// with them (through /proc/<waiter>/fd; the waiter has them from its fork,
+// before create returns), and drops them once started, so
+// the shim sees the end of the output when the container's is done. A sandbox that dies under its containers (the
+// host's OOM killer takes the sentry) leaves runsc wait nothing to report:
+// the waiter then exits 137, as the container was killed.
 const wrapperScript = `#!/bin/sh
 # Written by gantry: containerd's runc v2 shim runs this as its runtime binary.
+waits='%[2]s'
+for id do :; done
+root= bundle= pidfile= prev= before=
+for a do
+	case $prev in
+	--root) root=$a ;;
+	--bundle) bundle=$a ;;
+	--pid-file) pidfile=$a ;;
+	esac
+	before=$prev prev=$a
+done
+signal() {
+	[ -p "$waits/$id" ] || return 0
+	exec 4<>"$waits/$id" && echo go >&4
+	exec 4>&-
+}
+waiter() {
+	read -r x <&3
+	exec 3<&- 5<&- 6>&- 7>&-
+	rm -f "$waits/$id" "$waits/$id.pid"
+	out=$(%[1]s --root "$root" wait "$id" 2>/dev/null)
+	case $out in
+	*'"exitStatus":'*) code=${out##*'"exitStatus":'}; exit "${code%%%%[!0-9]*}" ;;
+	esac
+	exit 137
+}
 case " $* " in
 *" kill "*)
 	out=$(%[1]s "$@" 2>&1)
@@ -165,14 +279,65 @@ case " $* " in
 	if [ $rc -ne 0 ]; then
 		case $out in
 		*"not running"*) echo "container not running" >&2 ;;
-		*) printf '%%s\n' "$out" >&2 ;;
+		*)
+			case $(%[1]s --root "$root" state "$before" 2>/dev/null) in
+			*'"status": "running"'* | *'"status": "created"'*) printf '%%s\n' "$out" >&2 ;;
+			*) echo "container not running" >&2 ;;
+			esac
+			;;
 		esac
 	fi
+	exit $rc
+	;;
+*" create "*)
+	grep -q '"io.kubernetes.cri.container-type":"container"' "$bundle/config.json" 2>/dev/null || exec %[1]s "$@"
+	rm -f "$waits/$id"
+	mkfifo -m 600 "$waits/$id" || exit 1
+	exec 3<>"$waits/$id"
+	%[1]s "$@" 3<&-
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		rm -f "$waits/$id"
+		exit $rc
+	fi
+	exec 5<&0 6>&1 7>&2
+	(waiter) </dev/null >/dev/null 2>&1 &
+	printf '%%s' $! > "$waits/$id.pid"
+	printf '%%s' $! > "$pidfile.waiter" && mv "$pidfile.waiter" "$pidfile"
+	exit
+	;;
+*" start "*)
+	if [ -p "$waits/$id" ]; then
+		w=/proc/$(cat "$waits/$id.pid")/fd
+		%[1]s "$@" <"$w/5" >"$w/6" 2>"$w/7" || exit
+	else
+		%[1]s "$@" || exit
+	fi
+	signal
+	exit 0
+	;;
+*" delete "*)
+	%[1]s "$@"
+	rc=$?
+	signal
 	exit $rc
 	;;
 esac
 exec %[1]s "$@"
 `
+
+// sharedSandbox says whether a task's containers join a root container's
+// sandbox. A task of one container needs no root: its container is the
+// sandbox, with gVisor's network stack, and it ending ends the task anyway.
+// That keeps the root's start (a second sandbox boot's worth of runsc
+// calls) off the path of most tasks.
+func sharedSandbox(task agent.TaskSpec) bool {
+	return task.Isolation == agent.IsolationSandbox && len(task.Containers) > 1
+}
+
+// sandboxID is the containerd id of a task's root container in sandbox
+// isolation; runtimeID's are <task id>-<number>, so it is never one.
+func sandboxID(taskID string) string { return taskID + "-sandbox" }
 
 // runtimeFor is the runtime of a task's isolation.
 func (a *Agent) runtimeFor(isolation string) (Runtime, error) {

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -53,13 +54,17 @@ func TestSandboxTask(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The sandbox lives in the container's cgroup, with its limits.
+	// A task of one container is its own sandbox (no root container):
+	// the sandbox lives in the container's cgroup, with its limits.
 	rid := ctrStatus(t, st, "web").RuntimeID
 	if got := readFile(t, filepath.Join("/sys/fs/cgroup/pids/gantry", web, rid, "pids.max")); got != "4096" {
 		t.Errorf("pids.max %s, want 4096", got)
 	}
 	if procs := readFile(t, filepath.Join("/sys/fs/cgroup/memory/gantry", web, rid, "cgroup.procs")); procs == "" {
 		t.Errorf("the sandbox's processes are not in the container's cgroup")
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/gantry", web, web+"-sandbox")); err == nil {
+		t.Errorf("a task of one container got a root container")
 	}
 	host, _ := exec.Command("uname", "-r").Output()
 	kernel, dmesg, _ := strings.Cut(body, "\n")
@@ -108,6 +113,96 @@ func TestSandboxTaskContainersShareNetwork(t *testing.T) {
 	st := e.waitPhase(id, agent.PhaseStopped, time.Minute)
 	if code := exitCode(t, st, "client"); code != 3 {
 		t.Errorf("client exited %d, want 3 (it runs on gVisor and reached the server on localhost)", code)
+	}
+}
+
+// A sandboxed task is one gVisor sandbox, whatever its number of
+// containers: one sentry on the host, in the task's cgroup; every container
+// on gVisor's kernel and sharing its network stack (localhost). Each
+// container's exit is still its own: a non-essential container's exit code
+// is reported and the task keeps running, an essential one's stops it, and
+// the others get SIGTERM. Nothing of the task is left after it stops: no
+// containers, cgroups or network (checkClean), no process, no waiter.
+func TestSandboxTaskOneSandbox(t *testing.T) {
+	e := newEnv(t)
+	id := e.start(e.sandboxed(
+		agent.ContainerSpec{Name: "server", Essential: true, Command: sh(
+			`trap 'exit 0' TERM; mkdir /tmp/w && uname -r > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w & wait`)},
+		agent.ContainerSpec{Name: "side", Command: sh(`dmesg | grep -q gVisor || exit 4
+			for i in $(seq 100); do
+				case "$(wget -q -O - http://127.0.0.1:8080/)" in *gvisor*) exit 5 ;; esac
+				sleep 0.1
+			done; exit 1`)},
+		agent.ContainerSpec{Name: "main", Essential: true,
+			DependsOn: []agent.Dependency{{Container: "side", Condition: "COMPLETE"}},
+			Command:   sh(`dmesg | grep -q gVisor || exit 4; touch /tmp/started; sleep 4; exit 9`)},
+	))
+	st := e.wait(id, time.Minute, "main running", func(st agent.TaskStatus) bool {
+		return st.Phase == agent.PhaseRunning && ctrStatus(t, st, "main").Status == "RUNNING"
+	})
+	if c := ctrStatus(t, st, "side"); c.Status != "STOPPED" || c.ExitCode == nil || *c.ExitCode != 5 {
+		t.Errorf("side: %s exit %v, want STOPPED 5 (it ran on gVisor and reached the server on localhost)", c.Status, deref(c.ExitCode))
+	}
+	// One sentry for the task, and it is in the task's cgroup.
+	var sentries []string
+	cgroups, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory/gantry", id, "*", "cgroup.procs"))
+	for _, f := range cgroups {
+		for _, pid := range strings.Fields(readFile(t, f)) {
+			cmd, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+			if strings.HasPrefix(string(cmd), "runsc-sandbox\x00") {
+				sentries = append(sentries, pid+" in "+filepath.Base(filepath.Dir(f)))
+			}
+		}
+	}
+	out, _ := exec.Command("pgrep", "-f", "^runsc-sandbox .*"+id).Output()
+	if len(sentries) != 1 || len(strings.Fields(string(out))) != 1 {
+		t.Errorf("sandboxes of the task: in its cgroup %v, on the host %q; want one", sentries, out)
+	}
+
+	st = e.waitPhase(id, agent.PhaseStopped, time.Minute)
+	if st.StopCode != agent.StopEssentialExited {
+		t.Errorf("stopCode %q, want %s", st.StopCode, agent.StopEssentialExited)
+	}
+	for name, want := range map[string]int{"main": 9, "side": 5, "server": 0} {
+		if code := exitCode(t, st, name); code != want {
+			t.Errorf("%s exited %d, want %d", name, code, want)
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
+		t.Errorf("processes of the task left: %s", out)
+	}
+	if left, _ := os.ReadDir(filepath.Join(e.dataDir, "agent", "runsc-waits")); len(left) > 0 {
+		t.Errorf("waiters' files left: %v", left)
+	}
+}
+
+// A sandboxed task keeps running across an agent restart, its sandbox
+// included: the new agent follows each container's exit and removes the
+// sandbox when the task stops. Health checks run in a joined container
+// (exec into the sandbox), and a dependency on HEALTHY waits for them.
+func TestSandboxTaskAdopted(t *testing.T) {
+	e := newEnv(t)
+	id := e.start(e.sandboxed(
+		agent.ContainerSpec{Name: "a", Essential: true, Command: sh(`trap 'exit 0' TERM; sleep 1 && touch /tmp/ok; sleep 1000 & wait`),
+			HealthCheck: &agent.HealthCheck{Command: []string{"CMD-SHELL", "test -e /tmp/ok"}, Interval: time.Second, Timeout: 2 * time.Second, Retries: 30}},
+		agent.ContainerSpec{Name: "b", Command: sh(`sleep 3; exit 6`),
+			DependsOn: []agent.Dependency{{Container: "a", Condition: "HEALTHY"}}},
+	))
+	st := e.wait(id, time.Minute, "b running", func(st agent.TaskStatus) bool { return ctrStatus(t, st, "b").Status == "RUNNING" })
+	if h := ctrStatus(t, st, "a").HealthStatus; h != "HEALTHY" {
+		t.Errorf("a's health %q when b started, want HEALTHY", h)
+	}
+	e.restartAgent()
+	e.wait(id, time.Minute, "b exited", func(st agent.TaskStatus) bool { return ctrStatus(t, st, "b").Status == "STOPPED" })
+	if err := e.agent.StopTask(e.ctx, agent.StopRequest{TaskID: id}); err != nil {
+		t.Fatal(err)
+	}
+	st = e.waitPhase(id, agent.PhaseStopped, time.Minute)
+	if a, b := exitCode(t, st, "a"), exitCode(t, st, "b"); a != 0 || b != 6 {
+		t.Errorf("exit codes a %d b %d, want 0 and 6", a, b)
+	}
+	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
+		t.Errorf("processes of the task left: %s", out)
 	}
 }
 
@@ -170,5 +265,27 @@ func TestHardening(t *testing.T) {
 				t.Errorf("the check that exits %d failed", code)
 			}
 		})
+	}
+}
+
+// A container's own memory limit inside a task's sandbox is not the host's
+// to enforce: the host sees only the sandbox, in its root container's
+// cgroup, so what holds is the task's limit. A container that outgrows it
+// gets the sentry killed, which ends every container of the task; each is
+// reported killed for memory (137, OutOfMemoryError), and the task stops.
+// Under runc only the hog would die (docs/architecture.md).
+func TestSandboxContainerMemoryLimit(t *testing.T) {
+	e := newEnv(t)
+	spec := e.sandboxed(
+		agent.ContainerSpec{Name: "hog", MemoryMiB: 64, Command: sh("sleep 0.5; tail /dev/zero")},
+		agent.ContainerSpec{Name: "bystander", Essential: true, Command: sh("trap 'exit 0' TERM; sleep 60 & wait")},
+	)
+	spec.MemoryMiB = 256
+	id := e.start(spec)
+	st := e.waitPhase(id, agent.PhaseStopped, time.Minute)
+	for _, name := range []string{"hog", "bystander"} {
+		if c := ctrStatus(t, st, name); c.ExitCode == nil || *c.ExitCode != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+			t.Errorf("%s: exit %v reason %q, want 137 OutOfMemoryError", name, deref(c.ExitCode), c.Reason)
+		}
 	}
 }

@@ -62,6 +62,7 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	if err != nil {
 		return nil, err
 	}
+	env = append(env, awsEnv(rec.Spec.TaskARN, r.t.a.cfg.Metadata, environment)...)
 	keys := make([]string, 0, len(environment))
 	for k := range environment {
 		keys = append(keys, k)
@@ -79,6 +80,7 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	// As Docker does: a mount of the container's own wins over one at the
 	// same path from volumesFrom, which come after it.
 	at := map[string]bool{}
+	efs := map[string]efsVolume{} // sources set by withEFS
 	for _, m := range s.Mounts {
 		dest := filepath.Clean(m.ContainerPath)
 		if at[dest] {
@@ -91,11 +93,7 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		}
 		src := r.t.a.volumeDir(r.t.id, m.Volume)
 		if m.EFS != nil {
-			dir, err := r.t.a.efsDir(r.t.id, m.EFS)
-			if err != nil {
-				return nil, fmt.Errorf("EFS volume %s: %w", m.Volume, err)
-			}
-			src = dir
+			efs[dest] = efsVolume{name: m.Volume, m: m.EFS}
 		}
 		mounts = append(mounts, specs.Mount{Destination: dest, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", mode}})
 	}
@@ -132,6 +130,9 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	if s.ReadonlyRootfs {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
+	opts = append(opts, r.t.a.withEFS(r.t.id, rec.Spec.Isolation, efs))
+	// Before withHardening (start.go): the seccomp profile follows the capabilities.
+	opts = append(opts, withCapabilities(s.CapAdd, s.CapDrop), r.t.a.withExecTTY(rec.Spec.Isolation))
 	return opts, nil
 }
 

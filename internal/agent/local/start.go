@@ -4,12 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/images"
@@ -18,6 +22,7 @@ import (
 const (
 	labelTask      = "gantry.task"
 	labelContainer = "gantry.container"
+	labelSandbox   = "gantry.sandbox" // on a task's root container (runtime.go)
 	runtimeName    = "io.containerd.runc.v2"
 )
 
@@ -257,5 +262,73 @@ func (r *runner) create(c *ctr) error {
 	}
 	c.c, c.fresh = cc, true
 	r.mark("create." + c.spec.Name)
+	return nil
+}
+
+// startSandbox starts the task's root container when its runtime puts all
+// of the task's containers in one sandbox (Runtime.SandboxOpts), before any
+// of them is created: they join it. It has no image: an empty read-only
+// root in the task's directory, where the runtime's options mount what it
+// runs. It shares the containers' shim (one per task) and has a cgroup of
+// its own under the task's, which thus holds the whole sandbox.
+func (r *runner) startSandbox(rt Runtime, spec agent.TaskSpec) error {
+	extra := rt.SandboxOpts(spec)
+	if extra == nil {
+		return nil
+	}
+	ctx, client, id := r.ctx, r.t.a.client, sandboxID(r.t.id)
+	// One an earlier agent started is kept if it runs: containers may be in
+	// it. One that does not run is made again.
+	if cc, err := client.LoadContainer(ctx, id); err == nil {
+		if tk, err := cc.Task(ctx, nil); err == nil {
+			if st, err := tk.Status(ctx); err == nil && st.Status == containerd.Running {
+				return nil
+			}
+			if _, err := tk.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+		}
+		if err := cc.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	root := filepath.Join(r.t.a.taskDir(r.t.id), "sandbox-root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	// The mount point of what the root container runs: the root is
+	// read-only, so the runtime could not make it.
+	if err := os.WriteFile(filepath.Join(root, pausePath), nil, 0o644); err != nil {
+		return err
+	}
+	rec := r.t.record()
+	opts := append([]oci.SpecOpts{
+		oci.WithRootFSPath(root),
+		oci.WithHostname(defaultHostname(rec.Status.IPv4Address)),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: rec.Network.NetNSPath}),
+		oci.WithCgroup(containerCgroup(r.t.id, id)),
+		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": r.t.id}),
+		withHardening(),
+	}, extra...)
+	rtName, rtOpts := rt.Containerd()
+	cc, err := client.NewContainer(ctx, id,
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelSandbox: "root"}),
+		containerd.WithRuntime(rtName, rtOpts),
+	)
+	if err != nil {
+		return fmt.Errorf("the task's sandbox: %w", err)
+	}
+	tk, err := cc.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return fmt.Errorf("the task's sandbox: %w", err)
+	}
+	if err := tk.Start(ctx); err != nil {
+		tk.Delete(ctx, containerd.WithProcessKill)
+		return fmt.Errorf("the task's sandbox: %w", err)
+	}
+	r.t.log.Info("sandbox started", "id", id, "pid", tk.Pid())
 	return nil
 }

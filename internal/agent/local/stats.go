@@ -101,7 +101,7 @@ func (a *Agent) sampleTask(rec record) {
 		if c.Status != "RUNNING" {
 			continue
 		}
-		cg, err := cgroup1.Load(cgroup1.StaticPath(containerCgroup(rec.Spec.TaskID, c.RuntimeID)))
+		cg, err := cgroup1.Load(cgroup1.StaticPath(containerCgroup(rec.Spec.TaskID, statsCgroupID(rec.Spec, c.RuntimeID))))
 		if err != nil {
 			continue
 		}
@@ -111,6 +111,16 @@ func (a *Agent) sampleTask(rec record) {
 		}
 		s := &metadata.Stats{Read: now, Name: c.Name, ID: c.RuntimeID}
 		fillStats(s, m, sys, uint64(rec.Spec.MemoryMiB)*mib)
+		if sharedSandbox(rec.Spec) {
+			// The sandbox's cgroup has only the task's limit; the
+			// container's own is what its definition says (and what
+			// Fargate reports), not one the host enforces inside it.
+			for _, cs := range rec.Spec.Containers {
+				if l := uint64(cs.MemoryMiB) * mib; cs.Name == c.Name && l > 0 && l < s.MemoryStats.Limit {
+					s.MemoryStats.Limit = l
+				}
+			}
+		}
 		if procs, err := cg.Processes(cgroup1.Memory, true); err == nil {
 			s.NumProcs = uint32(len(procs))
 			// Any process in the task's network namespace will do; a
@@ -143,6 +153,18 @@ func (a *Agent) sampleTask(rec record) {
 		}
 		a.stats.byID[id] = s
 	}
+}
+
+// statsCgroupID is the runtime id whose cgroup holds a container's
+// processes. In a task of one gVisor sandbox that is the sandbox's root
+// container's for every container: the host sees the sentry and its
+// processes, not which container an allocation or a thread belongs to, so
+// each container reports the sandbox's numbers (as the task-level ones).
+func statsCgroupID(spec agent.TaskSpec, runtimeID string) string {
+	if sharedSandbox(spec) {
+		return sandboxID(spec.TaskID)
+	}
+	return runtimeID
 }
 
 func fillStats(s *metadata.Stats, m *v1.Metrics, sys uint64, taskLimit uint64) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -343,8 +344,8 @@ func (r *runner) prepare() error {
 	// The task's cgroup and filesystem do not depend on its network, and
 	// each costs tens of milliseconds: make them while CNI runs. Every
 	// return below waits for them, so clean-up never races a half-made one.
-	host := make(chan error, 1)
-	go func() { host <- r.prepareHost(rec.Spec) }()
+	host, cgroup := make(chan error, 1), make(chan error, 1)
+	go func() { host <- r.prepareHost(rec.Spec, cgroup) }()
 	hostDone := false
 	defer func() {
 		if !hostDone {
@@ -399,6 +400,9 @@ func (r *runner) prepare() error {
 	if err := r.writeFiles(rec); err != nil {
 		return err
 	}
+	if err := r.t.a.efsNFSMountAll(r.t.id, rec.Spec); err != nil {
+		return err
+	}
 	// The containers that start first need the network (their specs
 	// name the namespace) but not the task's file system or cgroup:
 	// create them while those and the firewall are made. A failure is
@@ -406,6 +410,24 @@ func (r *runner) prepare() error {
 	// then. Containers that wait on others are created only when they
 	// may start, as ECS does: one whose dependency fails never exists.
 	<-views
+	// A task in one sandbox starts it first, in the task's cgroup (so
+	// once that is made): its containers' processes are created into it.
+	// The ephemeral file system (for the containers' roots) and their
+	// containerd records need no sandbox and are made meanwhile.
+	rt, err := r.t.a.runtimeFor(rec.Spec.Isolation)
+	if err != nil {
+		return err
+	}
+	sandboxed := rt.SandboxOpts(rec.Spec) != nil
+	sandbox := make(chan error, 1)
+	if !sandboxed {
+		sandbox <- nil
+	} else {
+		if err := <-cgroup; err != nil {
+			return err
+		}
+		go func() { sandbox <- r.startSandbox(rt, rec.Spec) }()
+	}
 	for _, c := range r.ctrs {
 		if c.c == nil && len(c.spec.DependsOn) == 0 && !r.stopRequested() {
 			c.createErr = r.create(c)
@@ -414,9 +436,16 @@ func (r *runner) prepare() error {
 			}
 		}
 	}
+	serr := <-sandbox
+	if sandboxed {
+		r.mark("sandbox")
+	}
 	hostDone = true
-	err := <-host
+	err = <-host
 	r.mark("host")
+	if serr != nil {
+		return fmt.Errorf("ResourceInitializationError: %w", serr)
+	}
 	return err
 }
 
@@ -434,11 +463,15 @@ func (r *runner) waitFirewall() error {
 	return nil
 }
 
-// prepareHost makes the task's cgroup and mounts its ephemeral storage.
-func (r *runner) prepareHost(spec agent.TaskSpec) error {
+// prepareHost makes the task's cgroup, says so on cgroup (a task's
+// sandbox starts in it), and mounts its ephemeral storage.
+func (r *runner) prepareHost(spec agent.TaskSpec, cgroup chan<- error) error {
 	if err := createTaskCgroup(spec); err != nil {
-		return fmt.Errorf("task cgroup: %w", err)
+		err = fmt.Errorf("task cgroup: %w", err)
+		cgroup <- err
+		return err
 	}
+	cgroup <- nil
 	if err := r.t.a.mountTaskFS(spec); err != nil {
 		return fmt.Errorf("ResourceInitializationError: ephemeral storage: %w", err)
 	}
@@ -603,7 +636,7 @@ func (r *runner) exited(c *ctr, ev event) {
 	if ev.exit != nil {
 		n := int(ev.exit.ExitCode())
 		code = &n
-		if oomKilled(r.t.id, c.id) {
+		if oomKilled(r.t.id, r.cgroupOf(c.id)) {
 			reason = reasonOOM
 		}
 	}
@@ -638,6 +671,12 @@ func (r *runner) exited(c *ctr, ev event) {
 	if r.stopping && !r.anyRunning() {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.ExecutionStoppedAt = now() })
 	}
+}
+
+// cgroupOf is the runtime id whose cgroup holds a container's processes:
+// its own, or in a task of one sandbox the sandbox's, which holds them all.
+func (r *runner) cgroupOf(runtimeID string) string {
+	return statsCgroupID(r.t.record().Spec, runtimeID)
 }
 
 // lost records a container whose exit code nobody can know any more.
@@ -722,6 +761,9 @@ func (r *runner) release() error {
 	if err != nil {
 		return err
 	}
+	// A sandbox's root container goes last: the containers in it are
+	// deleted through it.
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].ID() != sandboxID(r.t.id) && cs[j].ID() == sandboxID(r.t.id) })
 	for _, cc := range cs {
 		if tk, err := cc.Task(ctx, nil); err == nil {
 			if _, err := tk.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {

@@ -1,0 +1,283 @@
+package efsnfs
+
+// The FUSE file system of the mount helper: each inode is an NFS file
+// handle, and each operation one or two NFS calls. Attributes are never
+// cached and missing names not remembered; names are kept a second, page
+// cache is dropped on open (no keep-cache): NFS's close-to-open.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+type node struct {
+	fs.Inode
+	c  *client
+	fh []byte
+}
+
+var (
+	_ fs.NodeGetattrer  = (*node)(nil)
+	_ fs.NodeSetattrer  = (*node)(nil)
+	_ fs.NodeLookuper   = (*node)(nil)
+	_ fs.NodeReaddirer  = (*node)(nil)
+	_ fs.NodeCreater    = (*node)(nil)
+	_ fs.NodeOpener     = (*node)(nil)
+	_ fs.NodeReader     = (*node)(nil)
+	_ fs.NodeWriter     = (*node)(nil)
+	_ fs.NodeMkdirer    = (*node)(nil)
+	_ fs.NodeUnlinker   = (*node)(nil)
+	_ fs.NodeRmdirer    = (*node)(nil)
+	_ fs.NodeRenamer    = (*node)(nil)
+	_ fs.NodeSymlinker  = (*node)(nil)
+	_ fs.NodeReadlinker = (*node)(nil)
+	_ fs.NodeStatfser   = (*node)(nil)
+	_ fs.NodeFsyncer    = (*node)(nil)
+	_ fs.NodeFlusher    = (*node)(nil)
+)
+
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EIO
+}
+
+// NFSv3 ftype3 to the S_IFMT bits.
+func typeBits(t uint32) uint32 {
+	switch t {
+	case 2:
+		return syscall.S_IFDIR
+	case 3:
+		return syscall.S_IFBLK
+	case 4:
+		return syscall.S_IFCHR
+	case 5:
+		return syscall.S_IFLNK
+	case 6:
+		return syscall.S_IFSOCK
+	case 7:
+		return syscall.S_IFIFO
+	}
+	return syscall.S_IFREG
+}
+
+func fill(out *fuse.Attr, a attr) {
+	out.Mode = typeBits(a.Type) | a.Mode&0o7777
+	out.Nlink, out.Uid, out.Gid = a.Nlink, a.UID, a.GID
+	out.Size, out.Blocks = a.Size, (a.Used+511)/512
+	out.Ino = a.FileID
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+	out.Blksize = 1 << 20
+}
+
+func (n *node) child(ctx context.Context, fh []byte, a attr, out *fuse.EntryOut) *fs.Inode {
+	fill(&out.Attr, a)
+	return n.NewInode(ctx, &node{c: n.c, fh: fh}, fs.StableAttr{Mode: typeBits(a.Type), Ino: a.FileID})
+}
+
+func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, err := n.c.getattr(n.fh)
+	if err != nil {
+		return errno(err)
+	}
+	fill(&out.Attr, a)
+	return 0
+}
+
+func (n *node) Setattr(_ context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var s sattr
+	if m, ok := in.GetMode(); ok {
+		m &= 0o7777
+		s.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		s.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		s.GID = &g
+	}
+	if sz, ok := in.GetSize(); ok {
+		s.Size = &sz
+	}
+	if t, ok := in.GetATime(); ok {
+		s.Atime = &t
+	}
+	if t, ok := in.GetMTime(); ok {
+		s.Mtime = &t
+	}
+	if err := n.c.setattr(n.fh, s); err != nil {
+		return errno(err)
+	}
+	return n.Getattr(context.Background(), nil, out)
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	fh, a, err := n.c.lookup(n.fh, name)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, fh, a, out), 0
+}
+
+func (n *node) Readdir(context.Context) (fs.DirStream, syscall.Errno) {
+	ents, err := n.c.readdir(n.fh)
+	if err != nil {
+		return nil, errno(err)
+	}
+	list := make([]fuse.DirEntry, 0, len(ents))
+	for _, e := range ents {
+		if e.Name == "." || e.Name == ".." {
+			continue
+		}
+		list = append(list, fuse.DirEntry{Name: e.Name, Mode: typeBits(e.Attr.Type), Ino: e.Attr.FileID})
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+// handle is an open file; appends are written at the size the server
+// reports just before (NFSv3 has no append: see Write).
+type handle struct {
+	append bool
+	mu     sync.Mutex
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	fh, a, err := n.c.create(n.fh, name, mode&0o7777, flags&syscall.O_EXCL != 0)
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	return n.child(ctx, fh, a, out), &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
+}
+
+func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_TRUNC != 0 {
+		var zero uint64
+		if err := n.c.setattr(n.fh, sattr{Size: &zero}); err != nil {
+			return nil, 0, errno(err)
+		}
+	}
+	return &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
+}
+
+func (n *node) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	got := 0
+	for got < len(dest) {
+		data, eof, err := n.c.read(n.fh, uint64(off)+uint64(got), uint32(len(dest)-got))
+		if err != nil {
+			return nil, errno(err)
+		}
+		got += copy(dest[got:], data)
+		if eof || len(data) == 0 {
+			break
+		}
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// Write sends the data at off, or, for a file opened O_APPEND, at the
+// size the server reports now. Between that GETATTR and the WRITE another
+// client may append too and one write lands on the other: the race every
+// NFSv3 client has (and EFS's NFSv4.1 clients too, whose append is the
+// same two steps). Writes through one handle are serialized, so one
+// task's appends never overlap each other.
+func (n *node) Write(_ context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if h, ok := f.(*handle); ok && h.append {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		a, err := n.c.getattr(n.fh)
+		if err != nil {
+			return 0, errno(err)
+		}
+		off = int64(a.Size)
+	}
+	done := 0
+	for done < len(data) {
+		end := min(len(data), done+1<<20)
+		w, err := n.c.write(n.fh, uint64(off)+uint64(done), data[done:end])
+		if err != nil {
+			return uint32(done), errno(err)
+		}
+		if w == 0 {
+			return uint32(done), syscall.EIO
+		}
+		done += int(w)
+	}
+	return uint32(done), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	fh, a, err := n.c.mkdir(n.fh, name, mode&0o7777)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, fh, a, out), 0
+}
+
+func (n *node) Unlink(_ context.Context, name string) syscall.Errno {
+	return errno(n.c.remove(n.fh, name, false))
+}
+
+func (n *node) Rmdir(_ context.Context, name string) syscall.Errno {
+	return errno(n.c.remove(n.fh, name, true))
+}
+
+func (n *node) Rename(_ context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if flags != 0 {
+		return syscall.EINVAL // RENAME_NOREPLACE/EXCHANGE: not in NFSv3
+	}
+	p, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return errno(n.c.rename(n.fh, name, p.fh, newName))
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	fh, a, err := n.c.symlink(n.fh, name, target)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, fh, a, out), 0
+}
+
+func (n *node) Readlink(context.Context) ([]byte, syscall.Errno) {
+	s, err := n.c.readlink(n.fh)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return []byte(s), 0
+}
+
+func (n *node) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
+	s, err := n.c.fsstat()
+	if err != nil {
+		return errno(err)
+	}
+	const bs = 4096
+	out.Bsize, out.Frsize = bs, bs
+	out.Blocks, out.Bfree, out.Bavail = s.Total/bs, s.Free/bs, s.Avail/bs
+	out.Files, out.Ffree = s.Files, s.FreeFiles
+	out.NameLen = 255
+	return 0
+}
+
+// Writes are FILE_SYNC: on the server's disk when answered.
+func (n *node) Fsync(context.Context, fs.FileHandle, uint32) syscall.Errno { return 0 }
+func (n *node) Flush(context.Context, fs.FileHandle) syscall.Errno         { return 0 }
+
+var (
+	entryTimeout    = time.Second
+	attrTimeout     = time.Duration(0)
+	negativeTimeout = time.Duration(0)
+)

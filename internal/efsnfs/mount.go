@@ -1,0 +1,208 @@
+package efsnfs
+
+// The mount helper, `gantry efs-nfs-mount` (hidden): one process per
+// task and volume, as with the local FUSE helper (internal/efsfuse), so
+// the mount outlives a server restart as the task does. The agent starts
+// it through nsenter in the task's network namespace: the NFS connection
+// (and every reconnection) then leaves from the task's ENI address, and
+// the mount target's security groups decide whether it gets through. The
+// mount itself is made in the host's mount namespace, at the path the
+// agent binds into the containers.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Subcommand is the hidden `gantry` subcommand that runs Main.
+const Subcommand = "efs-nfs-mount"
+
+// fsType is the mount's type in /proc/mounts: fuse.gantry-efs-nfs.
+const fsType = "gantry-efs-nfs"
+
+// MountSpec is one export mounted for one task.
+type MountSpec struct {
+	Mountpoint string
+	Addr       string // mount target address, host:port
+	Export     string // the export's name on the server
+	Source     string // shown in /proc/mounts
+}
+
+// Mount dials the server, mounts the export at m.Mountpoint, calls ready,
+// and serves until unmounted or ctx ends.
+func Mount(ctx context.Context, m MountSpec, ready func()) error {
+	c, err := dialTimeout(m.Addr, m.Export, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	a, err := c.getattr(c.root)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", m.Export, err)
+	}
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:        true, // the server decides access, as the user it serves as
+			DirectMountStrict: true,
+			FsName:            m.Source,
+			Name:              fsType,
+			MaxWrite:          1 << 20,
+			DisableXAttrs:     true,
+		},
+		EntryTimeout:    &entryTimeout,
+		AttrTimeout:     &attrTimeout,
+		NegativeTimeout: &negativeTimeout,
+		RootStableAttr:  &fs.StableAttr{Ino: a.FileID, Mode: syscall.S_IFDIR},
+	}
+	server, err := fuse.NewServer(fs.NewNodeFS(&node{c: c, fh: c.root}, opts), m.Mountpoint, &opts.MountOptions)
+	if err != nil {
+		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+		return fmt.Errorf("FUSE mount at %s: %w", m.Mountpoint, err)
+	}
+	ready()
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// dialTimeout bounds the first connection: go-nfs-client's transport
+// retries a call for minutes when nothing answers (a security group
+// dropping the SYN), and the task must fail its mount instead.
+func dialTimeout(addr, export string, d time.Duration) (*client, error) {
+	type res struct {
+		c   *client
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := dial(addr, export)
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-time.After(d):
+		go func() {
+			if r := <-ch; r.c != nil {
+				r.c.close()
+			}
+		}()
+		return nil, fmt.Errorf("connect to %s: timed out after %s", addr, d)
+	}
+}
+
+// Main is the helper: `gantry efs-nfs-mount --mountpoint DIR --addr
+// IP:2049 --export NAME [--source NAME]` with a pipe on descriptor 3 that
+// gets "ready" or the error.
+func Main(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("gantry "+Subcommand, flag.ContinueOnError)
+	var m MountSpec
+	fl.StringVar(&m.Mountpoint, "mountpoint", "", "where to mount")
+	fl.StringVar(&m.Addr, "addr", "", "the mount target's address, host:port")
+	fl.StringVar(&m.Export, "export", "", "the export's name")
+	fl.StringVar(&m.Source, "source", "efs", "the mount's source name")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if m.Mountpoint == "" || m.Addr == "" || m.Export == "" {
+		return errors.New("--mountpoint, --addr and --export are required")
+	}
+	status := os.NewFile(3, "status")
+	if status == nil {
+		return errors.New("descriptor 3 (status pipe) must be open")
+	}
+	readied := false
+	err := Mount(ctx, m, func() {
+		readied = true
+		fmt.Fprintln(status, "ready")
+		status.Close()
+	})
+	if err != nil && !readied {
+		fmt.Fprintln(status, err)
+	}
+	return err
+}
+
+// Start runs exe's helper for m in the network namespace netns (a path,
+// through nsenter; "" for the caller's) and returns its pid once the
+// mount serves.
+func Start(exe, netns string, m MountSpec, logPath string) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		w.Close()
+		return 0, err
+	}
+	args := []string{exe, Subcommand, "--mountpoint", m.Mountpoint, "--addr", m.Addr, "--export", m.Export, "--source", m.Source}
+	if netns != "" {
+		args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	logf.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start %s: %w", Subcommand, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	r.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	if line = strings.TrimSpace(line); line == "ready" {
+		return cmd.Process.Pid, nil
+	}
+	cmd.Process.Kill()
+	<-exited
+	unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+	if line == "" {
+		b, _ := os.ReadFile(logPath)
+		line = "helper exited without a word: " + strings.TrimSpace(string(b))
+	}
+	return 0, errors.New(line)
+}
+
+// Runs reports whether pid is a live helper serving dir.
+func Runs(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	sub := false
+	for i, a := range args {
+		sub = sub || a == Subcommand
+		if a == "--mountpoint" && i+1 < len(args) && args[i+1] == dir {
+			return sub
+		}
+	}
+	return false
+}

@@ -1,0 +1,303 @@
+package elbv2
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upstream carries the proxy's requests to targets. Profiling the load
+// balancer against targets that close every connection (busybox httpd, many
+// small servers) showed http.Transport spending a dial goroutine, a read
+// loop and a write loop goroutine, and their hand-offs, on every one-shot
+// connection. A request without a body is one write and one response, so
+// upstream does it in the handler's goroutine: net/http still writes the
+// request and parses the response; only the connection handling is ours.
+// Requests with a body or an Upgrade go through http.Transport, which
+// streams the body while it reads the response.
+type upstream struct {
+	dialer   net.Dialer
+	fallback *http.Transport
+
+	mu   sync.Mutex
+	idle map[string][]*upConn // by target host:port, most recently used last
+}
+
+const (
+	upMaxIdlePerTarget = 64
+	upIdleTimeout      = 30 * time.Second
+	upDialTimeout      = 2 * time.Second
+)
+
+func newUpstream() *upstream {
+	// Idle connections are closed after upIdleTimeout, so TCP keep-alive
+	// probes would only cost setsockopt calls on every dial.
+	d := net.Dialer{Timeout: upDialTimeout, KeepAlive: -1}
+	return &upstream{
+		dialer: d,
+		fallback: &http.Transport{
+			DialContext:         d.DialContext,
+			MaxIdleConnsPerHost: upMaxIdlePerTarget,
+			IdleConnTimeout:     upIdleTimeout,
+			// Targets get exactly the client's Accept-Encoding, and the
+			// client the target's bytes, as on the body-less path.
+			DisableCompression: true,
+		},
+		idle: map[string][]*upConn{},
+	}
+}
+
+type upConn struct {
+	net.Conn
+	addr string
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used time.Time
+}
+
+var (
+	upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	upWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func (c *upConn) close() {
+	c.Conn.Close()
+	if c.br != nil {
+		c.br.Reset(nil)
+		upReaders.Put(c.br)
+		c.bw.Reset(nil)
+		upWriters.Put(c.bw)
+		c.br, c.bw = nil, nil
+	}
+}
+
+// errStale is a reused connection the target had closed before it read
+// the request: the request was not seen and may be sent again.
+var errStale = errors.New("idle connection closed by the target")
+
+func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if (req.Body != nil && req.Body != http.NoBody) || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
+		return u.fallback.RoundTrip(req)
+	}
+	addr := req.URL.Host
+	for {
+		c := u.get(addr)
+		reused := c != nil
+		if c == nil {
+			conn, err := u.dialer.DialContext(req.Context(), "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			br, bw := upReaders.Get().(*bufio.Reader), upWriters.Get().(*bufio.Writer)
+			br.Reset(conn)
+			bw.Reset(conn)
+			c = &upConn{Conn: conn, addr: addr, br: br, bw: bw}
+		}
+		resp, err := u.send(c, req, reused)
+		if errors.Is(err, errStale) && replayableMethod(req) {
+			continue
+		}
+		return resp, err
+	}
+}
+
+func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Response, error) {
+	ctx := req.Context()
+	// A client that goes away, or a request that times out, unblocks the
+	// reads and writes below.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		c.close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		if reused {
+			return fail(errStale)
+		}
+		return fail(err)
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) && c.br.Buffered() == 0 {
+				return fail(errStale)
+			}
+			return fail(err)
+		}
+		// 1xx answers other than 101 precede the real one (101 only follows
+		// an Upgrade, which the fallback transport carries).
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	resp.Body = &upBody{rc: resp.Body, c: c, u: u, stop: stop, keep: !resp.Close}
+	return resp, nil
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "read"
+}
+
+func replayableMethod(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// upBody hands the connection back for reuse once the response body has
+// been read to its end, or closes it.
+type upBody struct {
+	rc   io.ReadCloser
+	c    *upConn
+	u    *upstream
+	stop func() bool
+	keep bool
+	eof  bool
+	done bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// stop reports false when the context already poisoned the deadline;
+	// bytes past the response would be read as the next one's.
+	reuse := b.stop() && b.eof && b.keep && b.c.br.Buffered() == 0
+	if !reuse {
+		// Closing the connection first keeps net/http from draining the
+		// unread rest of the body, which for a stream may never end.
+		b.c.Conn.Close()
+	}
+	b.rc.Close()
+	if reuse {
+		b.u.put(b.c)
+	} else {
+		b.c.close()
+	}
+	return nil
+}
+
+func (u *upstream) get(addr string) *upConn {
+	for {
+		u.mu.Lock()
+		cs := u.idle[addr]
+		if len(cs) == 0 {
+			u.mu.Unlock()
+			return nil
+		}
+		c := cs[len(cs)-1]
+		u.setIdle(addr, cs[:len(cs)-1])
+		u.mu.Unlock()
+		if time.Since(c.used) < upIdleTimeout && c.open() {
+			return c
+		}
+		c.close()
+	}
+}
+
+// open tells whether the target still has the idle connection open: many
+// servers close idle connections after a few seconds, and a request that
+// cannot be replayed (a bodiless POST, DELETE) must not be lost on one.
+// One non-blocking peek, only on reuse.
+func (c *upConn) open() bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read is an open, quiet connection; EOF, an error or
+		// bytes nobody asked for mean it cannot carry a request.
+		alive = n <= 0 && errors.Is(err, syscall.EAGAIN)
+		return true
+	})
+	return err == nil && alive
+}
+
+func (u *upstream) setIdle(addr string, cs []*upConn) {
+	if len(cs) == 0 {
+		delete(u.idle, addr)
+		return
+	}
+	u.idle[addr] = cs
+}
+
+func (u *upstream) put(c *upConn) {
+	c.used = time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cs := u.idle[c.addr]
+	if len(cs) >= upMaxIdlePerTarget {
+		c.close()
+		return
+	}
+	u.idle[c.addr] = append(cs, c)
+}
+
+// closeIdle closes connections idle for longer than upIdleTimeout, or all
+// of them: a target that is gone keeps no sockets open here.
+func (u *upstream) closeIdle(all bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for addr, cs := range u.idle {
+		keep := cs[:0]
+		for _, c := range cs {
+			if all || time.Since(c.used) >= upIdleTimeout {
+				c.close()
+			} else {
+				keep = append(keep, c)
+			}
+		}
+		u.setIdle(addr, keep)
+	}
+	if all {
+		u.fallback.CloseIdleConnections()
+	}
+}
+
+// forget closes the idle connections to a target that was removed.
+func (u *upstream) forget(addr string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.idle[addr] {
+		c.close()
+	}
+	delete(u.idle, addr)
+}

@@ -1,0 +1,308 @@
+package test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/gantry-dev/gantry/internal/testenv"
+	"github.com/gantry-dev/gantry/internal/testimage"
+)
+
+// efsNFSHelpers lists the `gantry efs-nfs-mount` processes of this server.
+func efsNFSHelpers(s *testenv.Server) []string {
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(b), "\x00efs-nfs-mount\x00") && strings.Contains(string(b), s.DataDir+"/") {
+			found = append(found, filepath.Base(filepath.Dir(p))+" "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return found
+}
+
+// assertNoNFSLeft checks that no NFS mount helper, FUSE mount or served
+// mount target address is left once the tasks are gone.
+func assertNoNFSLeft(t *testing.T, s *testenv.Server, mtIP string) {
+	t.Helper()
+	var left []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		left = efsNFSHelpers(s)
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(mi), "\n") {
+			if strings.Contains(line, " "+s.DataDir+"/") && strings.Contains(line, "fuse") {
+				left = append(left, "mount "+line)
+			}
+		}
+		if out, err := exec.Command("ip", "-o", "addr", "show").Output(); err == nil && strings.Contains(string(out), " "+mtIP+"/32") {
+			left = append(left, "address "+mtIP+" still on a bridge")
+		}
+		if nftTableExists(efsTable(s)) {
+			left = append(left, "nftables table "+efsTable(s))
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("NFS mounts, helpers or addresses left: %v", left)
+	}
+}
+
+// With --efs-mode nfs the agent mounts EFS volumes as an agent on a host
+// without the tree does: over NFS from the mount target's address, from
+// the task's network namespace. A task writes through an access point
+// with a POSIX user and a second task reads it; files are the access
+// point user's on the server's tree whatever the container runs as,
+// root's 0600 file stays closed, and nothing above the access point's
+// root is reachable, by .. or symlinks. Nothing is left after.
+func TestEFSNFSAccessPoint(t *testing.T) {
+	s := testenv.Start(t, "--efs-mode", "nfs")
+	s.LoadImage(testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	var fs efsFS
+	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "nfs")
+	var mt efsMT
+	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
+	var ap efsAP
+	s.MustAWS(&ap, "efs", "create-access-point", "--file-system-id", fs.FileSystemId,
+		"--posix-user", `{"Uid": 1001, "Gid": 1001, "SecondaryGids": [2000]}`,
+		"--root-directory", "Path=/app/data,CreationInfo={OwnerUid=1001,OwnerGid=1001,Permissions=755}")
+
+	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
+	data := filepath.Join(tree, "app", "data")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(tree, "secret"), []byte("above"), 0o644))
+	must(os.MkdirAll(data, 0o755))
+	must(os.Chown(data, 1001, 1001))
+	must(os.WriteFile(filepath.Join(data, "root-only"), []byte("root's"), 0o600))
+	must(os.WriteFile(filepath.Join(data, "group-2000"), []byte("shared"), 0o640))
+	must(os.Chown(filepath.Join(data, "group-2000"), 0, 2000))
+	must(os.Symlink("../..", filepath.Join(data, "up")))
+	must(os.Symlink(tree, filepath.Join(data, "abs")))
+
+	def := func(family, user, script string) string {
+		u := ""
+		if user != "" {
+			u = `"user": "` + user + `", `
+		}
+		return `{"family": "` + family + `", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+			"volumes": [{"name": "shared", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `",
+				"transitEncryption": "ENABLED", "authorizationConfig": {"accessPointId": "` + ap.AccessPointId + `"}}}],
+			"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true, ` + u + `
+				"mountPoints": [{"sourceVolume": "shared", "containerPath": "/mnt/efs"}],
+				"command": ["sh", "-c", "` + strings.NewReplacer("\n", " ", "\t", "").Replace(script) + `"]}]}`
+	}
+	registerJSON(t, s, def("writer", "", `cd /mnt/efs || exit 10;
+		grep -q gantry-efs-nfs /proc/mounts || exit 9;
+		echo hello > by-root || exit 12;
+		[ $(stat -c %u:%g by-root) = 1001:1001 ] || exit 13;
+		cat root-only 2>/dev/null && exit 14;
+		echo x >> root-only 2>/dev/null && exit 15;
+		[ $(cat group-2000) = shared ] || exit 16;
+		chown 0:0 by-root 2>/dev/null;
+		cat up/secret 2>/dev/null && exit 18;
+		cat abs/secret 2>/dev/null && exit 19;
+		ls -a .. | grep -q secret && exit 20;
+		mkdir -p sub/dir && [ $(stat -c %u sub/dir) = 1001 ] || exit 21;
+		i=0; while [ $i -lt 100 ]; do echo line-$i >> log; i=$((i+1)); done;
+		dd if=/dev/zero of=big bs=64k count=64 2>/dev/null || exit 22;
+		exit 42`))
+	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+		t.Fatalf("writer: exit %v, reason %q; 9: not an NFS mount, 10: no mount, 12/13: could not write or not 1001:1001, "+
+			"14/15: read or wrote root's 0600 file, 16: secondary group not applied, 18-20: saw above the root, 21: directory not 1001, 22: big write",
+			c.ExitCode, task.StoppedReason)
+	}
+	for _, f := range []string{"by-root", "sub/dir", "log", "big"} {
+		if st, err := os.Lstat(filepath.Join(data, f)); err != nil || !ownedBy(st, 1001, 1001) {
+			t.Errorf("%s on the serving tree: %v %v, want owned by 1001:1001", f, st, err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(data, "root-only")); string(b) != "root's" {
+		t.Errorf("root's file now holds %q", b)
+	}
+	if st, err := os.Stat(filepath.Join(data, "big")); err != nil || st.Size() != 64*65536 {
+		t.Errorf("big: %v %v, want 4 MiB", st, err)
+	}
+
+	// A second task, as another user, reads what the first wrote.
+	registerJSON(t, s, def("reader", "4321:4321", `cd /mnt/efs || exit 10;
+		[ $(cat by-root) = hello ] || exit 11;
+		[ $(wc -l < log) = 100 ] || exit 12;
+		[ $(tail -n 1 log) = line-99 ] || exit 13;
+		echo more >> log || exit 14;
+		[ $(stat -c %u by-root) = 1001 ] || exit 15;
+		exit 42`))
+	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "reader",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+		t.Errorf("reader: exit %v, reason %q; 10: no mount, 11-13: did not see the writer's data, 14: could not append, 15: owner",
+			c.ExitCode, task.StoppedReason)
+	}
+	if b, _ := os.ReadFile(filepath.Join(data, "log")); strings.Count(string(b), "\n") != 101 || !strings.HasSuffix(string(b), "line-99\nmore\n") {
+		t.Errorf("log after the reader's append: %d lines, ends %q", strings.Count(string(b), "\n"), string(b[max(0, len(b)-20):]))
+	}
+	assertNothingLeft(t, s)
+	assertNoNFSLeft(t, s, mt.IpAddress)
+	// The file system goes too, and the tree with it.
+	s.MustAWS(nil, "efs", "delete-access-point", "--access-point-id", ap.AccessPointId)
+	s.MustAWS(nil, "efs", "delete-mount-target", "--mount-target-id", mt.MountTargetId)
+	s.MustAWS(nil, "efs", "delete-file-system", "--file-system-id", fs.FileSystemId)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(tree); os.IsNotExist(err) {
+			break
+		} else if time.Now().After(deadline) {
+			t.Errorf("file system tree still there after delete-file-system: %v", err)
+			break
+		}
+	}
+	assertNoNFSLeft(t, s, mt.IpAddress)
+}
+
+// A mount target's security groups decide which tasks may mount over
+// NFS: one whose group allows nothing fails the task before any container
+// starts, with the ECS agent's EFS reason; once its group lets the task's
+// group reach TCP 2049, the same task definition mounts and writes.
+func TestEFSNFSSecurityGroups(t *testing.T) {
+	s := testenv.Start(t, "--efs-mode", "nfs")
+	s.LoadImage(testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	var sn struct{ Subnets []struct{ VpcId string } }
+	s.MustAWS(&sn, "ec2", "describe-subnets", "--subnet-ids", s.DefaultSubnet())
+	if len(sn.Subnets) != 1 {
+		t.Fatalf("default subnet: %+v", sn)
+	}
+	vpc := sn.Subnets[0].VpcId
+	var taskSG, efsSG struct{ GroupId string }
+	s.MustAWS(&taskSG, "ec2", "create-security-group", "--group-name", "app", "--description", "tasks", "--vpc-id", vpc)
+	s.MustAWS(&efsSG, "ec2", "create-security-group", "--group-name", "efs", "--description", "mount target", "--vpc-id", vpc)
+	var fs efsFS
+	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "sg")
+	var mt efsMT
+	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet(),
+		"--security-groups", efsSG.GroupId)
+	registerJSON(t, s, `{"family": "sg", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+		"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "`+fs.FileSystemId+`"}}],
+		"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true,
+			"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}],
+			"command": ["sh", "-c", "echo in > /v/file && exit 42"]}]}`)
+	netcfg := "awsvpcConfiguration={subnets=[" + s.DefaultSubnet() + "],securityGroups=[" + taskSG.GroupId + "],assignPublicIp=DISABLED}"
+
+	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "sg", "--network-configuration", netcfg)
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if !strings.HasPrefix(task.StoppedReason, "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes") {
+		t.Errorf("task behind a closed mount target group stopped with %q, want the EFS utils ResourceInitializationError", task.StoppedReason)
+	}
+	t.Logf("closed mount target: %s", task.StoppedReason)
+	if c := task.Containers[0]; c.ExitCode != nil {
+		t.Errorf("its container ran (exit %d)", *c.ExitCode)
+	}
+	if _, err := os.Stat(filepath.Join(s.DataDir, "efs", fs.FileSystemId, "file")); err == nil {
+		t.Error("the file was written through a closed mount target")
+	}
+
+	// Other ports than 2049 from the task's group open nothing.
+	s.MustAWS(nil, "ec2", "authorize-security-group-ingress", "--group-id", efsSG.GroupId,
+		"--protocol", "tcp", "--port", "80", "--source-group", taskSG.GroupId)
+	s.MustAWS(nil, "ec2", "authorize-security-group-ingress", "--group-id", efsSG.GroupId,
+		"--protocol", "tcp", "--port", "2049", "--source-group", taskSG.GroupId)
+	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "sg", "--network-configuration", netcfg)
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+		t.Errorf("task allowed by the mount target's group: exit %v, reason %q", c.ExitCode, task.StoppedReason)
+	}
+	if b, err := os.ReadFile(filepath.Join(s.DataDir, "efs", fs.FileSystemId, "file")); err != nil || string(b) != "in\n" {
+		t.Errorf("file on the tree: %q %v", b, err)
+	}
+	assertNothingLeft(t, s)
+	assertNoNFSLeft(t, s, mt.IpAddress)
+}
+
+// efsTable is the nftables table of the server's served mount targets
+// (internal/agent/local: its firewall table's name plus "-efs").
+func efsTable(s *testenv.Server) string {
+	abs, _ := filepath.Abs(s.DataDir)
+	h := sha256.Sum256([]byte(abs))
+	return "gantry-" + hex.EncodeToString(h[:5]) + "-efs"
+}
+
+func nftTableExists(name string) bool {
+	c, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	t, _ := c.ListTableOfFamily(name, nftables.TableFamilyIPv4)
+	return t != nil
+}
+
+// A server restart takes the NFS server (it runs in the server's
+// process) but leaves nothing behind: stopping the task afterwards
+// removes its mount, helper, served address and rules, and a task
+// started after the restart mounts and reads what was written before.
+func TestEFSNFSRestart(t *testing.T) {
+	s := testenv.Start(t, "--efs-mode", "nfs")
+	s.LoadImage(testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	var fs efsFS
+	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "restart")
+	var mt efsMT
+	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
+	def := func(family, script string) string {
+		return `{"family": "` + family + `", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+			"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `"}}],
+			"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true, "stopTimeout": 2,
+				"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}], "command": ["sh", "-c", "` + script + `"]}]}`
+	}
+	registerJSON(t, s, def("ticker", "while true; do echo tick >> /v/ticks; sleep 0.2; done"))
+	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "ticker",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	waitStatus(t, s, "efs", task.TaskArn, "RUNNING", 2*time.Minute)
+	ticks := filepath.Join(s.DataDir, "efs", fs.FileSystemId, "ticks")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if b, _ := os.ReadFile(ticks); strings.Count(string(b), "\n") >= 3 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no ticks over NFS: %q", b)
+		}
+	}
+	if len(efsNFSHelpers(s)) != 1 {
+		t.Fatalf("NFS helpers: %v, want 1", efsNFSHelpers(s))
+	}
+	s.Restart()
+	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "efs", "--task", task.TaskArn)
+	waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	assertNoNFSLeft(t, s, mt.IpAddress)
+
+	b, _ := os.ReadFile(ticks)
+	n := strings.Count(string(b), "\n")
+	registerJSON(t, s, def("reader", "[ $(wc -l < /v/ticks) -eq "+strconv.Itoa(n)+" ] && exit 42; exit 1"))
+	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "reader",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+		t.Errorf("reader after the restart: exit %v, reason %q (want all %d ticks)", c.ExitCode, task.StoppedReason, n)
+	}
+	assertNothingLeft(t, s)
+	assertNoNFSLeft(t, s, mt.IpAddress)
+}
