@@ -249,7 +249,9 @@ func BenchmarkLBThroughput(b *testing.B) {
 	idleCores := float64(s1-s0) / float64(idleFor)
 	var lbs, directs []loadResult
 	for b.Loop() {
+		settleTimeWait(b)
 		lbs = append(lbs, e.measure(b, "http://"+e.dns+"/", e.tasks, true))
+		settleTimeWait(b)
 		directs = append(directs, e.measure(b, "http://"+e.taskIPs[0]+"/", e.tasks[:1], false))
 		l, d := lbs[len(lbs)-1], directs[len(directs)-1]
 		b.Logf("lb %.0f req/s on %.2f cores (server %.2f, tasks %.2f, client %.2f); direct %.0f req/s on %.2f cores (task %.2f, client %.2f); per core %.2f",
@@ -292,6 +294,29 @@ func BenchmarkLBThroughput(b *testing.B) {
 	b.ReportMetric(idleCores, "idle-server-cores")
 	b.ReportMetric(float64(errs), "errors")
 	b.ReportMetric(0, "ns/op")
+}
+
+// settleTimeWait waits for the host's TIME_WAIT sockets from earlier
+// measurements to expire (60 s at most). busybox httpd closes every
+// connection, so each 5-second measurement leaves some ten thousand; with
+// the default 28,232 local ports, connect() to one address then spends
+// its time searching for a free port, and the direct path, all to one
+// task, slowed down fourfold by its third measurement.
+func settleTimeWait(b *testing.B) {
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		data, err := os.ReadFile("/proc/net/sockstat")
+		if err != nil {
+			return
+		}
+		_, rest, _ := strings.Cut(string(data), " tw ")
+		tw, _ := strconv.Atoi(strings.Fields(rest + " 0")[0])
+		if tw < 1000 {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	b.Logf("TIME_WAIT sockets did not drain; measuring anyway")
 }
 
 // firstNewAnswer polls the listener until a task not in old answers.
