@@ -165,7 +165,8 @@ func TestTaskRoleCredentials(t *testing.T) {
 		s.MustAWS(&out, "ecs", "describe-services", "--cluster", "roles", "--services", "ghost")
 		found := false
 		for _, e := range out.Services[0].Events {
-			found = found || strings.Contains(e.Message, assumeMsg(ghost))
+			// ECS's event: "(service ghost) failed to launch a task with (error ...)."
+			found = found || strings.HasSuffix(e.Message, "failed to launch a task with (error "+strings.TrimSuffix(assumeMsg(ghost), ".")+").")
 		}
 		if found {
 			break

@@ -3,6 +3,7 @@ package ecs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/gantry-dev/gantry/internal/awsapi"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 	"github.com/gantry-dev/gantry/internal/model"
 	"github.com/gantry-dev/gantry/internal/state"
@@ -575,7 +577,16 @@ func (p *pass) launch(d *ecstypes.Deployment, n int) error {
 	if err != nil {
 		// Not a task failure (the task definition or subnet went away, say):
 		// said once, and tried again on the next pass.
-		msg := fmt.Sprintf("was unable to place a task. Reason: %s.", strings.TrimSuffix(err.Error(), "."))
+		reason := err.Error()
+		if ae := (*awsapi.Error)(nil); errors.As(err, &ae) {
+			reason = ae.Message
+		}
+		reason = strings.TrimSuffix(reason, ".")
+		msg := fmt.Sprintf("was unable to place a task. Reason: %s.", reason)
+		if strings.HasPrefix(reason, "ECS was unable to assume the role") {
+			// ECS's wording for a launch the task role refused.
+			msg = fmt.Sprintf("failed to launch a task with (error %s).", reason)
+		}
 		if evs := svc.Events; len(evs) == 0 || !strings.HasSuffix(ecstypes.Deref(evs[0].Message), msg) {
 			p.event("%s", msg)
 		}
