@@ -234,16 +234,6 @@ func parseClient(s string) (*Client, error) {
 // session of its own, so it outlives the caller; its output goes to
 // logPath.
 func Start(exe string, root *os.File, m Mount, logPath string) (int, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		w.Close()
-		return 0, err
-	}
 	gids := make([]string, len(m.Groups))
 	for i, g := range m.Groups {
 		gids[i] = strconv.FormatUint(uint64(g), 10)
@@ -254,7 +244,29 @@ func Start(exe string, root *os.File, m Mount, logPath string) (int, error) {
 	if m.Client != nil {
 		cmd.Args = append(cmd.Args, "--client", m.Client.String())
 	}
-	cmd.ExtraFiles = []*os.File{root, w}
+	cmd.ExtraFiles = []*os.File{root}
+	return StartHelper(cmd, m.Mountpoint, logPath, 20*time.Second)
+}
+
+// StartHelper starts a mount helper process (cmd, with its arguments and
+// any descriptors of its own in ExtraFiles) and returns its pid once the
+// helper says "ready" on the status pipe it gets as the next descriptor.
+// The helper runs in a session of its own, so it outlives the caller; its
+// output goes to logPath. A helper that says anything else, or nothing
+// within timeout, is killed and its mount point detached, and what it said
+// (or its log) is the error.
+func StartHelper(cmd *exec.Cmd, mountpoint, logPath string, timeout time.Duration) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		w.Close()
+		return 0, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, w)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -263,19 +275,19 @@ func Start(exe string, root *os.File, m Mount, logPath string) (int, error) {
 	w.Close()
 	logf.Close()
 	if err != nil {
-		return 0, fmt.Errorf("start %s %s: %w", exe, Subcommand, err)
+		return 0, fmt.Errorf("start %s: %w", strings.Join(cmd.Args[:min(2, len(cmd.Args))], " "), err)
 	}
 	// Reaped here while this process lives; by init after.
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	r.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r.SetReadDeadline(time.Now().Add(timeout))
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	if line = strings.TrimSpace(line); line == "ready" {
 		return cmd.Process.Pid, nil
 	}
 	cmd.Process.Kill()
 	<-exited
-	unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+	unix.Unmount(mountpoint, unix.MNT_DETACH)
 	if line == "" {
 		b, _ := os.ReadFile(logPath)
 		line = "helper exited without a word: " + strings.TrimSpace(string(b))

@@ -10,7 +10,6 @@ package efsnfs
 // agent binds into the containers.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -24,6 +23,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 )
 
 // Subcommand is the hidden `gantry` subcommand that runs Main.
@@ -147,47 +148,11 @@ func Main(ctx context.Context, args []string) error {
 // through nsenter; "" for the caller's) and returns its pid once the
 // mount serves.
 func Start(exe, netns string, m MountSpec, logPath string) (int, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		w.Close()
-		return 0, err
-	}
 	args := []string{exe, Subcommand, "--mountpoint", m.Mountpoint, "--addr", m.Addr, "--export", m.Export, "--source", m.Source}
 	if netns != "" {
 		args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	w.Close()
-	logf.Close()
-	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", Subcommand, err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	r.SetReadDeadline(time.Now().Add(30 * time.Second))
-	line, _ := bufio.NewReader(r).ReadString('\n')
-	if line = strings.TrimSpace(line); line == "ready" {
-		return cmd.Process.Pid, nil
-	}
-	cmd.Process.Kill()
-	<-exited
-	unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
-	if line == "" {
-		b, _ := os.ReadFile(logPath)
-		line = "helper exited without a word: " + strings.TrimSpace(string(b))
-	}
-	return 0, errors.New(line)
+	return efsfuse.StartHelper(exec.Command(args[0], args[1:]...), m.Mountpoint, logPath, 30*time.Second)
 }
 
 // Runs reports whether pid is a live helper serving dir.
