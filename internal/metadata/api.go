@@ -5,10 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 // The AWS API as tasks reach it.
@@ -29,28 +27,13 @@ import (
 // AWS_ENDPOINT_URL; else prefer (the port of --listen, so that users see
 // one port number), else any. The caller serves the API on it.
 func (s *Server) ListenAPI(prefer int) (net.Listener, error) {
-	portFile := filepath.Join(s.dataDir, "agent", "api-port")
 	var ports []string
-	if b, err := os.ReadFile(portFile); err == nil {
-		ports = append(ports, strings.TrimSpace(string(b)))
-	}
 	if prefer > 0 {
 		ports = append(ports, strconv.Itoa(prefer))
 	}
-	ports = append(ports, "0")
-	var ln net.Listener
-	var err error
-	for _, p := range ports {
-		if ln, err = net.Listen("tcp4", net.JoinHostPort(Address, p)); err == nil {
-			break
-		}
-	}
+	ln, port, err := listenKept(s.dataDir, "api-port", append(ports, "0")...)
 	if err != nil {
 		return nil, fmt.Errorf("API for tasks: %w", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := os.MkdirAll(filepath.Dir(portFile), 0o700); err == nil {
-		os.WriteFile(portFile, []byte(strconv.Itoa(port)), 0o600)
 	}
 	s.apiURL = "http://" + net.JoinHostPort(Address, strconv.Itoa(port))
 	s.apiPort = uint16(port)

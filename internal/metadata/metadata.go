@@ -81,25 +81,9 @@ func Listen(dataDir string, log *slog.Logger) (*Server, error) {
 	if err := addAddress(); err != nil {
 		return nil, fmt.Errorf("task metadata endpoint: %w", err)
 	}
-	portFile := filepath.Join(dataDir, "agent", "metadata-port")
-	var ports []string
-	if b, err := os.ReadFile(portFile); err == nil {
-		ports = append(ports, strings.TrimSpace(string(b)))
-	}
-	ports = append(ports, "80", "0")
-	var ln net.Listener
-	var err error
-	for _, p := range ports {
-		if ln, err = net.Listen("tcp4", net.JoinHostPort(Address, p)); err == nil {
-			break
-		}
-	}
+	ln, port, err := listenKept(dataDir, "metadata-port", "80", "0")
 	if err != nil {
 		return nil, fmt.Errorf("task metadata endpoint: %w", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := os.MkdirAll(filepath.Dir(portFile), 0o700); err == nil {
-		os.WriteFile(portFile, []byte(strconv.Itoa(port)), 0o600)
 	}
 	s := &Server{ln: ln, log: log, url: "http://" + Address, dataDir: dataDir, port: uint16(port)}
 	if port != 80 {
@@ -207,4 +191,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// listenKept listens on Address at the port this data directory used last
+// (kept in agent/<name>: running tasks' containers were given URLs with
+// it), else the first of ports that is free, and keeps the one it got.
+func listenKept(dataDir, name string, ports ...string) (net.Listener, int, error) {
+	portFile := filepath.Join(dataDir, "agent", name)
+	if b, err := os.ReadFile(portFile); err == nil {
+		ports = append([]string{strings.TrimSpace(string(b))}, ports...)
+	}
+	var ln net.Listener
+	var err error
+	for _, p := range ports {
+		if ln, err = net.Listen("tcp4", net.JoinHostPort(Address, p)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := os.MkdirAll(filepath.Dir(portFile), 0o700); err == nil {
+		os.WriteFile(portFile, []byte(strconv.Itoa(port)), 0o600)
+	}
+	return ln, port, nil
 }
