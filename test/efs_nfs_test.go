@@ -83,20 +83,7 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 
 	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
 	data := filepath.Join(tree, "app", "data")
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(tree, "secret"), []byte("above"), 0o644))
-	must(os.MkdirAll(data, 0o755))
-	must(os.Chown(data, 1001, 1001))
-	must(os.WriteFile(filepath.Join(data, "root-only"), []byte("root's"), 0o600))
-	must(os.WriteFile(filepath.Join(data, "group-2000"), []byte("shared"), 0o640))
-	must(os.Chown(filepath.Join(data, "group-2000"), 0, 2000))
-	must(os.Symlink("../..", filepath.Join(data, "up")))
-	must(os.Symlink(tree, filepath.Join(data, "abs")))
+	plantAccessPointTree(t, tree, data, "../..")
 
 	def := func(family, user, script string) string {
 		u := ""

@@ -251,20 +251,7 @@ func TestEFSAccessPointUser(t *testing.T) {
 	// pointing above the root, relative and absolute (host path).
 	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
 	data := filepath.Join(tree, "data")
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(tree, "secret"), []byte("above"), 0o644))
-	must(os.Mkdir(data, 0o755))
-	must(os.Chown(data, 1001, 1001))
-	must(os.WriteFile(filepath.Join(data, "root-only"), []byte("root's"), 0o600))
-	must(os.WriteFile(filepath.Join(data, "group-2000"), []byte("shared"), 0o640))
-	must(os.Chown(filepath.Join(data, "group-2000"), 0, 2000))
-	must(os.Symlink("..", filepath.Join(data, "up")))
-	must(os.Symlink(tree, filepath.Join(data, "abs")))
+	plantAccessPointTree(t, tree, data, "..")
 
 	vol := func(name, apID string) string {
 		return `{"name": "` + name + `", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `",
@@ -433,4 +420,27 @@ func assertNoEFSMounts(t *testing.T, s *testenv.Server) {
 	if ents, _ := os.ReadDir(filepath.Join(s.DataDir, "agent", "efs")); len(ents) > 0 {
 		t.Errorf("agent/efs still holds %d entries", len(ents))
 	}
+}
+
+// plantAccessPointTree fills a file system's tree for the access point
+// tests: a secret above the access point's root directory data (owned by
+// 1001:1001), and inside it a file of root's, one of group 2000, and
+// symlinks pointing above the root, relative (up) and absolute (the host
+// path of the tree).
+func plantAccessPointTree(t *testing.T, tree, data, up string) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(tree, "secret"), []byte("above"), 0o644))
+	must(os.MkdirAll(data, 0o755))
+	must(os.Chown(data, 1001, 1001))
+	must(os.WriteFile(filepath.Join(data, "root-only"), []byte("root's"), 0o600))
+	must(os.WriteFile(filepath.Join(data, "group-2000"), []byte("shared"), 0o640))
+	must(os.Chown(filepath.Join(data, "group-2000"), 0, 2000))
+	must(os.Symlink(up, filepath.Join(data, "up")))
+	must(os.Symlink(tree, filepath.Join(data, "abs")))
 }

@@ -158,26 +158,10 @@ func TestTaskRoleInTask(t *testing.T) {
 // linesAs is taskLines reading the logs with key k (another account's).
 func linesAs(t *testing.T, s *testenv.Server, k keyPair, group, stream string, prefixes ...string) map[string]string {
 	t.Helper()
-	got := map[string]string{}
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(time.Second) {
-		var ev cliEvents
-		if o, _, code := awsAs(t, s, k.id, k.secret, k.token, "logs", "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head"); code == 0 {
-			json.Unmarshal([]byte(o), &ev)
-		}
-		for _, line := range ev.messages() {
-			for _, p := range prefixes {
-				if rest, ok := strings.CutPrefix(line, p+" "); ok {
-					got[p] = rest
-				}
-			}
-		}
-		if len(got) == len(prefixes) {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stream %s: have %v, want lines %v; all: %v", stream, got, prefixes, ev.messages())
-		}
-	}
+	return streamLines(t, stream, prefixes, func(args ...string) (string, int) {
+		o, _, code := awsAs(t, s, k.id, k.secret, k.token, args...)
+		return o, code
+	}, "logs", "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head")
 }
 
 // strangerCannotConnect: a network namespace of the test's own, joined to

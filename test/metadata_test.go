@@ -32,12 +32,21 @@ type metaTask struct {
 // with each of the prefixes, and returns the lines by prefix.
 func taskLines(t *testing.T, s *testenv.Server, group, stream string, prefixes ...string) map[string]string {
 	t.Helper()
+	return streamLines(t, stream, prefixes, func(args ...string) (string, int) {
+		o, _, code := s.AWS(args...)
+		return o, code
+	}, "logs", "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head")
+}
+
+// streamLines polls get-log-events (args, run by aws) until the stream
+// holds a line starting with each of the prefixes.
+func streamLines(t *testing.T, stream string, prefixes []string, aws func(args ...string) (string, int), args ...string) map[string]string {
+	t.Helper()
 	got := map[string]string{}
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(time.Second) {
 		var ev cliEvents
-		_, _, code := s.AWS("logs", "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head")
-		if code == 0 {
-			s.MustAWS(&ev, "logs", "get-log-events", "--log-group-name", group, "--log-stream-name", stream, "--start-from-head")
+		if o, code := aws(args...); code == 0 {
+			json.Unmarshal([]byte(o), &ev)
 		}
 		for _, line := range ev.messages() {
 			for _, p := range prefixes {

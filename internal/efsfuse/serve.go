@@ -188,8 +188,15 @@ func Main(ctx context.Context, args []string) error {
 	if root == nil || status == nil {
 		return errors.New("descriptors 3 (root directory) and 4 (status pipe) must be open")
 	}
+	return ReportReady(status, func(ready func()) error { return Serve(ctx, root, m, ready) })
+}
+
+// ReportReady is the helper's side of StartHelper: it runs serve, says
+// "ready" on the status pipe once serve calls ready, or says why serve
+// failed before that.
+func ReportReady(status *os.File, serve func(ready func()) error) error {
 	readied := false
-	err = Serve(ctx, root, m, func() {
+	err := serve(func() {
 		readied = true
 		fmt.Fprintln(status, "ready")
 		status.Close()

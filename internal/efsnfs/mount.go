@@ -132,16 +132,7 @@ func Main(ctx context.Context, args []string) error {
 	if status == nil {
 		return errors.New("descriptor 3 (status pipe) must be open")
 	}
-	readied := false
-	err := Mount(ctx, m, func() {
-		readied = true
-		fmt.Fprintln(status, "ready")
-		status.Close()
-	})
-	if err != nil && !readied {
-		fmt.Fprintln(status, err)
-	}
-	return err
+	return efsfuse.ReportReady(status, func(ready func()) error { return Mount(ctx, m, ready) })
 }
 
 // Start runs exe's helper for m in the network namespace netns (a path,
