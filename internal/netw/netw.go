@@ -562,12 +562,15 @@ func ensureGateway(bridge, gateway string, prefix netip.Prefix) error {
 	}
 	link, err := netlink.LinkByName(bridge)
 	if _, missing := err.(netlink.LinkNotFoundError); missing {
-		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}})
+		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge, HardwareAddr: bridgeMAC(bridge)}})
 		if err == nil || errors.Is(err, syscall.EEXIST) {
 			link, err = netlink.LinkByName(bridge)
 		}
 	}
 	if err != nil {
+		return fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	if err := pinMAC(link); err != nil {
 		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(prefix.Bits(), 32)}}
@@ -576,6 +579,34 @@ func ensureGateway(bridge, gateway string, prefix netip.Prefix) error {
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bridge %s up: %w", bridge, err)
+	}
+	return nil
+}
+
+// bridgeMAC is the address a bridge is made with: locally administered,
+// unicast, and stable for the bridge's name.
+func bridgeMAC(bridge string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("bridge\x00" + bridge))
+	return net.HardwareAddr{0x02, h[0], h[1], h[2], h[3], h[4]}
+}
+
+// pinMAC makes the kernel keep the bridge's current MAC. A bridge whose
+// address nobody set takes the lowest MAC among its ports and changes it as
+// veths come and go; a task resolved its gateway to the old address, and
+// once the veth that lent it is gone (another task stopped) the bridge no
+// longer takes frames sent to it: the task's connections to the host (the
+// metadata endpoint, the API) time out until its ARP entry expires, tens of
+// seconds later. Setting the address, even to the one it has, marks it as
+// chosen (addr_assign_type NET_ADDR_SET), which ends that. Bridges made
+// here are made with an address; this pins ones made by an earlier version,
+// keeping the address their tasks already know.
+func pinMAC(link netlink.Link) error {
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", link.Attrs().Name, "addr_assign_type"))
+	if err == nil && strings.TrimSpace(string(b)) == "3" { // NET_ADDR_SET
+		return nil
+	}
+	if err := netlink.LinkSetHardwareAddr(link, link.Attrs().HardwareAddr); err != nil {
+		return fmt.Errorf("pin MAC %s: %w", link.Attrs().HardwareAddr, err)
 	}
 	return nil
 }
