@@ -33,6 +33,12 @@ const image = "gantry-test/busybox:latest"
 // the stop timeout and skew the next start.
 var idle = []string{"sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"}
 
+// runcIsolation pins a benchmark's server to container isolation: its
+// floor (ctr run, the host, a direct connection) runs on runc and the
+// host's kernel. Sandbox isolation, the default, has its own benchmarks
+// against the runsc floor (isolation_test.go).
+var runcIsolation = []string{"--default-isolation", "container"}
+
 type env struct {
 	s      *testenv.Server
 	ecs    *ecs.Client
@@ -41,7 +47,7 @@ type env struct {
 
 func setup(b *testing.B) *env {
 	b.Helper()
-	s := testenv.Start(b)
+	s := testenv.Start(b, runcIsolation...)
 	s.LoadImage(testimage.Busybox(b))
 	e := &env{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}
 	ctx := context.Background()

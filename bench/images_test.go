@@ -49,7 +49,7 @@ type imageEnv struct {
 // definition running it.
 func setupImages(b *testing.B) *imageEnv {
 	b.Helper()
-	s := testenv.Start(b)
+	s := testenv.Start(b, runcIsolation...)
 	e := &imageEnv{env: &env{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}}
 	s.MustAWS(nil, "ecr", "create-repository", "--repository-name", "big")
 	out, _, code := s.AWS("ecr", "get-login-password")

@@ -130,22 +130,26 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // BenchmarkIsolationStart compares RunTask → RUNNING (cached image, one
 // idle container) in a sandbox cluster and a container cluster with the
 // floor for a sandbox: `runsc run --detach` of a bundle of the same
-// busybox, with the flags Gantry gives runsc, in a network namespace of its
+// busybox, with the flags Gantry gives runsc (local.RunscFlags: the same
+// platform and root file system handling), in a network namespace of its
 // own with loopback up (what each sandbox needs) and a cgroup. The three
 // are interleaved in each iteration, so the host's noise falls on all.
 func BenchmarkIsolationStart(b *testing.B) {
 	e := isoSetup(b, map[string][]string{"idle": idle})
 	floor := newRunscFloor(b)
 	var sandbox, container, runsc []time.Duration
+	var sandboxIDs, containerIDs []string
 	for i := 0; i < b.N; i++ {
 		arn, d := e.start(b, "sandbox", "idle")
 		sandbox = append(sandbox, d)
+		sandboxIDs = append(sandboxIDs, arn[strings.LastIndex(arn, "/")+1:])
 		b.StopTimer()
 		e.stop(b, "sandbox", arn)
 		b.StartTimer()
 
 		arn, d = e.start(b, "container", "idle")
 		container = append(container, d)
+		containerIDs = append(containerIDs, arn[strings.LastIndex(arn, "/")+1:])
 		b.StopTimer()
 		e.stop(b, "container", arn)
 		b.StartTimer()
@@ -157,6 +161,56 @@ func BenchmarkIsolationStart(b *testing.B) {
 	b.ReportMetric(ms(median(runsc)), "runsc-floor-p50-ms")
 	b.ReportMetric(float64(median(sandbox))/float64(median(runsc)), "sandbox/floor")
 	b.ReportMetric(0, "ns/op")
+	reportTaskSteps(b, e.s.LogPath(), "sandbox", sandboxIDs)
+	reportTaskSteps(b, e.s.LogPath(), "container", containerIDs)
+}
+
+// reportTaskSteps logs the median of each start step the agent logged for
+// the given tasks ("task running" lines): where each mode's time went.
+func reportTaskSteps(b *testing.B, logPath, mode string, taskIDs []string) {
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		b.Logf("no server log: %v", err)
+		return
+	}
+	want := map[string]bool{}
+	for _, id := range taskIDs {
+		want["task="+id] = true
+	}
+	steps := map[string][]time.Duration{}
+	var order []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.Contains(line, `msg="task running"`) {
+			continue
+		}
+		fields := strings.Fields(line)
+		mine := false
+		for _, f := range fields {
+			mine = mine || want[f]
+		}
+		if !mine {
+			continue
+		}
+		for _, f := range fields {
+			k, v, ok := strings.Cut(f, "=")
+			if !ok {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				continue
+			}
+			if _, seen := steps[k]; !seen {
+				order = append(order, k)
+			}
+			steps[k] = append(steps[k], d)
+		}
+	}
+	var parts []string
+	for _, k := range order {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, ms(median(steps[k]))))
+	}
+	b.Logf("%s start steps, median ms over %d starts: %s", mode, len(steps["total"]), strings.Join(parts, ", "))
 }
 
 // runscFloor starts sandboxes with runsc alone.
@@ -248,7 +302,7 @@ func (f *runscFloor) run(b *testing.B, i int) time.Duration {
 		b.Fatal(err)
 	}
 	runsc := func(args ...string) *exec.Cmd {
-		return exec.Command(local.DefaultRunsc, append([]string{"--root", f.root, "--platform=systrap"}, args...)...)
+		return exec.Command(local.DefaultRunsc, append(append([]string{"--root", f.root}, local.RunscFlags()...), args...)...)
 	}
 	// The detached sandbox keeps the stdio it was given: a file, not a
 	// pipe whose reader would wait for it to exit.

@@ -108,7 +108,7 @@ func BenchmarkStorage(b *testing.B) {
 	// The same file system layout served over NFS: a second server whose
 	// agent mounts EFS volumes as an agent on another host would, from
 	// the mount target's address in the task's network namespace.
-	ns := testenv.Start(b, "--efs-mode", "nfs")
+	ns := testenv.Start(b, append([]string{"--efs-mode", "nfs"}, runcIsolation...)...)
 	ns.LoadImage(img)
 	en := &env{s: ns, ecs: ns.ECS(), subnet: ns.DefaultSubnet()}
 	if _, err := en.ecs.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("bench")}); err != nil {

@@ -25,9 +25,9 @@ BIN=/usr/local/bin/gantry
 require_root
 apt_install "${GANTRY_PACKAGES[@]}"
 use_go
-# gVisor's runsc, for clusters with isolation=sandbox: built once (a few
+# gVisor's runsc, which runs tasks (isolation=sandbox, the default): built once (a few
 # minutes), skipped while /usr/local/bin/runsc is the pinned version.
-scripts/build-runsc.sh || log "warning: could not build runsc; clusters with isolation=sandbox will be refused"
+scripts/build-runsc.sh || log "warning: could not build runsc; new clusters (isolation=sandbox, the default) will be refused until it works; clusters created with --settings name=isolation,value=container still run"
 
 log "building $BIN"
 version=$(git describe --always --dirty 2>/dev/null || echo dev)

@@ -61,6 +61,12 @@ func assertNoNFSLeft(t *testing.T, s *testenv.Server, mtIP string) {
 	}
 }
 
+// efsNFSIsolation pins the NFS tests' clusters to container isolation:
+// a sandboxed task refuses EFS over NFS for now, with a clear reason
+// (TestEFSNFSAccessPoint checks it; internal/agent/local errSandboxEFSNFS
+// says what is missing).
+const efsNFSIsolation = "name=isolation,value=container"
+
 // With --efs-mode nfs the agent mounts EFS volumes as an agent on a host
 // without the tree does: over NFS from the mount target's address, from
 // the task's network namespace. A task writes through an access point
@@ -71,7 +77,7 @@ func assertNoNFSLeft(t *testing.T, s *testenv.Server, mtIP string) {
 func TestEFSNFSAccessPoint(t *testing.T) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "nfs")
 	var mt efsMT
@@ -112,7 +118,15 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 		i=0; while [ $i -lt 100 ]; do echo line-$i >> log; i=$((i+1)); done;
 		dd if=/dev/zero of=big bs=64k count=64 2>/dev/null || exit 22;
 		exit 42`))
-	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
+	// A sandboxed task is refused before any container starts, saying so.
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "sandboxed", "--settings", "name=isolation,value=sandbox")
+	task := runTask(t, s, "--cluster", "sandboxed", "--launch-type", "FARGATE", "--task-definition", "writer",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	task = waitStatus(t, s, "sandboxed", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode != nil || !strings.Contains(task.StoppedReason, "not supported in sandbox isolation") {
+		t.Errorf("sandboxed task mounting EFS over NFS: exit %v, reason %q, want refused with the reason", deref(c.ExitCode), task.StoppedReason)
+	}
+	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
 		"--network-configuration", awsvpc(s.DefaultSubnet()))
 	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
 	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
@@ -174,7 +188,7 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 func TestEFSNFSSecurityGroups(t *testing.T) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
 	var sn struct{ Subnets []struct{ VpcId string } }
 	s.MustAWS(&sn, "ec2", "describe-subnets", "--subnet-ids", s.DefaultSubnet())
 	if len(sn.Subnets) != 1 {
@@ -243,52 +257,161 @@ func nftTableExists(name string) bool {
 	return t != nil
 }
 
-// A server restart takes the NFS server (it runs in the server's
-// process) but leaves nothing behind: stopping the task afterwards
-// removes its mount, helper, served address and rules, and a task
-// started after the restart mounts and reads what was written before.
+// A server restart loses nothing over NFS either: the NFS server runs in
+// the server's process and goes with it, but the task's mount helper
+// (a process of its own, in the task's namespace) waits and reconnects,
+// the restarted server serves the mount target again, and the handles it
+// holds name the same files. A task appending a counter and reading the
+// file back keeps doing so across the restart with no failed, lost or
+// repeated write; stopping it afterwards removes its mount, helper,
+// served address and rules; and a task started after reads everything.
 func TestEFSNFSRestart(t *testing.T) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "restart")
 	var mt efsMT
 	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
 	def := func(family, script string) string {
 		return `{"family": "` + family + `", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
-			"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `"}}],
+			"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `", "rootDirectory": "/logs"}}],
 			"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true, "stopTimeout": 2,
-				"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}], "command": ["sh", "-c", "` + script + `"]}]}`
+				"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}],
+				"command": ["sh", "-c", "` + strings.NewReplacer("\n", " ", "\t", "").Replace(script) + `"]}]}`
 	}
-	registerJSON(t, s, def("ticker", "while true; do echo tick >> /v/ticks; sleep 0.2; done"))
+	// Each round appends its number and checks the file holds one line
+	// per round so far; the first failure is kept in /v/failed (when the
+	// volume still takes it) and ends the task.
+	registerJSON(t, s, def("ticker", `i=0; while true; do
+		echo $i >> /v/ticks || { echo write $i > /v/failed; exit 3; };
+		n=$(wc -l < /v/ticks) || { echo read $i > /v/failed; exit 4; };
+		[ $n -eq $((i+1)) ] || { echo count $i $n > /v/failed; exit 5; };
+		i=$((i+1)); sleep 0.05; done`))
+	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
+	if err := os.MkdirAll(filepath.Join(tree, "logs"), 0o777); err != nil {
+		t.Fatal(err)
+	}
 	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "ticker",
 		"--network-configuration", awsvpc(s.DefaultSubnet()))
 	waitStatus(t, s, "efs", task.TaskArn, "RUNNING", 2*time.Minute)
-	ticks := filepath.Join(s.DataDir, "efs", fs.FileSystemId, "ticks")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if b, _ := os.ReadFile(ticks); strings.Count(string(b), "\n") >= 3 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no ticks over NFS: %q", b)
+	ticks := filepath.Join(tree, "logs", "ticks")
+	lines := func() int {
+		b, _ := os.ReadFile(ticks)
+		return strings.Count(string(b), "\n")
+	}
+	waitLines := func(n int, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); lines() < n; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(filepath.Join(tree, "logs", "failed"))
+				t.Fatalf("%s: %d lines, want %d; failed: %q; helper log: %s", what, lines(), n, b, helperLog(s))
+			}
 		}
 	}
-	if len(efsNFSHelpers(s)) != 1 {
-		t.Fatalf("NFS helpers: %v, want 1", efsNFSHelpers(s))
+	waitLines(5, "before the restart")
+	helpers := efsNFSHelpers(s)
+	if len(helpers) != 1 {
+		t.Fatalf("NFS helpers: %v, want 1", helpers)
 	}
 	s.Restart()
+	// Lines written since the server came back, by the same helper.
+	waitLines(lines()+20, "after the restart")
+	if got := efsNFSHelpers(s); len(got) != 1 || got[0] != helpers[0] {
+		t.Errorf("NFS helpers after the restart: %v, want the same %v", got, helpers)
+	}
+	if task := describeTask(t, s, "efs", task.TaskArn); task.LastStatus != "RUNNING" {
+		t.Fatalf("ticker %s after the restart: %s", task.LastStatus, task.StoppedReason)
+	}
 	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "efs", "--task", task.TaskArn)
 	waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
 	assertNoNFSLeft(t, s, mt.IpAddress)
-
+	if b, err := os.ReadFile(filepath.Join(tree, "logs", "failed")); err == nil {
+		t.Errorf("the ticker failed: %q", b)
+	}
 	b, _ := os.ReadFile(ticks)
-	n := strings.Count(string(b), "\n")
-	registerJSON(t, s, def("reader", "[ $(wc -l < /v/ticks) -eq "+strconv.Itoa(n)+" ] && exit 42; exit 1"))
+	got := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	for i, l := range got {
+		if l != strconv.Itoa(i) {
+			t.Fatalf("line %d of %d is %q: a write was lost or repeated", i, len(got), l)
+		}
+	}
+	n := len(got)
+	t.Logf("%d rounds written and read back across the restart", n)
+
+	registerJSON(t, s, def("reader", "[ $(wc -l < /v/ticks) -eq "+strconv.Itoa(n)+" ] && [ $(tail -n 1 /v/ticks) -eq "+strconv.Itoa(n-1)+" ] && exit 42; exit 1"))
 	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "reader",
 		"--network-configuration", awsvpc(s.DefaultSubnet()))
 	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
 	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
-		t.Errorf("reader after the restart: exit %v, reason %q (want all %d ticks)", c.ExitCode, task.StoppedReason, n)
+		t.Errorf("reader after the restart: exit %v, reason %q (want all %d lines)", c.ExitCode, task.StoppedReason, n)
+	}
+	assertNothingLeft(t, s)
+	assertNoNFSLeft(t, s, mt.IpAddress)
+}
+
+// helperLog is what the server's NFS mount helpers logged.
+func helperLog(s *testenv.Server) string {
+	logs, _ := filepath.Glob(filepath.Join(s.DataDir, "agent", "efs", "*", "nfs-*.log"))
+	var out []string
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		out = append(out, l+": "+string(b))
+	}
+	return strings.Join(out, "; ")
+}
+
+// Two tasks appending to one file at once over NFS lose no line, as on
+// the local tree: NFSv3 has no append, and Gantry's mount helper sends
+// appends at an offset its server takes as "the end" (efsnfs:
+// appendOffset) instead of asking for the size and writing there. The
+// volume has no access point, so the tasks act as their own user
+// (1234:1234), as EFS applies an NFS client's uid and gid: the file they
+// make is theirs on the tree, and root's 0600 file is closed to them.
+func TestEFSNFSConcurrentAppends(t *testing.T) {
+	s := testenv.Start(t, "--efs-mode", "nfs")
+	s.LoadImage(testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
+	var fs efsFS
+	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "appends")
+	var mt efsMT
+	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
+	registerJSON(t, s, `{"family": "appender", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+		"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "`+fs.FileSystemId+`"}}],
+		"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true, "user": "1234:1234",
+			"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}],
+			"command": ["sh", "-c", "cat /v/secret && exit 2; r=$(od -An -N8 -tx8 /dev/urandom); i=0; while [ $i -lt 300 ]; do echo $r-$i >> /v/shared/log || exit 1; i=$((i+1)); done; exit 42"]}]}`)
+	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
+	if err := os.Mkdir(filepath.Join(tree, "shared"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(tree, "shared"), 0o777)
+	if err := os.WriteFile(filepath.Join(tree, "secret"), []byte("root's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out cliTasks
+	s.MustAWS(&out, "ecs", "run-task", "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "appender",
+		"--count", "2", "--network-configuration", awsvpc(s.DefaultSubnet()))
+	if len(out.Tasks) != 2 {
+		t.Fatalf("run-task --count 2: %+v", out)
+	}
+	for _, task := range out.Tasks {
+		task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+		if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+			t.Errorf("appender %s: exit %v (1: an append failed, 2: read root's 0600 file), reason %q", task.TaskArn, c.ExitCode, task.StoppedReason)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(tree, "shared", "log")); err != nil || !ownedBy(st, 1234, 1234) {
+		t.Errorf("log made by the tasks: %v %v, want owned by 1234:1234", st, err)
+	}
+	b, err := os.ReadFile(filepath.Join(tree, "shared", "log"))
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	seen := map[string]bool{}
+	for _, l := range lines {
+		seen[l] = true
+	}
+	if err != nil || len(lines) != 600 || len(seen) != 600 {
+		t.Errorf("log after two tasks appended 300 lines each: %d lines, %d distinct (%v), want 600", len(lines), len(seen), err)
 	}
 	assertNothingLeft(t, s)
 	assertNoNFSLeft(t, s, mt.IpAddress)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,13 +22,13 @@ func taskIsolation(t *testing.T, s *testenv.Server, cluster, arn string) string 
 }
 
 // A cluster with the isolation setting sandbox runs its tasks in gVisor,
-// reachable on their address as any task; other clusters keep containers.
-// DescribeTasks tells which isolation a task got.
+// reachable on their address as any task; one set to container runs them
+// with runc. DescribeTasks tells which isolation a task got.
 func TestSandboxCluster(t *testing.T) {
 	s := testenv.Start(t)
 	loadImage(t, s, testimage.Web(t))
 	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "sandboxed", "--settings", "name=isolation,value=sandbox")
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "plain")
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "plain", "--settings", "name=isolation,value=container")
 	var setting string
 	s.MustAWS(&setting, "ecs", "describe-clusters", "--clusters", "sandboxed", "--include", "SETTINGS",
 		"--query", "clusters[0].settings[?name=='isolation'].value | [0]")
@@ -123,9 +124,10 @@ func TestIsolationStopSignals(t *testing.T) {
 }
 
 // The server's --default-isolation decides what clusters created without
-// the setting get, and DescribeClusters shows it; a host that cannot run
-// sandboxes refuses to start with --default-isolation sandbox and falls
-// back to containers only under auto, saying so in its log.
+// the setting get, and DescribeClusters shows it. On a host that cannot run
+// sandboxes the server says so in its log whatever the flag; under sandbox
+// (the default) it refuses clusters that would get it, and only auto falls
+// back to containers.
 func TestDefaultIsolation(t *testing.T) {
 	clusterSetting := func(s *testenv.Server, name string) string {
 		var v string
@@ -170,12 +172,38 @@ func TestDefaultIsolation(t *testing.T) {
 		if !strings.Contains(string(log), "SANDBOX ISOLATION UNAVAILABLE") || !strings.Contains(string(log), "/nonexistent/runsc") {
 			t.Errorf("the server's log does not say why new clusters get containers:\n%s", log)
 		}
-		dir := t.TempDir()
-		t.Cleanup(func() { testenv.StopContainerd(dir) }) // before the directory goes
-		out, err := exec.Command(testenv.Binary(t), "server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0",
-			"--containerd", "/nonexistent/containerd.sock", "--default-isolation", "sandbox").CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "sandbox isolation is not available") {
-			t.Errorf("server with --default-isolation sandbox and no runsc: %v\n%s", err, out)
+
+		// sandbox, the default, explicit or not: the server starts and says
+		// why sandboxes cannot run and what to do, clusters that would get
+		// the default are refused naming the setting, and container ones work.
+		for i, args := range [][]string{{"--default-isolation", "sandbox"}, nil} {
+			t.Setenv("GANTRY_TEST_ISOLATION", "")
+			before, _ := os.ReadFile(s.LogPath())
+			s.Args = args
+			s.Restart()
+			after, _ := os.ReadFile(s.LogPath())
+			log := string(after[len(before):])
+			if !strings.Contains(log, "SANDBOX ISOLATION UNAVAILABLE") || !strings.Contains(log, "/nonexistent/runsc") ||
+				!strings.Contains(log, "--default-isolation container") || !strings.Contains(log, "build-runsc.sh") {
+				t.Errorf("server with %v: its log does not say sandboxes cannot run here, why and what to do:\n%s", args, log)
+			}
+			name := fmt.Sprintf("refused-%d", i)
+			code, msg := s.AWSError("ecs", "create-cluster", "--cluster-name", name)
+			if code != "ClientException" || !strings.Contains(msg, "isolation setting") || !strings.Contains(msg, "/nonexistent/runsc") ||
+				!strings.Contains(msg, "name=isolation,value=container") {
+				t.Errorf("server with %v: create-cluster without the isolation setting: %s %q, want a ClientException naming the setting, the reason and the way out", args, code, msg)
+			}
+			var status string
+			s.MustAWS(&status, "ecs", "describe-clusters", "--clusters", name, "--query", "clusters[0].status")
+			if status != "" {
+				t.Errorf("the refused cluster exists: %s", status)
+			}
+			// Existing clusters answer as they are; container ones are made.
+			s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "dflt")
+			s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", fmt.Sprintf("plain-%d", i), "--settings", "name=isolation,value=container")
+			if got := clusterSetting(s, fmt.Sprintf("plain-%d", i)); got != "container" {
+				t.Errorf("isolation=container cluster: %q", got)
+			}
 		}
 	})
 }
@@ -269,4 +297,68 @@ func podContainer(task cliTask, name string) cliContainer {
 		}
 	}
 	return cliContainer{}
+}
+
+// A container's hard memory limit holds inside a task's one sandbox, as on
+// Fargate: the container over it is killed (137, OutOfMemoryError) and,
+// not being essential, leaves its task and neighbour running; an essential
+// container over its limit stops the task.
+func TestSandboxContainerMemoryLimit(t *testing.T) {
+	s := testenv.Start(t)
+	loadImage(t, s, testimage.Busybox(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "pod", "--settings", "name=isolation,value=sandbox")
+	// The hog grows (tail keeps the last "line" of /dev/zero, which has no
+	// end) until something stops it; the task's own limit is far off. The
+	// neighbour holds about 10 MiB (tail's line, blocked on a pipe nobody
+	// reads) under a limit of 48: were the sandbox's usage split between its
+	// containers rather than counted for each, it would be killed first.
+	const hog = "sleep 1; tail /dev/zero"
+	registerJSON(t, s, `{"family":"nonessential","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"1024",
+		"containerDefinitions":[
+			{"name":"app","image":"gantry-test/busybox:latest","essential":true,"memory":48,"stopTimeout":2,
+			 "command":["sh","-c","head -c 10m /dev/zero | tail | sleep 600"]},
+			{"name":"hog","image":"gantry-test/busybox:latest","essential":false,"memory":64,"command":["sh","-c","`+hog+`"]}]}`)
+	registerJSON(t, s, `{"family":"essential","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"1024",
+		"containerDefinitions":[
+			{"name":"app","image":"gantry-test/busybox:latest","essential":true,"stopTimeout":2,"command":["sleep","600"]},
+			{"name":"hog","image":"gantry-test/busybox:latest","essential":true,"memory":64,"command":["sh","-c","`+hog+`"]}]}`)
+	subnet := defaultSubnet(t, s)
+
+	task := runTask(t, s, "--cluster", "pod", "--task-definition", "nonessential", "--network-configuration", awsvpc(subnet))
+	waitStatus(t, s, "pod", task.TaskArn, "RUNNING", time.Minute)
+	var got cliTask
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		got = describeTask(t, s, "pod", task.TaskArn)
+		if podContainer(got, "hog").LastStatus == "STOPPED" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if c := podContainer(got, "hog"); c.LastStatus != "STOPPED" || deref(c.ExitCode) != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+		t.Errorf("hog over its 64 MiB: %s exit %v reason %q, want STOPPED 137 OutOfMemoryError", c.LastStatus, deref(c.ExitCode), c.Reason)
+	}
+	time.Sleep(2 * time.Second) // long enough for a wrong kill of the neighbour to show
+	got = describeTask(t, s, "pod", task.TaskArn)
+	if c := podContainer(got, "app"); got.LastStatus != "RUNNING" || c.LastStatus != "RUNNING" {
+		t.Errorf("after the non-essential hog's kill: task %s, app %s (%s), want both RUNNING", got.LastStatus, c.LastStatus, c.Reason)
+	}
+	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "pod", "--task", task.TaskArn)
+	got = waitStatus(t, s, "pod", task.TaskArn, "STOPPED", time.Minute)
+	if c := podContainer(got, "app"); strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+		t.Errorf("app, under its limit, stopped as %q", c.Reason)
+	}
+
+	task = runTask(t, s, "--cluster", "pod", "--task-definition", "essential", "--network-configuration", awsvpc(subnet))
+	got = waitStatus(t, s, "pod", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := podContainer(got, "hog"); deref(c.ExitCode) != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+		t.Errorf("essential hog: exit %v reason %q, want 137 OutOfMemoryError", deref(c.ExitCode), c.Reason)
+	}
+	if got.StopCode != "EssentialContainerExited" {
+		t.Errorf("task of the essential hog: stopCode %q (%s), want EssentialContainerExited", got.StopCode, got.StoppedReason)
+	}
+	if c := podContainer(got, "app"); strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+		t.Errorf("app, without a limit of its own, stopped as %q", c.Reason)
+	}
+	if n := sentries(t, taskID(task.TaskArn)); n != 0 {
+		t.Errorf("%d sandboxes of the stopped task left", n)
+	}
 }

@@ -95,7 +95,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:8911", "address of the image registry (ECR); repository URIs name it")
 	fs.StringVar(&cfg.ImageCacheBudget, "image-cache-budget", "20GiB", "disk the cached images may use; least recently used images no task uses are removed past it (0: never)")
 	fs.StringVar(&cfg.LBAddressRange, "lb-address-range", "127.0.0.0/8", "range load balancers take their address (DNSName) from, one each; listeners bind their own port on it")
-	fs.StringVar(&cfg.DefaultIsolation, "default-isolation", "container", "isolation of clusters created without the isolation setting: auto (sandbox where gVisor's runsc works, else container), sandbox or container")
+	fs.StringVar(&cfg.DefaultIsolation, "default-isolation", "sandbox", "isolation of clusters created without the isolation setting: sandbox (gVisor; refused while runsc cannot run here), container (runc), or auto (sandbox where gVisor's runsc works, else container)")
 	fs.Int64Var(&cfg.EphemeralMiB, "ephemeral-storage-mib", 0, "give every task this much ephemeral storage (MiB) instead of what it asks for: for small hosts and tests (0: as asked)")
 	fs.StringVar(&cfg.EFSMode, "efs-mode", "local", "how tasks mount EFS volumes: local (the tree under the data directory) or nfs (over NFS from the mount target's address, as an agent on another host would)")
 	fs.IntVar(&cfg.NetnsPool, "netns-pool", 2, "network namespaces kept attached to each subnet in use, ready for the next tasks (0: none)")

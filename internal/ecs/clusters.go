@@ -200,6 +200,9 @@ func (s *Service) createCluster(ctx context.Context, in *ecstypes.CreateClusterR
 	if err := s.checkIsolationAvailable(ctx, in.Settings); err != nil {
 		return nil, err
 	}
+	// Only a new cluster takes the default: creating one that exists
+	// answers it as it is.
+	defaultErr := s.checkDefaultIsolation(ctx, in.Settings)
 	if err := validateClusterConfiguration(in.Configuration); err != nil {
 		return nil, err
 	}
@@ -215,6 +218,9 @@ func (s *Service) createCluster(ctx context.Context, in *ecstypes.CreateClusterR
 		}
 		// Creating a cluster that exists answers the existing one, as ECS does.
 		if !ok || ecstypes.Deref(rec.Cluster.Status) != "ACTIVE" {
+			if defaultErr != nil {
+				return defaultErr
+			}
 			insights, err := EffectiveAccountSetting(tx, sc, "", "containerInsights")
 			if err != nil {
 				return err

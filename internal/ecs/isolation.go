@@ -1,6 +1,7 @@
 package ecs
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -88,26 +89,54 @@ func (s *Service) checkIsolationAvailable(ctx context.Context, settings []*ecsty
 // sandboxes, and container isolation where it cannot.
 const IsolationAuto = "auto"
 
-// ResolveDefaultIsolation turns the server's --default-isolation (auto,
-// sandbox or container) into what new clusters get on this host. Asking
-// for sandbox on a host that cannot run sandboxes is an error, never a
-// quiet downgrade; auto picks container there, and why is for the
-// server's log.
-func ResolveDefaultIsolation(want string, host agent.HostInfo) (isolation, why string, err error) {
-	sandbox := slices.Contains(host.Isolations, agent.IsolationSandbox)
+// ResolveDefaultIsolation turns the server's --default-isolation (sandbox,
+// the default; container; or auto) into what new clusters get on this
+// host, and why sandbox isolation cannot be had here, if it cannot.
+// Sandbox never quietly becomes container: on a host without a working
+// runsc, new clusters still default to sandbox and CreateCluster refuses
+// them until the host is fixed or the server is told otherwise. The server
+// keeps starting so that clusters already set to container, and the other
+// services, stay usable. auto picks container there.
+func ResolveDefaultIsolation(want string, host agent.HostInfo) (isolation, unavailable string, err error) {
+	if !slices.Contains(host.Isolations, agent.IsolationSandbox) {
+		unavailable = cmp.Or(host.SandboxUnavailable, "the host's agent does not offer it")
+	}
 	switch want {
 	case agent.IsolationContainer:
-		return want, "", nil
-	case agent.IsolationSandbox:
-		if !sandbox {
-			return "", "", fmt.Errorf("default isolation sandbox: sandbox isolation is not available on this host: %s", host.SandboxUnavailable)
-		}
-		return want, "", nil
-	case IsolationAuto, "":
-		if sandbox {
+		return want, unavailable, nil
+	case agent.IsolationSandbox, "":
+		return agent.IsolationSandbox, unavailable, nil
+	case IsolationAuto:
+		if unavailable == "" {
 			return agent.IsolationSandbox, "", nil
 		}
-		return agent.IsolationContainer, host.SandboxUnavailable, nil
+		return agent.IsolationContainer, unavailable, nil
 	}
-	return "", "", fmt.Errorf("default isolation %q: want %s, %s or %s", want, IsolationAuto, agent.IsolationSandbox, agent.IsolationContainer)
+	return "", "", fmt.Errorf("default isolation %q: want %s, %s or %s", want, agent.IsolationSandbox, agent.IsolationContainer, IsolationAuto)
+}
+
+// checkDefaultIsolation refuses to create a cluster without the isolation
+// setting while the server's default is sandbox and this host cannot run
+// sandboxes. The user did not ask for sandbox, so it is a ClientException
+// (not a bad parameter) that says which setting decides and both ways out.
+func (s *Service) checkDefaultIsolation(ctx context.Context, settings []*ecstypes.ClusterSetting) error {
+	for _, st := range settings {
+		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
+			return nil
+		}
+	}
+	if s.DefaultIsolation != agent.IsolationSandbox || s.Controller == nil || s.Controller.Agent == nil {
+		return nil
+	}
+	info, err := s.Controller.Agent.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(info.Isolations, agent.IsolationSandbox) {
+		return nil
+	}
+	why := cmp.Or(info.SandboxUnavailable, "the host's agent does not offer it")
+	return awsapi.ClientException("Clusters created without the isolation setting get this server's default, isolation=sandbox, "+
+		"but sandbox isolation is not available on this host: %s. Create the cluster with --settings name=isolation,value=container, "+
+		"or install gVisor's runsc (scripts/build-runsc.sh) and restart the server.", why)
 }

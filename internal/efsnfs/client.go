@@ -1,18 +1,25 @@
 package efsnfs
 
 // client is the NFSv3 side of the mount helper: calls by file handle over
-// one TCP connection (go-nfs-client's RPC transport, which also carries
-// MOUNT: the server answers both programs on port 2049, so no portmapper
-// is involved). Every call goes to the server: nothing is cached here,
-// and the FUSE layer keeps attributes for no time, which is NFS's
-// close-to-open consistency at its strictest.
+// the transport of rpc.go, which also carries MOUNT: the server answers
+// both programs on port 2049, so no portmapper is involved. Every call
+// goes to the server: nothing is cached here, and the FUSE layer keeps
+// attributes for no time, which is NFS's close-to-open consistency at its
+// strictest. Handles stay valid across a restart of the server (see
+// handle.go), so the mount needs no second MOUNT after one.
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 )
@@ -39,37 +46,100 @@ const (
 )
 
 type client struct {
-	rpc  *rpc.Client
+	rpc  *transport
 	root []byte // the export's root handle
+	// plainAppend: the server refused appendOffset; appends are
+	// GETATTR then WRITE.
+	plainAppend *atomic.Bool
+	// who is the caller each handle sent names (caller.go); nil: none.
+	who *who
 }
 
-// dial connects to addr (host:port) and mounts the export path. It must
-// run in the network namespace the connection should come from.
-func dial(addr, path string) (*client, error) {
-	c, err := rpc.DialTCP("tcp", addr, false)
-	if err != nil {
-		return nil, err
+type who struct {
+	uid, gid uint32
+	groups   []uint32
+}
+
+// h is fh as sent: with the caller after it.
+func (c *client) h(fh []byte) []byte {
+	if c.who == nil {
+		return fh
 	}
+	return appendCaller(fh, c.who.uid, c.who.gid, c.who.groups)
+}
+
+// as is the client for the process that made a FUSE request: its uid
+// and gid as the kernel gives them, and its supplementary groups.
+func (c *client) as(ctx context.Context) *client {
+	cl, ok := fuse.FromContext(ctx)
+	if !ok {
+		return c
+	}
+	cp := *c
+	cp.who = &who{uid: cl.Uid, gid: cl.Gid, groups: groupsOf(cl.Pid)}
+	return &cp
+}
+
+var (
+	groupsMu    sync.Mutex
+	groupsCache = map[uint32]cachedGroups{}
+)
+
+type cachedGroups struct {
+	at     time.Time
+	groups []uint32
+}
+
+// groupsOf reads pid's supplementary groups (FUSE gives only the uid and
+// gid), kept a second: a process rarely changes them, and a task's
+// processes make many requests.
+func groupsOf(pid uint32) []uint32 {
+	if pid == 0 {
+		return nil
+	}
+	groupsMu.Lock()
+	if g, ok := groupsCache[pid]; ok && time.Since(g.at) < time.Second {
+		groupsMu.Unlock()
+		return g.groups
+	}
+	groupsMu.Unlock()
+	var groups []uint32
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(f) {
+				if v, err := strconv.ParseUint(g, 10, 32); err == nil {
+					groups = append(groups, uint32(v))
+				}
+			}
+		}
+	}
+	groupsMu.Lock()
+	defer groupsMu.Unlock()
+	if len(groupsCache) > 1024 {
+		clear(groupsCache)
+	}
+	groupsCache[pid] = cachedGroups{at: time.Now(), groups: groups}
+	return groups
+}
+
+// dial connects to addr (host:port) and mounts the export path, trying
+// until t is closed. It must run in the network namespace the
+// connections should come from: so do all later reconnections.
+func dial(t *transport, path string) (*client, error) {
 	type mountArgs struct {
 		rpc.Header
 		Dirpath string
 	}
-	res, err := c.Call(&mountArgs{header(nfsc.MountProg, nfsc.MountVers, mountProc), path})
+	b, err := t.call(&mountArgs{header(nfsc.MountProg, nfsc.MountVers, mountProc), path})
 	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	b, err := io.ReadAll(res)
-	if err != nil {
-		c.Close()
 		return nil, err
 	}
 	fh, err := decodeMount(b)
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("mount %s:%s: %w", addr, path, err)
+		return nil, fmt.Errorf("mount %s:%s: %w", t.addr, path, err)
 	}
-	return &client{rpc: c, root: fh}, nil
+	return &client{rpc: t, root: fh, plainAppend: new(atomic.Bool)}, nil
 }
 
 func decodeMount(b []byte) ([]byte, error) {
@@ -88,13 +158,9 @@ func header(prog, vers, proc uint32) rpc.Header {
 // call sends args and returns the reply after its status, or the status
 // as an errno. The reader still holds what follows an error status.
 func (c *client) call(args any) (*reader, error) {
-	res, err := c.rpc.Call(args)
+	b, err := c.rpc.call(args)
 	if err != nil {
 		return nil, fmt.Errorf("nfs: %w", err)
-	}
-	b, err := io.ReadAll(res)
-	if err != nil {
-		return nil, err
 	}
 	r := &reader{b: b}
 	st := r.u32()
@@ -104,7 +170,7 @@ func (c *client) call(args any) (*reader, error) {
 	return r, nfsStatus(st)
 }
 
-func (c *client) close() { c.rpc.Close() }
+func (c *client) close() { c.rpc.close() }
 
 type fhArgs struct {
 	rpc.Header
@@ -117,7 +183,7 @@ type dirop struct {
 }
 
 func (c *client) getattr(fh []byte) (attr, error) {
-	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procGetattr), fh})
+	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procGetattr), c.h(fh)})
 	if err != nil {
 		return attr{}, err
 	}
@@ -166,7 +232,7 @@ func (c *client) setattr(fh []byte, s sattr) error {
 		Attr  nfsc.Sattr3
 		Guard uint32 // no ctime guard
 	}
-	_, err := c.call(&args{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procSetattr), fh, s.wire(), 0})
+	_, err := c.call(&args{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procSetattr), c.h(fh), s.wire(), 0})
 	return err
 }
 
@@ -174,7 +240,7 @@ func (c *client) lookup(dir []byte, name string) ([]byte, attr, error) {
 	r, err := c.call(&struct {
 		rpc.Header
 		What dirop
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procLookup), dirop{dir, name}})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procLookup), dirop{c.h(dir), name}})
 	if err != nil {
 		return nil, attr{}, err
 	}
@@ -187,7 +253,7 @@ func (c *client) lookup(dir []byte, name string) ([]byte, attr, error) {
 }
 
 func (c *client) readlink(fh []byte) (string, error) {
-	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procReadlink), fh})
+	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procReadlink), c.h(fh)})
 	if err != nil {
 		return "", err
 	}
@@ -202,7 +268,7 @@ func (c *client) read(fh []byte, off uint64, n uint32) ([]byte, bool, error) {
 		FH    []byte
 		Off   uint64
 		Count uint32
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procRead), fh, off, n})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procRead), c.h(fh), off, n})
 	if err != nil {
 		return nil, false, err
 	}
@@ -221,7 +287,7 @@ func (c *client) write(fh []byte, off uint64, data []byte) (uint32, error) {
 		Count  uint32
 		Stable uint32
 		Data   []byte
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procWrite), fh, off, uint32(len(data)), fileSync, data})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procWrite), c.h(fh), off, uint32(len(data)), fileSync, data})
 	if err != nil {
 		return 0, err
 	}
@@ -259,7 +325,7 @@ func (c *client) create(dir []byte, name string, mode uint32, exclusive bool) ([
 		Where dirop
 		How   uint32
 		Attr  nfsc.Sattr3
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procCreate), dirop{dir, name}, how, sattr{Mode: &mode}.wire()})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procCreate), dirop{c.h(dir), name}, how, sattr{Mode: &mode}.wire()})
 	if err != nil {
 		return nil, attr{}, err
 	}
@@ -271,7 +337,7 @@ func (c *client) mkdir(dir []byte, name string, mode uint32) ([]byte, attr, erro
 		rpc.Header
 		Where dirop
 		Attr  nfsc.Sattr3
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procMkdir), dirop{dir, name}, sattr{Mode: &mode}.wire()})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procMkdir), dirop{c.h(dir), name}, sattr{Mode: &mode}.wire()})
 	if err != nil {
 		return nil, attr{}, err
 	}
@@ -284,7 +350,7 @@ func (c *client) symlink(dir []byte, name, target string) ([]byte, attr, error) 
 		Where  dirop
 		Attr   nfsc.Sattr3
 		Target string
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procSymlink), dirop{dir, name}, nfsc.Sattr3{}, target})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procSymlink), dirop{c.h(dir), name}, nfsc.Sattr3{}, target})
 	if err != nil {
 		return nil, attr{}, err
 	}
@@ -299,7 +365,7 @@ func (c *client) remove(dir []byte, name string, isDir bool) error {
 	_, err := c.call(&struct {
 		rpc.Header
 		What dirop
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, proc), dirop{dir, name}})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, proc), dirop{c.h(dir), name}})
 	return err
 }
 
@@ -307,7 +373,7 @@ func (c *client) rename(fromDir []byte, from string, toDir []byte, to string) er
 	_, err := c.call(&struct {
 		rpc.Header
 		From, To dirop
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procRename), dirop{fromDir, from}, dirop{toDir, to}})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procRename), dirop{c.h(fromDir), from}, dirop{c.h(toDir), to}})
 	return err
 }
 
@@ -332,7 +398,7 @@ func (c *client) readdir(fh []byte) ([]entry, error) {
 			Verf     [8]byte
 			DirCount uint32
 			MaxCount uint32
-		}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procReaddirplus), fh, cookie, verf, 1 << 16, 1 << 20})
+		}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procReaddirplus), c.h(fh), cookie, verf, 1 << 16, 1 << 20})
 		if err != nil {
 			return nil, err
 		}
@@ -373,7 +439,7 @@ func decodeReaddir(r *reader) (ents []entry, cookie uint64, verf [8]byte, eof bo
 type fsstat struct{ Total, Free, Avail, Files, FreeFiles uint64 }
 
 func (c *client) fsstat() (fsstat, error) {
-	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procFsstat), c.root})
+	r, err := c.call(&fhArgs{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procFsstat), c.h(c.root)})
 	if err != nil {
 		return fsstat{}, err
 	}

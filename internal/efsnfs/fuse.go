@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,8 +20,18 @@ import (
 type node struct {
 	fs.Inode
 	c  *client
-	fh []byte
+	fh atomic.Pointer[[]byte]
 }
+
+func newNode(c *client, fh []byte) *node {
+	n := &node{c: c}
+	n.fh.Store(&fh)
+	return n
+}
+
+// h is the node's NFS handle: the latest the server gave for its inode
+// (a file's handle names its directory, which a rename changes).
+func (n *node) h() []byte { return *n.fh.Load() }
 
 var (
 	_ fs.NodeGetattrer  = (*node)(nil)
@@ -83,11 +94,15 @@ func fill(out *fuse.Attr, a attr) {
 
 func (n *node) child(ctx context.Context, fh []byte, a attr, out *fuse.EntryOut) *fs.Inode {
 	fill(&out.Attr, a)
-	return n.NewInode(ctx, &node{c: n.c, fh: fh}, fs.StableAttr{Mode: typeBits(a.Type), Ino: a.FileID})
+	in := n.NewInode(ctx, newNode(n.c, fh), fs.StableAttr{Mode: typeBits(a.Type), Ino: a.FileID})
+	if ex, ok := in.Operations().(*node); ok {
+		ex.fh.Store(&fh)
+	}
+	return in
 }
 
-func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	a, err := n.c.getattr(n.fh)
+func (n *node) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, err := n.c.as(ctx).getattr(n.h())
 	if err != nil {
 		return errno(err)
 	}
@@ -95,7 +110,7 @@ func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) sy
 	return 0
 }
 
-func (n *node) Setattr(_ context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *node) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	var s sattr
 	if m, ok := in.GetMode(); ok {
 		m &= 0o7777
@@ -116,22 +131,22 @@ func (n *node) Setattr(_ context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, o
 	if t, ok := in.GetMTime(); ok {
 		s.Mtime = &t
 	}
-	if err := n.c.setattr(n.fh, s); err != nil {
+	if err := n.c.as(ctx).setattr(n.h(), s); err != nil {
 		return errno(err)
 	}
-	return n.Getattr(context.Background(), nil, out)
+	return n.Getattr(ctx, nil, out)
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	fh, a, err := n.c.lookup(n.fh, name)
+	fh, a, err := n.c.as(ctx).lookup(n.h(), name)
 	if err != nil {
 		return nil, errno(err)
 	}
 	return n.child(ctx, fh, a, out), 0
 }
 
-func (n *node) Readdir(context.Context) (fs.DirStream, syscall.Errno) {
-	ents, err := n.c.readdir(n.fh)
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ents, err := n.c.as(ctx).readdir(n.h())
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -153,27 +168,27 @@ type handle struct {
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	fh, a, err := n.c.create(n.fh, name, mode&0o7777, flags&syscall.O_EXCL != 0)
+	fh, a, err := n.c.as(ctx).create(n.h(), name, mode&0o7777, flags&syscall.O_EXCL != 0)
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
 	return n.child(ctx, fh, a, out), &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
 }
 
-func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_TRUNC != 0 {
 		var zero uint64
-		if err := n.c.setattr(n.fh, sattr{Size: &zero}); err != nil {
+		if err := n.c.as(ctx).setattr(n.h(), sattr{Size: &zero}); err != nil {
 			return nil, 0, errno(err)
 		}
 	}
 	return &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
 }
 
-func (n *node) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	got := 0
 	for got < len(dest) {
-		data, eof, err := n.c.read(n.fh, uint64(off)+uint64(got), uint32(len(dest)-got))
+		data, eof, err := n.c.as(ctx).read(n.h(), uint64(off)+uint64(got), uint32(len(dest)-got))
 		if err != nil {
 			return nil, errno(err)
 		}
@@ -185,26 +200,49 @@ func (n *node) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) 
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
-// Write sends the data at off, or, for a file opened O_APPEND, at the
-// size the server reports now. Between that GETATTR and the WRITE another
-// client may append too and one write lands on the other: the race every
-// NFSv3 client has (and EFS's NFSv4.1 clients too, whose append is the
-// same two steps). Writes through one handle are serialized, so one
-// task's appends never overlap each other.
-func (n *node) Write(_ context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+// Write sends the data at off or, for a file opened O_APPEND, at
+// appendOffset, which this package's server takes as the end of the file
+// at the moment it writes (an extension: NFSv3 has no append, see
+// appendOffset). A server that refuses it gets what any NFSv3 client
+// does: a GETATTR for the size, then the WRITE there, where two clients
+// appending at once can land on one offset (EFS's NFSv4.1 clients do the
+// same two steps). Appends through one handle are serialized either way,
+// so one task's appends never overlap each other.
+func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if h, ok := f.(*handle); ok && h.append {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		a, err := n.c.getattr(n.fh)
+		if !n.c.plainAppend.Load() {
+			done, err := n.writeAt(n.c.as(ctx), appendOffset, data, false)
+			if err == 0 || done > 0 || !refusedAppend(err) {
+				return done, err
+			}
+			n.c.plainAppend.Store(true)
+		}
+		a, err := n.c.as(ctx).getattr(n.h())
 		if err != nil {
 			return 0, errno(err)
 		}
 		off = int64(a.Size)
 	}
+	return n.writeAt(n.c.as(ctx), uint64(off), data, true)
+}
+
+func refusedAppend(e syscall.Errno) bool {
+	return e == syscall.EINVAL || e == syscall.EFBIG || e == syscall.EIO || e == syscall.EOPNOTSUPP
+}
+
+// writeAt writes data in WRITEs of at most 1 MiB from off, which
+// advances unless every WRITE goes at appendOffset.
+func (n *node) writeAt(c *client, off uint64, data []byte, advance bool) (uint32, syscall.Errno) {
 	done := 0
 	for done < len(data) {
 		end := min(len(data), done+1<<20)
-		w, err := n.c.write(n.fh, uint64(off)+uint64(done), data[done:end])
+		at := off
+		if advance {
+			at += uint64(done)
+		}
+		w, err := c.write(n.h(), at, data[done:end])
 		if err != nil {
 			return uint32(done), errno(err)
 		}
@@ -217,22 +255,22 @@ func (n *node) Write(_ context.Context, f fs.FileHandle, data []byte, off int64)
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	fh, a, err := n.c.mkdir(n.fh, name, mode&0o7777)
+	fh, a, err := n.c.as(ctx).mkdir(n.h(), name, mode&0o7777)
 	if err != nil {
 		return nil, errno(err)
 	}
 	return n.child(ctx, fh, a, out), 0
 }
 
-func (n *node) Unlink(_ context.Context, name string) syscall.Errno {
-	return errno(n.c.remove(n.fh, name, false))
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return errno(n.c.as(ctx).remove(n.h(), name, false))
 }
 
-func (n *node) Rmdir(_ context.Context, name string) syscall.Errno {
-	return errno(n.c.remove(n.fh, name, true))
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return errno(n.c.as(ctx).remove(n.h(), name, true))
 }
 
-func (n *node) Rename(_ context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if flags != 0 {
 		return syscall.EINVAL // RENAME_NOREPLACE/EXCHANGE: not in NFSv3
 	}
@@ -240,27 +278,39 @@ func (n *node) Rename(_ context.Context, name string, newParent fs.InodeEmbedder
 	if !ok {
 		return syscall.EXDEV
 	}
-	return errno(n.c.rename(n.fh, name, p.fh, newName))
+	if err := n.c.as(ctx).rename(n.h(), name, p.h(), newName); err != nil {
+		return errno(err)
+	}
+	// A file's handle names its directory: take the one the server gives
+	// for its new place, which a restarted server can still find.
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			if fh, _, err := n.c.as(ctx).lookup(p.h(), newName); err == nil {
+				cn.fh.Store(&fh)
+			}
+		}
+	}
+	return 0
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	fh, a, err := n.c.symlink(n.fh, name, target)
+	fh, a, err := n.c.as(ctx).symlink(n.h(), name, target)
 	if err != nil {
 		return nil, errno(err)
 	}
 	return n.child(ctx, fh, a, out), 0
 }
 
-func (n *node) Readlink(context.Context) ([]byte, syscall.Errno) {
-	s, err := n.c.readlink(n.fh)
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	s, err := n.c.as(ctx).readlink(n.h())
 	if err != nil {
 		return nil, errno(err)
 	}
 	return []byte(s), 0
 }
 
-func (n *node) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
-	s, err := n.c.fsstat()
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	s, err := n.c.as(ctx).fsstat()
 	if err != nil {
 		return errno(err)
 	}

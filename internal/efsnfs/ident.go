@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -24,13 +25,15 @@ type ident struct {
 	uid, gid uint32
 	groups   []uint32
 	work     chan func()
+	done     chan struct{}
+	once     sync.Once
 }
 
 // workers per identity: enough for a few clients' concurrent calls.
 const workers = 4
 
 func newIdent(uid, gid uint32, groups []uint32) (*ident, error) {
-	id := &ident{uid: uid, gid: gid, groups: groups, work: make(chan func())}
+	id := &ident{uid: uid, gid: gid, groups: groups, work: make(chan func()), done: make(chan struct{})}
 	errs := make(chan error, workers)
 	for range workers {
 		go id.worker(errs)
@@ -51,8 +54,13 @@ func (id *ident) worker(ready chan<- error) {
 		return
 	}
 	ready <- nil
-	for fn := range id.work {
-		fn()
+	for {
+		select {
+		case fn := <-id.work:
+			fn()
+		case <-id.done:
+			return
+		}
 	}
 }
 
@@ -75,14 +83,19 @@ func (id *ident) become() error {
 	return nil
 }
 
-// do runs fn on one of the user's threads.
+// do runs fn on one of the user's threads; once the export is closed,
+// it fails instead.
 func (id *ident) do(fn func() error) error {
 	done := make(chan error, 1)
-	id.work <- func() { done <- fn() }
-	return <-done
+	select {
+	case id.work <- func() { done <- fn() }:
+		return <-done
+	case <-id.done:
+		return unix.EBADF
+	}
 }
 
-func (id *ident) close() { close(id.work) }
+func (id *ident) close() { id.once.Do(func() { close(id.done) }) }
 
 // mapIDs maps a chown's ids as EFS maps every id a client of such an
 // access point sends: any uid becomes the user's, any gid too unless it

@@ -4,10 +4,14 @@
 // The serving side (Server) answers on a mount target's address, port
 // 2049, with the go-nfs server (github.com/willscott/go-nfs) over a tree
 // confined to each export's root (tree.go) and run as the access point's
-// user when it has one (ident.go). The mounting side (Mount, the hidden
-// `gantry efs-nfs-mount` helper) is a FUSE file system over an NFSv3
-// client, started in the task's network namespace so that the mount
-// target sees the task's ENI address and its security groups apply.
+// user when it has one (ident.go), with file handles that outlive the
+// server (handle.go), files kept open between calls (fdcache.go), and
+// READ and WRITE answered without go-nfs (fastpath.go). The mounting
+// side (Mount, the hidden `gantry efs-nfs-mount` helper) is a FUSE file
+// system over an NFSv3 client (client.go, fuse.go) whose transport waits
+// and reconnects across a server restart (rpc.go), started in the task's
+// network namespace so that the mount target sees the task's ENI address
+// and its security groups apply.
 //
 // Hosts with the kernel's NFS client and nfsd would use those instead
 // (see docs/architecture.md); this host kernel has neither, and the
@@ -16,9 +20,9 @@ package efsnfs
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,7 +30,6 @@ import (
 
 	billy "github.com/go-git/go-billy/v5"
 	nfs "github.com/willscott/go-nfs"
-	nfshelper "github.com/willscott/go-nfs/helpers"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,11 +51,17 @@ type Export struct {
 
 // Server serves a set of exports on one address.
 type Server struct {
-	ln   net.Listener
-	done chan struct{}
+	ln      net.Listener
+	done    chan struct{}
+	handles *handles
+	verf    [8]byte // WRITE's verifier: this server's instance
 
 	mu      sync.Mutex
 	exports map[string]*tree
+	byXID   map[[8]byte]*tree
+	conns   map[net.Conn]bool
+	closed  bool
+	served  bool
 }
 
 func init() {
@@ -60,24 +69,74 @@ func init() {
 	nfs.Log.SetLevel(nfs.ErrorLevel)
 }
 
-// Listen serves on addr (host:port) until Close.
+// Listen binds addr (host:port); Serve starts answering. Clients that
+// connect in between wait: a restarted agent adds every export its
+// running tasks mount before any of their calls is read, so none of them
+// meets a handle of an export not yet there (NFS3ERR_STALE).
 func Listen(addr string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, done: make(chan struct{}), exports: map[string]*tree{}}
-	// Handles name paths in an LRU cache; a client holding a handle the
-	// cache dropped gets NFS3ERR_STALE and looks the name up again.
-	h := nfshelper.NewCachingHandler(&handler{s: s}, 1<<16)
+	s := &Server{done: make(chan struct{}), exports: map[string]*tree{}, byXID: map[[8]byte]*tree{}, conns: map[net.Conn]bool{}}
+	s.ln = &trackingListener{Listener: ln, s: s}
+	rand.Read(s.verf[:])
+	s.handles = newHandles(s)
+	return s, nil
+}
+
+// Serve answers clients until Close.
+func (s *Server) Serve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.served || s.closed {
+		return
+	}
+	s.served = true
 	go func() {
 		defer close(s.done)
-		srv := &nfs.Server{Handler: h, Context: context.Background()}
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-			slog.Warn("efs nfs server stopped", "addr", addr, "err", err)
+		srv := &nfs.Server{Handler: &handler{s: s}, Context: context.Background()}
+		if err := srv.Serve(s.ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			slog.Warn("efs nfs server stopped", "addr", s.ln.Addr(), "err", err)
 		}
 	}()
-	return s, nil
+}
+
+// trackingListener keeps the accepted connections, for Close to cut.
+type trackingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if l.s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	tc := &trackedConn{Conn: newFastConn(c, l.s), s: l.s}
+	l.s.conns[tc] = true
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // Addr is where the server listens.
@@ -97,7 +156,8 @@ func (s *Server) Add(name string, e Export) error {
 	if err != nil {
 		return err
 	}
-	t := &tree{root: root}
+	t := &tree{root: root, xid: exportID(name), h: s.handles}
+	t.fds = newFDCache()
 	if e.Squash {
 		if t.id, err = newIdent(e.UID, e.GID, e.Groups); err != nil {
 			unix.Close(root)
@@ -105,24 +165,38 @@ func (s *Server) Add(name string, e Export) error {
 		}
 	}
 	s.exports[name] = t
+	s.byXID[t.xid] = t
 	return nil
 }
 
-// Close stops listening and releases the exports. Connections already
-// accepted end when their clients go (go-nfs has no way to cut them), and
-// calls on them fail since the exports are gone.
-func (s *Server) Close() error {
-	err := s.ln.Close()
-	<-s.done
+func (s *Server) byID(id [8]byte) *tree {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.byXID[id]
+}
+
+// Close stops listening, cuts the connections (their clients connect
+// again, to whichever server listens there next) and releases the
+// exports.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	served := s.served
+	s.mu.Unlock()
+	err := s.ln.Close()
+	if served {
+		<-s.done
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.(*trackedConn).Conn.Close()
+		delete(s.conns, c)
+	}
 	for name, t := range s.exports {
-		if t.id != nil {
-			t.id.close()
-		}
-		unix.Close(t.root)
-		t.root = -1
+		t.close()
 		delete(s.exports, name)
+		delete(s.byXID, t.xid)
 	}
 	return err
 }
@@ -161,10 +235,19 @@ func (h *handler) FSStat(_ context.Context, fs billy.Filesystem, out *nfs.FSStat
 	return nil
 }
 
-// The caching handler wraps these; they are never called.
-func (h *handler) ToHandle(billy.Filesystem, []string) []byte { return nil }
-func (h *handler) FromHandle([]byte) (billy.Filesystem, []string, error) {
-	return nil, nil, io.ErrUnexpectedEOF
+func (h *handler) ToHandle(fs billy.Filesystem, p []string) []byte {
+	t, ok := fs.(*tree)
+	if !ok {
+		return nil
+	}
+	return h.s.handles.toHandle(t, p)
 }
+
+func (h *handler) FromHandle(fh []byte) (billy.Filesystem, []string, error) {
+	return h.s.handles.fromHandle(fh)
+}
+
+// InvalidateHandle is left to the tree: its Rename and Remove keep the
+// table right (a renamed file keeps its handle).
 func (h *handler) InvalidateHandle(billy.Filesystem, []byte) error { return nil }
-func (h *handler) HandleLimit() int                                { return 1 << 16 }
+func (h *handler) HandleLimit() int                                { return handleCacheSize }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	billy "github.com/go-git/go-billy/v5"
@@ -26,6 +27,44 @@ import (
 type tree struct {
 	root int
 	id   *ident // nil: as the server (root)
+	xid  [8]byte
+	h    *handles
+	fds  *fdCache
+
+	// An export without an access point user runs each call as its
+	// caller (caller.go): base is the export a view is of, views the
+	// export's views by identity.
+	base  *tree
+	vmu   sync.Mutex
+	views map[string]*tree
+}
+
+// close releases the export and its views (which share its root).
+func (t *tree) close() {
+	t.vmu.Lock()
+	for k, v := range t.views {
+		v.fds.close()
+		v.id.close()
+		delete(t.views, k)
+	}
+	t.fds.close()
+	if t.id != nil {
+		t.id.close()
+	}
+	// Closed a little later: a call still running (its connection was
+	// just cut) must not resolve a path from the number reused by then.
+	root := t.root
+	time.AfterFunc(10*time.Second, func() { unix.Close(root) })
+	t.root = -1
+	t.vmu.Unlock()
+}
+
+// changed is told of a rename or removal at p made here.
+func (t *tree) changed(p string) {
+	for _, v := range t.all() {
+		v.fds.drop(clean(p))
+	}
+	bumpEpoch()
 }
 
 var _ billy.Filesystem = (*tree)(nil)
@@ -92,6 +131,13 @@ func (t *tree) Create(p string) (billy.File, error) {
 func (t *tree) Open(p string) (billy.File, error) { return t.OpenFile(p, os.O_RDONLY, 0) }
 
 func (t *tree) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error) {
+	if flag == os.O_RDONLY || flag == os.O_RDWR {
+		e, err := t.cachedOpen(p, flag == os.O_RDWR)
+		if err != nil {
+			return nil, pathErr("open", p, err)
+		}
+		return &cfile{t: t, e: e, name: clean(p)}, nil
+	}
 	var fd int
 	err := t.do(func() error {
 		var err error
@@ -118,6 +164,9 @@ func (t *tree) Stat(p string) (os.FileInfo, error) { return t.Lstat(p) }
 
 // Lstat never follows a symlink: NFS GETATTR describes the link itself.
 func (t *tree) Lstat(p string) (os.FileInfo, error) {
+	if st, ok := t.cachedStat(clean(p)); ok {
+		return newInfo(path.Base(clean(p)), st), nil
+	}
 	var fi os.FileInfo
 	err := t.do(func() error {
 		var fd int
@@ -154,7 +203,13 @@ func (t *tree) Rename(from, to string) error {
 			return err
 		}
 		defer unix.Close(fd2)
-		return unix.Renameat(fd1, n1, fd2, n2)
+		if err := unix.Renameat(fd1, n1, fd2, n2); err != nil {
+			return err
+		}
+		t.changed(to)
+		t.changed(from)
+		t.h.moved(t, clean(from), clean(to))
+		return nil
 	}))
 }
 
@@ -165,6 +220,7 @@ func (t *tree) Remove(p string) error {
 			return err
 		}
 		defer unix.Close(fd)
+		defer t.changed(p)
 		err = unix.Unlinkat(fd, name, 0)
 		if err == unix.EISDIR || err == unix.EPERM {
 			if err2 := unix.Unlinkat(fd, name, unix.AT_REMOVEDIR); err2 != unix.ENOTDIR {
@@ -252,6 +308,7 @@ func (t *tree) Chroot(string) (billy.Filesystem, error) { return nil, billy.ErrN
 func (t *tree) Root() string                            { return "/" }
 
 func (t *tree) Chmod(p string, mode os.FileMode) error {
+	defer t.fds.drop(clean(p)) // access is checked at open
 	return pathErr("chmod", p, t.do(func() error {
 		if clean(p) == "." {
 			return unix.Fchmod(t.root, uint32(mode.Perm()))
@@ -269,6 +326,7 @@ func (t *tree) Lchown(p string, uid, gid int) error {
 	if t.id != nil {
 		uid, gid = t.id.mapIDs(uid, gid)
 	}
+	defer t.fds.drop(clean(p))
 	return pathErr("lchown", p, t.do(func() error {
 		if clean(p) == "." {
 			return unix.Fchownat(t.root, "", uid, gid, unix.AT_EMPTY_PATH)

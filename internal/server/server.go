@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,7 +51,7 @@ type Config struct {
 	RegistryListen   string // address of the image registry; default 127.0.0.1:8911
 	LBAddressRange   string // where load balancers get their addresses; default 127.0.0.0/8
 	ImageCacheBudget string // disk budget of the image cache such as 20GiB; "0": no eviction; default images.DefaultBudget
-	DefaultIsolation string // new clusters' isolation: auto (sandbox where runsc works), sandbox or container
+	DefaultIsolation string // new clusters' isolation: sandbox (the default), container or auto (sandbox where runsc works)
 	NetnsPool        int    // network namespaces kept ready per subnet in use (netw pool)
 	EphemeralMiB     int64  // every task's ephemeral storage, replacing what it asks for; 0: as asked
 	EFSMode          string // "nfs": mount EFS volumes over NFS from the mount target, as a remote agent does; "" or "local": the local tree
@@ -368,20 +369,29 @@ func execURL(listen string) string {
 }
 
 // defaultIsolation resolves --default-isolation on this host and says at
-// start-up what new clusters get, and why not sandbox when it is not.
+// start-up what new clusters get. A host that cannot run sandboxes is
+// said loudly, with the reason and both ways out, whatever the flag:
+// clusters asking for sandbox will be refused, and the operator should
+// know why before the first one is.
 func defaultIsolation(ctx context.Context, want string, ag agent.Agent, log *slog.Logger) (string, error) {
 	info, err := ag.Info(ctx)
 	if err != nil {
 		return "", err
 	}
-	isolation, why, err := ecs.ResolveDefaultIsolation(want, info)
+	isolation, unavailable, err := ecs.ResolveDefaultIsolation(want, info)
 	if err != nil {
 		return "", err
 	}
-	if why != "" {
-		log.Warn("new clusters default to isolation=container: SANDBOX ISOLATION UNAVAILABLE", "reason", why)
-	} else {
-		log.Info("new clusters default to isolation="+isolation, "flag", want)
+	const fix = "install gVisor's runsc with scripts/build-runsc.sh (the README's scripts/install.sh runs it) and restart, or start the server with --default-isolation container"
+	switch {
+	case unavailable != "" && isolation == agent.IsolationSandbox:
+		log.Error("SANDBOX ISOLATION UNAVAILABLE: new clusters default to isolation=sandbox and CreateCluster refuses them, as it refuses isolation=sandbox; clusters with isolation=container work",
+			"reason", unavailable, "fix", fix)
+	case unavailable != "":
+		log.Warn("SANDBOX ISOLATION UNAVAILABLE: new clusters default to isolation=container; isolation=sandbox is refused",
+			"reason", unavailable, "fix", fix, "flag", cmp.Or(want, agent.IsolationSandbox))
+	default:
+		log.Info("new clusters default to isolation="+isolation, "flag", cmp.Or(want, agent.IsolationSandbox))
 	}
 	return isolation, nil
 }

@@ -337,10 +337,10 @@ func freeVPCRange() string {
 	}
 }
 
-// isolationArgs runs the suite under another default isolation:
-// GANTRY_TEST_ISOLATION=sandbox (or container, auto) makes every cluster a
-// test creates without the setting run its tasks that way. A test's own
-// server flags come after, so they win.
+// isolationArgs runs the suite under another default isolation than the
+// server's own (sandbox): GANTRY_TEST_ISOLATION=container (or auto,
+// sandbox) makes every cluster a test creates without the setting run its
+// tasks that way. A test's own server flags come after, so they win.
 func isolationArgs() []string {
 	if v := os.Getenv("GANTRY_TEST_ISOLATION"); v != "" {
 		return []string{"--default-isolation", v}

@@ -9,13 +9,15 @@ package local
 //     export per access point (or root directory) that tasks use
 //     (internal/efsnfs). On one host the agent starts it when a task first
 //     needs it and stops it, and takes the address off the bridge, when
-//     the last such task is gone.
+//     the last such task is gone; a restarted agent serves again, before
+//     it resumes them, what its unfinished tasks mount (efsNFSResume).
 //   - Mounting, by the task's agent: the `gantry efs-nfs-mount` helper in
 //     the task's network namespace mounts the export with FUSE at
 //     DataDir/agent/efs/<task>/<name>, which is bound into the containers
 //     as a local mount is.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -58,11 +60,8 @@ func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
 	if mt == nil || mt.IP == "" {
 		return "", fmt.Errorf("file system %s has no mount target in the task's VPC", m.FileSystemID)
 	}
-	export := path.Join("/", m.FileSystemID, m.Root)
-	if m.AccessPointID != "" {
-		export = "/" + m.AccessPointID
-	}
-	if err := a.nfsServe(taskID, m, export); err != nil {
+	export := nfsExport(m)
+	if err := a.nfsServe(taskID, m, export, true); err != nil {
 		return "", fmt.Errorf("serve %s at %s: %w", m.FileSystemID, mt.IP, err)
 	}
 	efsMu.Lock()
@@ -105,14 +104,57 @@ func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
 	return mp, nil
 }
 
+// nfsExport is m's export name, what its mount helper asks to MOUNT.
+func nfsExport(m *agent.EFSMount) string {
+	if m.AccessPointID != "" {
+		return "/" + m.AccessPointID
+	}
+	return path.Join("/", m.FileSystemID, m.Root)
+}
+
+// efsNFSResume serves again, as a restarted agent starts, every export
+// its unfinished tasks mount over NFS: the servers ran in the previous
+// agent's process and went with it, while the tasks' mount helpers
+// (processes of their own) wait and reconnect to the same address with
+// the handles they hold, which name the same files (efsnfs: handles
+// outlive the server). Every export of a mount target is added before
+// its server answers, so no waiting call meets a handle of an export not
+// yet back.
+func (a *Agent) efsNFSResume(recs []record) {
+	if a.cfg.EFSMode != "nfs" {
+		return
+	}
+	for _, rec := range recs {
+		if rec.Status.Phase == agent.PhaseStopped {
+			continue
+		}
+		for _, c := range rec.Spec.Containers {
+			for _, m := range c.Mounts {
+				if m.EFS == nil {
+					continue
+				}
+				if err := a.nfsServe(rec.Spec.TaskID, m.EFS, nfsExport(m.EFS), false); err != nil {
+					a.log.Warn("serve EFS over NFS again for a running task", "task", rec.Spec.TaskID, "fs", m.EFS.FileSystemID, "err", err)
+				}
+			}
+		}
+	}
+	nfsMu.Lock()
+	defer nfsMu.Unlock()
+	for _, s := range nfsServers {
+		s.srv.Serve()
+	}
+}
+
 func isMount(dir string) bool {
 	var st, parent unix.Stat_t
 	return unix.Lstat(dir, &st) == nil && unix.Lstat(filepath.Dir(dir), &parent) == nil && st.Dev != parent.Dev
 }
 
 // nfsServe makes sure the mount target's server runs, on its address on
-// the VPC's bridge, and publishes the export.
-func (a *Agent) nfsServe(taskID string, m *agent.EFSMount, export string) error {
+// the VPC's bridge, and publishes the export; the server answers once
+// start (efsNFSResume starts them after adding every export).
+func (a *Agent) nfsServe(taskID string, m *agent.EFSMount, export string, start bool) error {
 	nfsServeMu.Lock()
 	defer nfsServeMu.Unlock()
 	nfsMu.Lock()
@@ -151,6 +193,9 @@ func (a *Agent) nfsServe(taskID string, m *agent.EFSMount, export string) error 
 		}
 	}
 	s.tasks[taskID] = true
+	if start {
+		defer s.srv.Serve()
+	}
 	root, _, err := a.openEFSRoot(m)
 	if err != nil {
 		return err
@@ -263,6 +308,20 @@ func (a *Agent) nfsAddrInUse(ip, except string) bool {
 	return false
 }
 
+// errSandboxEFSNFS refuses EFS over NFS in a gVisor sandbox
+// (efsNFSMountAll, before any helper starts) rather than letting it half
+// work. Two things are missing: the mount helper's NFS
+// client runs on the host kernel in the task's network namespace, whose
+// eth0 address gVisor's netstack takes over when the sandbox starts,
+// cutting the helper's connections and hanging the container's start (a
+// sandbox on the namespace's own stack, runsc --network=host through the
+// annotation dev.gvisor.flag.network=host, fixes that part); and gVisor's
+// gofer creates files with create-then-fchown and mknod, which the NFS
+// helper's FUSE file system answers with EINVAL and ENOTSUP, and checks
+// permissions itself against the owners the mount shows, which needs the
+// per-user view the local access point mounts have (efsfuse.Client).
+var errSandboxEFSNFS = errors.New("ResourceInitializationError: EFS volumes over NFS (gantry server --efs-mode nfs) are not supported in sandbox isolation yet; run the task in a cluster with the setting isolation=container")
+
 // efsNFSMountAll mounts the task's EFS volumes over NFS while the task's
 // resources are set up, before any container, as the ECS agent has EFS
 // utils do: a volume that cannot be mounted fails the task with the ECS
@@ -275,6 +334,9 @@ func (a *Agent) efsNFSMountAll(taskID string, spec agent.TaskSpec) error {
 		for _, m := range c.Mounts {
 			if m.EFS == nil {
 				continue
+			}
+			if spec.Isolation == agent.IsolationSandbox {
+				return errSandboxEFSNFS
 			}
 			if _, err := a.efsNFS(taskID, m.EFS); err != nil {
 				return fmt.Errorf("ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "+

@@ -166,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			a.finishTaskLogs(id)
 		}
 	}
+	a.efsNFSResume(recs)
 	for _, rec := range recs {
 		t := newTask(a, rec)
 		a.tasks[rec.Spec.TaskID] = t

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/gantry-dev/gantry/internal/agent"
+	gcontainerd "github.com/gantry-dev/gantry/internal/containerd"
 )
 
 // A Runtime is how a task's containers are isolated: which containerd
@@ -75,6 +77,10 @@ const DefaultRunsc = "/usr/local/bin/runsc"
 // (root:self by default) would keep writes in a file store it sizes itself.
 var runscFlags = []string{"--platform=systrap", "--allow-flag-override", "--overlay2=none"}
 
+// RunscFlags are the global flags every sandbox's runsc gets: the
+// benchmark's runsc floor runs with the same.
+func RunscFlags() []string { return append([]string(nil), runscFlags...) }
+
 // gvisorRuntime is sandbox isolation: gVisor's runsc as the runtime binary
 // of containerd's runc v2 shim (as Docker runs gVisor). gVisor's own shim
 // (containerd-shim-runsc-v1) needs containerd 1.7+; the runc shim drives
@@ -133,10 +139,18 @@ func (*gvisorRuntime) SpecOpts(task agent.TaskSpec) []oci.SpecOpts {
 	if !sharedSandbox(task) {
 		return nil
 	}
-	return []oci.SpecOpts{oci.WithAnnotations(map[string]string{
-		annotationContainerType: "container",
-		annotationSandboxID:     sandboxID(task.TaskID),
-	})}
+	return []oci.SpecOpts{
+		oci.WithAnnotations(map[string]string{
+			annotationContainerType:   "container",
+			annotationSandboxID:       sandboxID(task.TaskID),
+			annotationInSandboxCgroup: "v2", // the sandbox's, which runsc also reads from each container's
+		}),
+		// A cgroup file system (read-only, as Docker mounts it) is what
+		// makes the sentry give the container a cgroup of its own
+		// (annotationInSandboxCgroup), and so its own memory accounting.
+		oci.WithMounts([]specs.Mount{{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+			Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}}}),
+	}
 }
 
 // SandboxOpts make the root container: gVisor's own network stack
@@ -150,12 +164,60 @@ func (g *gvisorRuntime) SandboxOpts(task agent.TaskSpec) []oci.SpecOpts {
 		return nil
 	}
 	return []oci.SpecOpts{
-		oci.WithAnnotations(map[string]string{annotationContainerType: "sandbox"}),
+		oci.WithAnnotations(map[string]string{annotationContainerType: "sandbox", annotationInSandboxCgroup: "v2"}),
 		oci.WithMounts([]specs.Mount{{Destination: pausePath, Type: "bind", Source: g.pause, Options: []string{"bind", "ro"}}}),
 		oci.WithProcessArgs(pausePath, "infinity"),
 		oci.WithRootFSReadonly(),
 	}
 }
+
+// annotationInSandboxCgroup sets the sandbox's runsc flag
+// --in-sandbox-cgroup: with v2 the sentry gives every container whose spec
+// mounts a cgroup file system a cgroup of its own and accounts its pages
+// there, so runsc events reports each container's own memory (memoryUsage)
+// rather than the sandbox's split evenly between its containers. The hard
+// limits of a sandbox's containers are enforced with it (watchMemory).
+const annotationInSandboxCgroup = "dev.gvisor.flag.in-sandbox-cgroup"
+
+// memoryUsage is the memory a container of a sandbox uses, as the sentry
+// accounts it (runsc events --stats). The sentry keeps, but does not
+// enforce, a limit per container, and the host's cgroup holds the whole
+// sandbox.
+func (g *gvisorRuntime) memoryUsage(ctx context.Context, id string) (uint64, error) {
+	out, err := exec.CommandContext(ctx, g.runsc, "--root", runscRoot, "events", "--stats", id).Output()
+	if err != nil {
+		return 0, fmt.Errorf("runsc events --stats %s: %w", id, err)
+	}
+	var ev struct {
+		Data struct {
+			Memory struct {
+				Usage struct {
+					Usage uint64 `json:"usage"`
+				} `json:"usage"`
+			} `json:"memory"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(out, &ev); err != nil {
+		return 0, fmt.Errorf("runsc events --stats %s: %w", id, err)
+	}
+	return ev.Data.Memory.Usage.Usage, nil
+}
+
+// showMemoryLimit writes a container's hard limit into its memory.max in
+// the sandbox's cgroup file system, where the container (and a runtime
+// sizing its heap by it, as JVMs do) reads it, as it would under runc. The
+// sentry keeps the value but does not act on it (watchMemory does).
+func (g *gvisorRuntime) showMemoryLimit(ctx context.Context, id string, limit uint64) error {
+	out, err := exec.CommandContext(ctx, g.runsc, "--root", runscRoot, "write-control", id, "memory", "/"+id, "memory.max", fmt.Sprint(limit)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "ERROR") {
+		return fmt.Errorf("runsc write-control %s memory.max: %v: %s", id, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// runscRoot is where the runc shim keeps its runtime's state (--root of
+// every call it makes): its default root and containerd's namespace.
+var runscRoot = filepath.Join("/run/containerd/runc", gcontainerd.Namespace)
 
 // pausePath is where the pause binary is in the root container; busybox
 // runs the applet its name says.
@@ -241,9 +303,14 @@ func (g *gvisorRuntime) check() error {
 // create got (the container's, from the shim) until start, which runs runsc
 // with them (through /proc/<waiter>/fd; the waiter has them from its fork,
 // before create returns), and drops them once started, so
-// the shim sees the end of the output when the container's is done. A sandbox that dies under its containers (the
-// host's OOM killer takes the sentry) leaves runsc wait nothing to report:
-// the waiter then exits 137, as the container was killed.
+// the shim sees the end of the output when the container's is done. A
+// sandbox that dies under its containers (the host's OOM killer takes the
+// sentry) leaves runsc wait nothing to report: the waiter then exits 137,
+// as the container was killed.
+//
+// Everything else is runsc's own, exec'd with no shell left waiting: the
+// start of a container that is its sandbox (the root, or a task's only
+// container; it has no waiter) is on every sandboxed task's start path.
 const wrapperScript = `#!/bin/sh
 # Written by gantry: containerd's runc v2 shim runs this as its runtime binary.
 waits='%[2]s'
@@ -310,11 +377,10 @@ case " $* " in
 	if [ -p "$waits/$id" ]; then
 		w=/proc/$(cat "$waits/$id.pid")/fd
 		%[1]s "$@" <"$w/5" >"$w/6" 2>"$w/7" || exit
-	else
-		%[1]s "$@" || exit
+		signal
+		exit 0
 	fi
-	signal
-	exit 0
+	exec %[1]s "$@"
 	;;
 *" delete "*)
 	%[1]s "$@"
@@ -351,4 +417,13 @@ func (a *Agent) runtimeFor(isolation string) (Runtime, error) {
 		return a.sandbox, nil
 	}
 	return nil, fmt.Errorf("unknown isolation %q (want %q or %q)", isolation, agent.IsolationContainer, agent.IsolationSandbox)
+}
+
+// sandboxRuntime is gVisor's runtime when a task's containers share one
+// sandbox (sharedSandbox), where it has work of its own per container.
+func (a *Agent) sandboxRuntime(spec agent.TaskSpec) (*gvisorRuntime, bool) {
+	if !sharedSandbox(spec) || a.sandbox == nil {
+		return nil, false
+	}
+	return a.sandbox, true
 }

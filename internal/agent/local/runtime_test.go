@@ -268,24 +268,52 @@ func TestHardening(t *testing.T) {
 	}
 }
 
-// A container's own memory limit inside a task's sandbox is not the host's
-// to enforce: the host sees only the sandbox, in its root container's
-// cgroup, so what holds is the task's limit. A container that outgrows it
-// gets the sentry killed, which ends every container of the task; each is
-// reported killed for memory (137, OutOfMemoryError), and the task stops.
-// Under runc only the hog would die (docs/architecture.md).
+// A container's own memory limit inside a task's sandbox holds, though the
+// host sees only the sandbox: the agent kills the container over it (137,
+// OutOfMemoryError, watchMemory) and the task goes on, as under runc. What
+// the host enforces is the task's limit: a container without a limit of
+// its own that outgrows the task's gets the sentry killed, which ends every
+// container of the task, each reported killed for memory.
 func TestSandboxContainerMemoryLimit(t *testing.T) {
 	e := newEnv(t)
 	spec := e.sandboxed(
 		agent.ContainerSpec{Name: "hog", MemoryMiB: 64, Command: sh("sleep 0.5; tail /dev/zero")},
-		agent.ContainerSpec{Name: "bystander", Essential: true, Command: sh("trap 'exit 0' TERM; sleep 60 & wait")},
+		agent.ContainerSpec{Name: "bystander", Essential: true, StopTimeout: time.Second, Command: sh("trap 'exit 0' TERM; sleep 60 & wait")},
+		// It sees its own limit where a container under runc does.
+		agent.ContainerSpec{Name: "reader", MemoryMiB: 100, Command: sh(`for i in $(seq 50); do
+				[ "$(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max)" = 104857600 ] && exit 3
+				sleep 0.2
+			done; exit 1`)},
 	)
 	spec.MemoryMiB = 256
 	id := e.start(spec)
-	st := e.waitPhase(id, agent.PhaseStopped, time.Minute)
+	st := e.wait(id, time.Minute, "hog stopped", func(st agent.TaskStatus) bool { return ctrStatus(t, st, "hog").Status == "STOPPED" })
+	if c := ctrStatus(t, st, "hog"); c.ExitCode == nil || *c.ExitCode != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {
+		t.Errorf("hog over its 64 MiB: exit %v reason %q, want 137 OutOfMemoryError", deref(c.ExitCode), c.Reason)
+	}
+	st = e.wait(id, time.Minute, "reader stopped", func(st agent.TaskStatus) bool { return ctrStatus(t, st, "reader").Status == "STOPPED" })
+	if c := ctrStatus(t, st, "reader"); c.ExitCode == nil || *c.ExitCode != 3 {
+		t.Errorf("reader: exit %v, want 3 (its memory.max in the sandbox's cgroup file system says its 100 MiB)", deref(c.ExitCode))
+	}
+	time.Sleep(time.Second)
+	if st, _ := e.rep.last(id); st.Phase != agent.PhaseRunning || ctrStatus(t, st, "bystander").Status != "RUNNING" {
+		t.Errorf("after the hog's kill: task %s, bystander %s; want both running", st.Phase, ctrStatus(t, st, "bystander").Status)
+	}
+	if err := e.agent.StopTask(e.ctx, agent.StopRequest{TaskID: id}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPhase(id, agent.PhaseStopped, time.Minute)
+
+	spec = e.sandboxed(
+		agent.ContainerSpec{Name: "hog", Command: sh("sleep 0.5; tail /dev/zero")},
+		agent.ContainerSpec{Name: "bystander", Essential: true, Command: sh("trap 'exit 0' TERM; sleep 60 & wait")},
+	)
+	spec.MemoryMiB = 128
+	id = e.start(spec)
+	st = e.waitPhase(id, agent.PhaseStopped, time.Minute)
 	for _, name := range []string{"hog", "bystander"} {
 		if c := ctrStatus(t, st, name); c.ExitCode == nil || *c.ExitCode != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {
-			t.Errorf("%s: exit %v reason %q, want 137 OutOfMemoryError", name, deref(c.ExitCode), c.Reason)
+			t.Errorf("task over its limit: %s: exit %v reason %q, want 137 OutOfMemoryError", name, deref(c.ExitCode), c.Reason)
 		}
 	}
 }

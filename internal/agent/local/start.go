@@ -202,6 +202,8 @@ func (r *runner) start(c *ctr) error {
 	if err := r.watch(c); err != nil {
 		return err
 	}
+	r.mark("watch." + c.spec.Name)
+	r.watchMemory(c)
 	r.t.log.Info("container started", "container", c.spec.Name, "id", c.id, "pid", tk.Pid())
 	// The last essential container's start moves the task to RUNNING in
 	// the same report: one store and report less on every start.

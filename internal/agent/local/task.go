@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -137,6 +138,8 @@ type ctr struct {
 	viewReady  bool  // its image view exists (made while the network was)
 	createErr  error // creating it ahead of its start failed
 	stopHealth context.CancelFunc
+	stopMemory context.CancelFunc
+	overLimit  atomic.Bool // watchMemory killed it for its hard limit
 	kill       *time.Timer
 }
 
@@ -296,6 +299,7 @@ func (r *runner) reattach(rec record) error {
 		}
 		if s.Status == containerd.Running && !r.stopping {
 			r.startHealth(c)
+			r.watchMemory(c)
 		}
 		if r.stopping {
 			r.stopContainer(c)
@@ -628,6 +632,9 @@ func (r *runner) exited(c *ctr, ev event) {
 	if c.stopHealth != nil {
 		c.stopHealth()
 	}
+	if c.stopMemory != nil {
+		c.stopMemory()
+	}
 	if c.kill != nil {
 		c.kill.Stop()
 	}
@@ -636,7 +643,7 @@ func (r *runner) exited(c *ctr, ev event) {
 	if ev.exit != nil {
 		n := int(ev.exit.ExitCode())
 		code = &n
-		if oomKilled(r.t.id, r.cgroupOf(c.id)) {
+		if c.overLimit.Load() || oomKilled(r.t.id, r.cgroupOf(c.id)) {
 			reason = reasonOOM
 		}
 	}
@@ -671,6 +678,61 @@ func (r *runner) exited(c *ctr, ev event) {
 	if r.stopping && !r.anyRunning() {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.ExecutionStoppedAt = now() })
 	}
+}
+
+// memoryPoll is how often watchMemory reads a container's usage: each read
+// is a runsc process, so not much more often. A container that grows past
+// its limit between two reads is killed at the next; the task's limit,
+// the host cgroup's, still holds meanwhile.
+const memoryPoll = 500 * time.Millisecond
+
+// watchMemory enforces the hard memory limit of a container that shares
+// its task's sandbox. On the host the sandbox is one cgroup with the task's
+// limit; gVisor accounts each container's memory (annotationInSandboxCgroup)
+// but enforces no limit of its own, so the agent reads the container's
+// usage and, once it is over the limit, kills the container as the kernel's
+// OOM killer kills one of runc's: SIGKILL (exit 137), reported as
+// OutOfMemoryError, and the task goes on unless the container is essential.
+func (r *runner) watchMemory(c *ctr) {
+	g, ok := r.t.a.sandboxRuntime(r.t.record().Spec)
+	if !ok || c.spec.MemoryMiB <= 0 || c.t == nil || c.c == nil {
+		return
+	}
+	limit := uint64(c.spec.MemoryMiB) << 20
+	ctx, cancel := context.WithCancel(r.ctx)
+	c.stopMemory = cancel
+	tk, cc, name, id := c.t, c.c, c.spec.Name, c.id
+	go func() {
+		// A container an older agent made without a cgroup of its own in
+		// the sandbox reads the sandbox's usage split between containers,
+		// which would kill the wrong one: such a one goes unwatched.
+		if spec, err := cc.Spec(ctx); err != nil || spec.Annotations[annotationInSandboxCgroup] != "v2" {
+			return
+		}
+		if err := g.showMemoryLimit(ctx, id, limit); err != nil && ctx.Err() == nil {
+			r.t.log.Warn("show the container its memory limit", "container", name, "err", err)
+		}
+		tick := time.NewTicker(memoryPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			used, err := g.memoryUsage(ctx, id)
+			if err != nil || used <= limit {
+				continue // a read fails once the container has exited: its exit ends the watch
+			}
+			r.t.log.Warn("container over its hard memory limit: killing it", "container", name, "usedBytes", used, "limitBytes", limit)
+			c.overLimit.Store(true)
+			if err := tk.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) && ctx.Err() == nil {
+				r.t.log.Warn("kill the container over its memory limit", "container", name, "err", err)
+				continue
+			}
+			return
+		}
+	}()
 }
 
 // cgroupOf is the runtime id whose cgroup holds a container's processes:
