@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +34,12 @@ import (
 // pays for a connection per request to busybox httpd (no keep-alive) that
 // the proxy pays for behind a kept-alive client connection. It also
 // reports each part's CPU per request (server, tasks, load generator) and
-// the idle server's CPU, to show where the load balancer's cost goes.
+// the idle server's CPU, to show where the load balancer's cost goes, and
+// the TCP connections each path opens per request (load generator, and
+// accepted by the tasks), to show both paths do the work they must. As a
+// diagnostic outside the ratio it also sends the direct load to the 3
+// tasks in turn, to tell the tasks' cost of taking the load in three
+// parts from the load balancer's own.
 // BenchmarkLBScaleOut times a load step to the first answer from a task
 // the step made the service start (ALBRequestCountPerTarget target
 // tracking), next to the floor: the same scale-out asked for directly
@@ -58,10 +66,13 @@ func (e *lbBench) aws(out any, args ...string) { e.s.MustAWS(out, args...) }
 // setupLB makes a load balancer and a service of n web tasks (1 vCPU each)
 // behind it, every task answering its own hostname.
 func setupLB(b *testing.B, n int, extraTG ...string) *lbBench {
-	s := testenv.Start(b)
+	s := testenv.Start(b, runcIsolation...)
 	s.LoadImage(testimage.Web(b))
 	e := &lbBench{s: s, cluster: "lbb", serverPI: s.PID()}
-	e.aws(nil, "ecs", "create-cluster", "--cluster-name", e.cluster)
+	// Container isolation (runc), as every earlier run of these benchmarks:
+	// what they measure is the load balancer, and under a gVisor sandbox
+	// the tasks' network stack would dwarf it.
+	e.aws(nil, "ecs", "create-cluster", "--cluster-name", e.cluster, "--settings", "name=isolation,value=container")
 	b.Cleanup(func() { s.AWS("ecs", "delete-service", "--cluster", e.cluster, "--service", "web", "--force") })
 	var subnets struct {
 		Subnets []struct{ SubnetId, VpcId string }
@@ -167,13 +178,64 @@ type loadResult struct {
 	// The parts of cores: the gantry server, the tasks, the load generator.
 	server, tasks, client float64
 	errors                int
+	// What each path really does per request: TCP connections the load
+	// generator opened, and connections the tasks accepted (from the
+	// PassiveOpens counter of their network namespaces).
+	clientConns, taskConns float64
 }
 
-// drive runs lbConns closed-loop clients against url for lbLoadFor.
-func drive(url string) (n int, lat []time.Duration, errs int, wall time.Duration) {
+// tcpPassiveOpens is the number of TCP connections accepted so far in the
+// network namespaces of the given tasks.
+func tcpPassiveOpens(b *testing.B, tasks []string) int64 {
+	var total int64
+	for _, id := range tasks {
+		pid := ""
+		filepath.WalkDir(filepath.Join("/sys/fs/cgroup/cpuacct/gantry", id), func(path string, d os.DirEntry, err error) error {
+			if err != nil || pid != "" || d.Name() != "cgroup.procs" {
+				return nil
+			}
+			if data, err := os.ReadFile(path); err == nil {
+				pid, _, _ = strings.Cut(strings.TrimSpace(string(data)), "\n")
+			}
+			return nil
+		})
+		data, err := os.ReadFile("/proc/" + pid + "/net/snmp")
+		if pid == "" || err != nil {
+			b.Fatalf("task %s: no process to read its TCP counters from (%v)", id, err)
+		}
+		// Two "Tcp:" lines: the field names, then the values.
+		var names []string
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "Tcp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			if i := slices.Index(names, "PassiveOpens"); i > 0 && i < len(f) {
+				n, _ := strconv.ParseInt(f[i], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// drive runs lbConns closed-loop clients for lbLoadFor, sending requests
+// to urls in turn.
+func drive(urls []string) (n int, lat []time.Duration, errs int, wall time.Duration, dials int64) {
+	var next atomic.Uint64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: lbConns}}
+	var dialed atomic.Int64
+	d := &net.Dialer{}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: lbConns,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}}}
 	start := time.Now()
 	end := start.Add(lbLoadFor)
 	for range lbConns {
@@ -184,7 +246,7 @@ func drive(url string) (n int, lat []time.Duration, errs int, wall time.Duration
 			bad := 0
 			for time.Now().Before(end) {
 				t0 := time.Now()
-				resp, err := client.Get(url)
+				resp, err := client.Get(urls[next.Add(1)%uint64(len(urls))])
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
@@ -205,7 +267,7 @@ func drive(url string) (n int, lat []time.Duration, errs int, wall time.Duration
 		}()
 	}
 	wg.Wait()
-	return len(lat), lat, errs, time.Since(start)
+	return len(lat), lat, errs, time.Since(start), dialed.Load()
 }
 
 // selfCPU is this process's CPU time: the load generator's.
@@ -215,14 +277,17 @@ func selfCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-func (e *lbBench) measure(b *testing.B, url string, tasks []string, withServer bool) loadResult {
+func (e *lbBench) measure(b *testing.B, urls []string, tasks []string, withServer bool) loadResult {
+	o0 := tcpPassiveOpens(b, tasks)
 	s0, t0 := e.cpuNanos(b, tasks)
 	c0 := selfCPU()
-	n, lat, errs, wall := drive(url)
+	n, lat, errs, wall, dials := drive(urls)
 	c1 := selfCPU()
 	s1, t1 := e.cpuNanos(b, tasks)
+	o1 := tcpPassiveOpens(b, tasks)
 	r := loadResult{rps: float64(n) / wall.Seconds(), errors: errs,
-		tasks: float64(t1-t0) / float64(wall), client: float64(c1-c0) / float64(wall)}
+		tasks: float64(t1-t0) / float64(wall), client: float64(c1-c0) / float64(wall),
+		clientConns: float64(dials) / float64(max(n, 1)), taskConns: float64(o1-o0) / float64(max(n, 1))}
 	if withServer {
 		r.server = float64(s1-s0) / float64(wall)
 	}
@@ -247,15 +312,28 @@ func BenchmarkLBThroughput(b *testing.B) {
 	time.Sleep(idleFor)
 	s1, _ := e.cpuNanos(b, nil)
 	idleCores := float64(s1-s0) / float64(idleFor)
-	var lbs, directs []loadResult
+	// spreads is a diagnostic, not part of the ratio: the direct load sent
+	// to the 3 tasks in turn, which tells how much of the load balancer's
+	// extra cost is the tasks' own cost of taking the load in three parts.
+	var lbs, directs, spreads []loadResult
+	var spreadURLs []string
+	for _, ip := range e.taskIPs {
+		spreadURLs = append(spreadURLs, "http://"+ip+"/")
+	}
 	for b.Loop() {
 		settleTimeWait(b)
-		lbs = append(lbs, e.measure(b, "http://"+e.dns+"/", e.tasks, true))
+		lbs = append(lbs, e.measure(b, []string{"http://" + e.dns + "/"}, e.tasks, true))
 		settleTimeWait(b)
-		directs = append(directs, e.measure(b, "http://"+e.taskIPs[0]+"/", e.tasks[:1], false))
-		l, d := lbs[len(lbs)-1], directs[len(directs)-1]
+		directs = append(directs, e.measure(b, []string{"http://" + e.taskIPs[0] + "/"}, e.tasks[:1], false))
+		settleTimeWait(b)
+		spreads = append(spreads, e.measure(b, spreadURLs, e.tasks, false))
+		l, d, sp := lbs[len(lbs)-1], directs[len(directs)-1], spreads[len(spreads)-1]
 		b.Logf("lb %.0f req/s on %.2f cores (server %.2f, tasks %.2f, client %.2f); direct %.0f req/s on %.2f cores (task %.2f, client %.2f); per core %.2f",
 			l.rps, l.cores, l.server, l.tasks, l.client, d.rps, d.cores, d.tasks, d.client, (l.rps/l.cores)/(d.rps/d.cores))
+		b.Logf("connections per request: lb: client %.3f, tasks accepted %.3f; direct: client %.3f, task accepted %.3f",
+			l.clientConns, l.taskConns, d.clientConns, d.taskConns)
+		b.Logf("CPU us per request: lb: server %.0f, tasks %.0f, client %.0f; direct: task %.0f, client %.0f; direct to 3 tasks in turn (%.0f req/s): tasks %.0f, client %.0f",
+			l.server/l.rps*1e6, l.tasks/l.rps*1e6, l.client/l.rps*1e6, d.tasks/d.rps*1e6, d.client/d.rps*1e6, sp.rps, sp.tasks/sp.rps*1e6, sp.client/sp.rps*1e6)
 	}
 	med := func(rs []loadResult, f func(loadResult) float64) float64 {
 		v := make([]float64, len(rs))
@@ -288,9 +366,24 @@ func BenchmarkLBThroughput(b *testing.B) {
 	b.ReportMetric(perReq(lbs, func(r loadResult) float64 { return r.client }), "lb-client-us/req")
 	b.ReportMetric(perReq(directs, func(r loadResult) float64 { return r.tasks }), "direct-task-us/req")
 	b.ReportMetric(perReq(directs, func(r loadResult) float64 { return r.client }), "direct-client-us/req")
+	b.ReportMetric(perReq(spreads, func(r loadResult) float64 { return r.tasks }), "direct3-tasks-us/req")
+	b.ReportMetric(perReq(spreads, func(r loadResult) float64 { return r.client }), "direct3-client-us/req")
+	b.ReportMetric(med(lbs, func(r loadResult) float64 { return r.clientConns }), "lb-client-conns/req")
+	b.ReportMetric(med(lbs, func(r loadResult) float64 { return r.taskConns }), "lb-task-conns/req")
+	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.clientConns }), "direct-client-conns/req")
+	b.ReportMetric(med(directs, func(r loadResult) float64 { return r.taskConns }), "direct-task-conns/req")
 	b.ReportMetric(lbPer, "lb-req/s/core")
 	b.ReportMetric(dPer, "direct-req/s/core")
 	b.ReportMetric(lbPer/dPer, "lb/direct-per-core")
+	// The same ratio taken within each iteration, whose two measurements
+	// are seconds apart, then the median: on a shared machine whose load
+	// drifts between iterations this pairs like with like.
+	paired := make([]float64, len(lbs))
+	for i := range lbs {
+		paired[i] = (lbs[i].rps / lbs[i].cores) / (directs[i].rps / directs[i].cores)
+	}
+	slices.Sort(paired)
+	b.ReportMetric(paired[len(paired)/2], "lb/direct-per-core-paired")
 	b.ReportMetric(idleCores, "idle-server-cores")
 	b.ReportMetric(float64(errs), "errors")
 	b.ReportMetric(0, "ns/op")

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +188,10 @@ func TestLoadBalancedService(t *testing.T) {
 			t.Errorf("target health %v", m)
 		}
 	}
+	// ECS tells in the service's events what it registered, in which group.
+	if svc := describeService(t, s, "lb", "web"); registeredEvents(svc, "web", tg) != 2 {
+		t.Errorf("after registering 2 tasks, events: %+v", svc.Events)
+	}
 	var tgs struct {
 		TargetGroups []struct{ LoadBalancerArns []string }
 	}
@@ -254,6 +260,10 @@ func TestLoadBalancedService(t *testing.T) {
 		_, still := m[old]
 		return !still && countState(m, "healthy") == 2
 	})
+	if svc := describeService(t, s, "lb", "web"); registeredEvents(svc, "web", tg) != 3 ||
+		!svc.hasEvent("(service web) deregistered 1 targets in (target-group "+tg+")") || !svc.hasEvent("(service web) has begun draining connections on 1 tasks.") {
+		t.Errorf("after the replacement (3 registered, 1 deregistered and drained), events: %+v", svc.Events)
+	}
 	close(stop)
 	wg.Wait()
 	t.Logf("during replacement: %d requests answered, %d failed", ok.Load(), failed.Load())
@@ -325,4 +335,18 @@ func TestLoadBalancedService(t *testing.T) {
 	waitTargets(t, s, tg, "gone", 30*time.Second, func(m map[string]string) bool { return len(m) == 0 })
 	s.MustAWS(nil, "elbv2", "delete-target-group", "--target-group-arn", tg)
 	expectAWSError(t, s, "LoadBalancerNotFound", "elbv2", "describe-load-balancers", "--load-balancer-arns", lb.LoadBalancerArn)
+}
+
+// registeredEvents adds up the targets a service's "registered N targets
+// in (target-group ARN)" events say it registered in tg.
+func registeredEvents(svc cliService, name, tg string) int {
+	re := regexp.MustCompile(`^\(service ` + regexp.QuoteMeta(name) + `\) registered (\d+) targets in \(target-group ` + regexp.QuoteMeta(tg) + `\)$`)
+	n := 0
+	for _, e := range svc.Events {
+		if m := re.FindStringSubmatch(e.Message); m != nil {
+			k, _ := strconv.Atoi(m[1])
+			n += k
+		}
+	}
+	return n
 }

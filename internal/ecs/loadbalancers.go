@@ -2,6 +2,7 @@ package ecs
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,8 +25,11 @@ import (
 // replaced, and a task being stopped stays DEACTIVATING, still running,
 // until its targets have drained (State "" once a target is no longer
 // registered at all).
+//
+// SyncServiceTargets returns how many targets it registered in each target
+// group (by ARN), for the service's "registered N targets" events.
 type TargetRegistrar interface {
-	SyncServiceTargets(ctx context.Context, serviceARN string, targets []ServiceTarget)
+	SyncServiceTargets(ctx context.Context, serviceARN string, targets []ServiceTarget) map[string]int
 	TargetHealth(targetGroupARN, ip string, port int32) TargetHealth
 }
 
@@ -68,10 +72,11 @@ func taskIP(r *model.TaskRecord) string {
 
 // syncTargets tells the registrar what the pass left running: its RUNNING
 // tasks the service still wants. A DEACTIVATING task is no longer among
-// them, so this is where its targets start draining.
-func (s *Service) syncTargets(ctx context.Context, p *pass) {
+// them, so this is where its targets start draining. It returns what the
+// registrar registered, by target group.
+func (s *Service) syncTargets(ctx context.Context, p *pass) map[string]int {
 	if s.Targets == nil {
-		return
+		return nil
 	}
 	svc := p.svc()
 	var want []ServiceTarget
@@ -90,7 +95,39 @@ func (s *Service) syncTargets(ctx context.Context, p *pass) {
 			}
 		}
 	}
-	s.Targets.SyncServiceTargets(ctx, ecstypes.Deref(svc.ServiceArn), want)
+	return s.Targets.SyncServiceTargets(ctx, ecstypes.Deref(svc.ServiceArn), want)
+}
+
+// registerEvents writes ECS's "registered N targets" events for what
+// syncTargets registered. They come after the pass's transaction because
+// only the registrar knows which targets were new (a target group deleted
+// under the service registers nothing, and must not repeat the event on
+// every pass).
+func (s *Service) registerEvents(ctx context.Context, key string, registered map[string]int) error {
+	if len(registered) == 0 {
+		return nil
+	}
+	return s.Store.Update(ctx, func(tx state.Tx) error {
+		var rec model.ServiceRecord
+		ok, err := tx.Get(model.KindService, key, &rec)
+		if err != nil || !ok {
+			return err
+		}
+		// In the order of the service's loadBalancers, as the user wrote them.
+		var seen []string
+		for _, lt := range lbTargets(&rec.Service) {
+			n := registered[lt.TargetGroupARN]
+			if n == 0 || slices.Contains(seen, lt.TargetGroupARN) {
+				continue
+			}
+			seen = append(seen, lt.TargetGroupARN)
+			serviceEvent(&rec, s.now(), "registered %d targets in (target-group %s)", n, lt.TargetGroupARN)
+		}
+		if len(seen) == 0 {
+			return nil
+		}
+		return tx.Put(model.KindService, key, &rec)
+	})
 }
 
 // deactivating is a task whose targets are draining before it is stopped:

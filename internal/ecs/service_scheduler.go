@@ -175,7 +175,9 @@ func (s *Service) scheduleService(ctx context.Context, key string) error {
 	if err != nil || p == nil {
 		return err
 	}
-	s.syncTargets(ctx, p)
+	if err := s.registerEvents(ctx, key, s.syncTargets(ctx, p)); err != nil {
+		s.logger().Warn("services: target registration events", "service", key, "err", err)
+	}
 	if s.Controller != nil {
 		if len(p.launched) > 0 {
 			s.Controller.Launch(ctx, p.launched)

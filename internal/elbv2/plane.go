@@ -749,10 +749,12 @@ func replayable(req *http.Request, err error) bool {
 }
 
 // SyncServiceTargets makes the targets an ECS service registered exactly
-// want: missing ones are registered, the rest of its targets drain.
-func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, want []ecs.ServiceTarget) {
+// want: missing ones are registered, the rest of its targets drain. It
+// returns how many targets it registered in each target group, counted
+// from what was stored, so the service's events say what happened.
+func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, want []ecs.ServiceTarget) map[string]int {
 	if s.plane == nil {
-		return
+		return nil
 	}
 	wantSet := map[string]bool{}
 	for _, t := range want {
@@ -766,15 +768,17 @@ func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, wan
 	}
 	s.plane.mu.Unlock()
 	if same {
-		return
+		return nil
 	}
 	// arn:aws:ecs:REGION:ACCOUNT:service/...
 	parts := strings.SplitN(serviceARN, ":", 6)
 	if len(parts) < 6 {
-		return
+		return nil
 	}
 	prefix := arnPrefix(parts[4], parts[3]) + "targetgroup/"
+	var registered map[string]int
 	err := s.Store.Update(ctx, func(tx state.Tx) error {
+		registered = map[string]int{}
 		gs, err := state.List[tgRecord](tx, kindTG, prefix)
 		if err != nil {
 			return err
@@ -786,6 +790,7 @@ func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, wan
 			for _, t := range want {
 				if t.TargetGroupARN == g.ARN && g.register(t.IP, t.Port, serviceARN) {
 					changed = true
+					registered[g.ARN]++
 				}
 			}
 			for _, tr := range slices.Clone(g.Targets) {
@@ -804,9 +809,10 @@ func (s *Service) SyncServiceTargets(ctx context.Context, serviceARN string, wan
 	})
 	if err != nil {
 		s.logger().Warn("load balancers: register service targets", "service", serviceARN, "err", err)
-		return
+		return nil
 	}
 	s.changed()
+	return registered
 }
 
 type bufferPool struct{ p sync.Pool }

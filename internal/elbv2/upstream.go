@@ -3,13 +3,17 @@ package elbv2
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // upstream carries the proxy's requests to targets. Profiling the load
@@ -39,8 +43,21 @@ func newUpstream() *upstream {
 	// Idle connections are closed after upIdleTimeout, so TCP keep-alive
 	// probes would only cost setsockopt calls on every dial.
 	d := net.Dialer{Timeout: upDialTimeout, KeepAlive: -1}
+	// The body-less path writes its request right after connecting, so the
+	// handshake's last ACK can ride on it instead of crossing the bridge
+	// on its own (HAProxy's tcp-smart-connect): with quick ACKs off the
+	// kernel holds it back until the request goes; send turns them on again.
+	smart := d
+	smart.Control = func(_, address string, rc syscall.RawConn) error {
+		// Both are only savings: on any error net's connect does the rest.
+		return rc.Control(func(fd uintptr) {
+			if syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 0) == nil {
+				startConnect(fd, address)
+			}
+		})
+	}
 	return &upstream{
-		dialer: d,
+		dialer: smart,
 		fallback: &http.Transport{
 			DialContext:         d.DialContext,
 			MaxIdleConnsPerHost: upMaxIdlePerTarget,
@@ -96,7 +113,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			br, bw := upReaders.Get().(*bufio.Reader), upWriters.Get().(*bufio.Writer)
 			br.Reset(conn)
-			bw.Reset(conn)
+			bw.Reset(newRawWriter(conn))
 			c = &upConn{Conn: conn, addr: addr, br: br, bw: bw}
 		}
 		resp, err := u.send(c, req, reused)
@@ -129,6 +146,13 @@ func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Respon
 		}
 		return fail(err)
 	}
+	if !reused {
+		// The request carried the handshake's ACK. From here the target's
+		// answer is acknowledged at once as usual: a target that sends its
+		// headers and body in two small writes without TCP_NODELAY would
+		// otherwise wait on a delayed ACK (Nagle).
+		quickAck(c.Conn)
+	}
 	var resp *http.Response
 	for {
 		var err error
@@ -148,6 +172,86 @@ func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Respon
 	}
 	resp.Body = &upBody{rc: resp.Body, c: c, u: u, stop: stop, keep: !resp.Close}
 	return resp, nil
+}
+
+// startConnect sends the SYN before net's own connect does. To a task on
+// this host the kernel runs the whole handshake inside the call, which
+// takes tens of microseconds of CPU: made through syscall.Syscall, the
+// Go scheduler takes such a call for a blocked one, hands the P to another
+// thread and wakes one (a profile under load showed that churn, and the
+// scheduler's monitor polling for it, at about a sixth of the proxy's
+// CPU). The socket is non-blocking, so the call cannot block and is made
+// raw. net's connect that follows reports the outcome as always: success
+// if the handshake is done, EALREADY and a wait if not, the error if the
+// target refused; this call's own result is not needed.
+func startConnect(fd uintptr, address string) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || !ap.Addr().Is4() {
+		return
+	}
+	sa := syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: ap.Addr().As4()}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+	syscall.RawSyscall(syscall.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+}
+
+// rawWriter writes the requests on the body-less path: a write to a task
+// on this host also carries the packet through the bridge into the task
+// inside the call, so it is made raw for the same reason as startConnect.
+// The socket is non-blocking: when it is full, RawConn waits for it.
+type rawWriter struct {
+	c  net.Conn
+	rc syscall.RawConn
+}
+
+func newRawWriter(c net.Conn) io.Writer {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return &rawWriter{c: c, rc: rc}
+		}
+	}
+	return c
+}
+
+func (w *rawWriter) Write(p []byte) (int, error) {
+	done := 0
+	var werr error
+	err := w.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			// MSG_NOSIGNAL: a target that reset the connection is an
+			// EPIPE error here, not a signal.
+			n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done), syscall.MSG_NOSIGNAL, 0, 0)
+			switch e {
+			case 0:
+				done += int(n)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				werr = os.NewSyscallError("write", e)
+				return true
+			}
+		}
+		return true
+	})
+	if werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		return done, &net.OpError{Op: "write", Net: "tcp", Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: werr}
+	}
+	return done, nil
+}
+
+func quickAck(c net.Conn) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	if rc, err := sc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+		})
+	}
 }
 
 func isReset(err error) bool {
@@ -194,6 +298,16 @@ func (b *upBody) Close() error {
 	// stop reports false when the context already poisoned the deadline;
 	// bytes past the response would be read as the next one's.
 	reuse := b.stop() && b.eof && b.keep && b.c.br.Buffered() == 0
+	if !reuse && b.eof && !b.keep {
+		// The target answered in full and asked to close (busybox httpd and
+		// other one-shot servers). Closing with a reset, as load balancers
+		// do on their server side, frees the socket at once on both ends:
+		// an orderly close leaves a TIME_WAIT socket on whichever side
+		// closed first, one per request, and costs one more packet.
+		if tc, ok := b.c.Conn.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	}
 	if !reuse {
 		// Closing the connection first keeps net/http from draining the
 		// unread rest of the body, which for a stream may never end.

@@ -1,15 +1,20 @@
 package elbv2
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -246,5 +251,110 @@ func TestUpstreamCloseUnfinishedStream(t *testing.T) {
 	u.mu.Unlock()
 	if idle != 0 {
 		t.Fatal("a connection with an unread body was kept for reuse")
+	}
+}
+
+// A target that answers in full and closes, as busybox httpd does
+// (shutdown after the response), gets a reset once the response is read:
+// neither side keeps a TIME_WAIT socket per request.
+func TestUpstreamResetsOneShotConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type seen struct {
+		peer string
+		err  error
+	}
+	got := make(chan seen, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- seen{err: err}
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		req := ""
+		for !strings.Contains(req, "\r\n\r\n") {
+			n, err := c.Read(buf)
+			if err != nil {
+				got <- seen{err: err}
+				return
+			}
+			req += string(buf[:n])
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(buf)
+		got <- seen{peer: c.RemoteAddr().String(), err: err}
+	}()
+	u := newUpstream()
+	defer u.closeIdle(true)
+	if code, body, _ := roundTrip(t, u, "GET", "http://"+ln.Addr().String()+"/", nil); code != 200 || body != "bye" {
+		t.Fatalf("got %d %q", code, body)
+	}
+	s := <-got
+	if !errors.Is(s.err, syscall.ECONNRESET) {
+		t.Fatalf("target reading after its response: %v, want a reset", s.err)
+	}
+	// /proc/net/tcp: local and remote address:port in hex, then the state
+	// (06 is TIME_WAIT).
+	hexAddr := func(hostport string) string {
+		_, port, _ := net.SplitHostPort(hostport)
+		p, _ := strconv.Atoi(port)
+		return fmt.Sprintf("0100007F:%04X", p) // 127.0.0.1, little-endian
+	}
+	proxy, target := hexAddr(s.peer), hexAddr(ln.Addr().String())
+	tcp, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, line := range strings.Split(string(tcp), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[3] == "06" && (f[1] == proxy && f[2] == target || f[1] == target && f[2] == proxy) {
+			t.Errorf("TIME_WAIT socket left for the proxy's connection: %s", line)
+		}
+	}
+}
+
+// A request larger than the socket buffers, to a target that does not
+// read for a while: the raw write of the body-less path waits for room
+// and finishes it.
+func TestUpstreamLargeRequest(t *testing.T) {
+	big := strings.Repeat("x", 4<<20)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		time.Sleep(200 * time.Millisecond) // the proxy's socket fills up meanwhile
+		r, err := http.ReadRequest(bufio.NewReaderSize(c, 64<<10))
+		n := -1
+		if err == nil {
+			n = len(r.Header.Get("X-Big"))
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%d", len(strconv.Itoa(n)), n)
+	}()
+	u := newUpstream()
+	defer u.closeIdle(true)
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+	req.Header.Set("X-Big", big)
+	resp, err := u.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != strconv.Itoa(len(big)) {
+		t.Fatalf("target saw a header of %s bytes, want %d", b, len(big))
 	}
 }
