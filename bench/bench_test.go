@@ -209,7 +209,7 @@ func BenchmarkStart(b *testing.B) {
 		}
 		report(b, lat)
 		reportAs(b, "observed-", seen)
-		reportSteps(b, e.s.LogPath())
+		reportSteps(b, e.s.LogPath(), "")
 	})
 	b.Run("ctr-run-floor", func(b *testing.B) { ctrRun(b, e) })
 	// Gantry applies Docker's default seccomp profile to every container
@@ -339,12 +339,17 @@ func rssKiB(pid int) int64 {
 }
 
 // reportSteps prints the median of each start step the agent logged ("task
-// running" lines): where the time between RunTask and RUNNING went.
-func reportSteps(b *testing.B, logPath string) {
+// running" lines): where the time between RunTask and RUNNING went. With
+// taskIDs, only those tasks' lines count, and label names them.
+func reportSteps(b *testing.B, logPath, label string, taskIDs ...string) {
 	raw, err := os.ReadFile(logPath)
 	if err != nil {
 		b.Logf("no server log: %v", err)
 		return
+	}
+	want := map[string]bool{}
+	for _, id := range taskIDs {
+		want["task="+id] = true
 	}
 	steps := map[string][]time.Duration{}
 	var order []string
@@ -352,7 +357,15 @@ func reportSteps(b *testing.B, logPath string) {
 		if !strings.Contains(line, `msg="task running"`) {
 			continue
 		}
-		for _, f := range strings.Fields(line) {
+		fields := strings.Fields(line)
+		mine := len(want) == 0
+		for _, f := range fields {
+			mine = mine || want[f]
+		}
+		if !mine {
+			continue
+		}
+		for _, f := range fields {
 			k, v, ok := strings.Cut(f, "=")
 			if !ok {
 				continue
@@ -375,6 +388,6 @@ func reportSteps(b *testing.B, logPath string) {
 		parts = append(parts, fmt.Sprintf("%s %.1f", k, float64(d[len(d)/2].Microseconds())/1000))
 	}
 	if len(parts) > 0 {
-		b.Logf("start steps, median ms over %d starts: %s", len(steps["total"]), strings.Join(parts, ", "))
+		b.Logf("%sstart steps, median ms over %d starts: %s", label, len(steps["total"]), strings.Join(parts, ", "))
 	}
 }

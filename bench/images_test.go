@@ -210,7 +210,7 @@ func BenchmarkImageStart(b *testing.B) {
 			f = append(f, e.floorStart(b, "cold"+strconv.Itoa(i), true))
 		}
 		reportRatio(b, g, f)
-		reportSteps(b, e.s.LogPath())
+		reportSteps(b, e.s.LogPath(), "")
 	})
 	b.Run("warm", func(b *testing.B) {
 		// Both sides have the image: one start each, uncounted, makes sure.
@@ -227,7 +227,7 @@ func BenchmarkImageStart(b *testing.B) {
 		if raw, err := os.ReadFile(e.s.LogPath()); err == nil && int64(len(raw)) > logStart {
 			tail := filepath.Join(b.TempDir(), "warm.log")
 			if os.WriteFile(tail, raw[logStart:], 0o600) == nil {
-				reportSteps(b, tail)
+				reportSteps(b, tail, "")
 			}
 		}
 	})

@@ -161,56 +161,8 @@ func BenchmarkIsolationStart(b *testing.B) {
 	b.ReportMetric(ms(median(runsc)), "runsc-floor-p50-ms")
 	b.ReportMetric(float64(median(sandbox))/float64(median(runsc)), "sandbox/floor")
 	b.ReportMetric(0, "ns/op")
-	reportTaskSteps(b, e.s.LogPath(), "sandbox", sandboxIDs)
-	reportTaskSteps(b, e.s.LogPath(), "container", containerIDs)
-}
-
-// reportTaskSteps logs the median of each start step the agent logged for
-// the given tasks ("task running" lines): where each mode's time went.
-func reportTaskSteps(b *testing.B, logPath, mode string, taskIDs []string) {
-	raw, err := os.ReadFile(logPath)
-	if err != nil {
-		b.Logf("no server log: %v", err)
-		return
-	}
-	want := map[string]bool{}
-	for _, id := range taskIDs {
-		want["task="+id] = true
-	}
-	steps := map[string][]time.Duration{}
-	var order []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.Contains(line, `msg="task running"`) {
-			continue
-		}
-		fields := strings.Fields(line)
-		mine := false
-		for _, f := range fields {
-			mine = mine || want[f]
-		}
-		if !mine {
-			continue
-		}
-		for _, f := range fields {
-			k, v, ok := strings.Cut(f, "=")
-			if !ok {
-				continue
-			}
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				continue
-			}
-			if _, seen := steps[k]; !seen {
-				order = append(order, k)
-			}
-			steps[k] = append(steps[k], d)
-		}
-	}
-	var parts []string
-	for _, k := range order {
-		parts = append(parts, fmt.Sprintf("%s %.1f", k, ms(median(steps[k]))))
-	}
-	b.Logf("%s start steps, median ms over %d starts: %s", mode, len(steps["total"]), strings.Join(parts, ", "))
+	reportSteps(b, e.s.LogPath(), "sandbox ", sandboxIDs...)
+	reportSteps(b, e.s.LogPath(), "container ", containerIDs...)
 }
 
 // runscFloor starts sandboxes with runsc alone.
