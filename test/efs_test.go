@@ -159,7 +159,12 @@ func inCIDR(ip, cidr string) bool {
 func TestEFSTasksShareData(t *testing.T) {
 	s := testenv.Start(t)
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs")
+	// Container isolation: in a gVisor sandbox an append is a write at the
+	// end of the file as the sentry last saw it, not an append by the host's
+	// kernel, so two sandboxes appending at once can overwrite each other's
+	// lines (592 of 600 seen). An open defect (issues 8 and 9), not the
+	// behaviour this test asks for.
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", "name=isolation,value=container")
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "tasks")
 	var ap efsAP
