@@ -389,18 +389,7 @@ func TestEFSNFSConcurrentAppends(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tree, "secret"), []byte("root's"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out cliTasks
-	s.MustAWS(&out, "ecs", "run-task", "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "appender",
-		"--count", "2", "--network-configuration", awsvpc(s.DefaultSubnet()))
-	if len(out.Tasks) != 2 {
-		t.Fatalf("run-task --count 2: %+v", out)
-	}
-	for _, task := range out.Tasks {
-		task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
-		if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
-			t.Errorf("appender %s: exit %v (1: an append failed, 2: read root's 0600 file), reason %q", task.TaskArn, c.ExitCode, task.StoppedReason)
-		}
-	}
+	runTwoAt42(t, s, "appender", " (1: an append failed, 2: read root's 0600 file)")
 	if st, err := os.Stat(filepath.Join(tree, "shared", "log")); err != nil || !ownedBy(st, 1234, 1234) {
 		t.Errorf("log made by the tasks: %v %v, want owned by 1234:1234", st, err)
 	}

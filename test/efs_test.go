@@ -191,18 +191,7 @@ func TestEFSTasksShareData(t *testing.T) {
 	}
 	s.MustAWS(nil, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
 
-	var out cliTasks
-	s.MustAWS(&out, "ecs", "run-task", "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
-		"--count", "2", "--network-configuration", awsvpc(s.DefaultSubnet()))
-	if len(out.Tasks) != 2 {
-		t.Fatalf("run-task --count 2: %+v", out)
-	}
-	for _, task := range out.Tasks {
-		task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
-		if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
-			t.Errorf("writer %s: exit %v, reason %q", task.TaskArn, c.ExitCode, task.StoppedReason)
-		}
-	}
+	runTwoAt42(t, s, "writer", "")
 	root := filepath.Join(s.DataDir, "efs", fs.FileSystemId, "app", "data")
 	if st, err := os.Stat(root); err != nil {
 		t.Fatalf("access point root: %v", err)
@@ -222,6 +211,24 @@ func TestEFSTasksShareData(t *testing.T) {
 		t.Errorf("reader after restart: exit %v (1: lost lines, 2-4: saw above the access point's root), reason %q", c.ExitCode, task.StoppedReason)
 	}
 	assertNothingLeft(t, s)
+}
+
+// runTwoAt42 runs two tasks of family at once in cluster "efs" and wants
+// both to exit 42; codes says what the others mean.
+func runTwoAt42(t *testing.T, s *testenv.Server, family, codes string) {
+	t.Helper()
+	var out cliTasks
+	s.MustAWS(&out, "ecs", "run-task", "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", family,
+		"--count", "2", "--network-configuration", awsvpc(s.DefaultSubnet()))
+	if len(out.Tasks) != 2 {
+		t.Fatalf("run-task --count 2: %+v", out)
+	}
+	for _, task := range out.Tasks {
+		task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+		if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+			t.Errorf("%s %s: exit %v%s, reason %q", family, task.TaskArn, c.ExitCode, codes, task.StoppedReason)
+		}
+	}
 }
 
 func ownedBy(st os.FileInfo, uid, gid uint32) bool {
