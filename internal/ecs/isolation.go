@@ -62,27 +62,38 @@ func validIsolationSetting(value string) error {
 // cluster whose tasks would silently run in plain containers would be a
 // lie about its isolation.
 func (s *Service) checkIsolationAvailable(ctx context.Context, settings []*ecstypes.ClusterSetting) error {
-	want := ""
-	for _, st := range settings {
-		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
-			want = ecstypes.Deref(st.Value)
-		}
-	}
-	if want != agent.IsolationSandbox || s.Controller == nil || s.Controller.Agent == nil {
+	if want, _ := isolationSetting(settings); want != agent.IsolationSandbox {
 		return nil
 	}
-	info, err := s.Controller.Agent.Info(ctx)
-	if err != nil {
+	why, err := s.sandboxUnavailable(ctx)
+	if err != nil || why == "" {
 		return err
 	}
-	if !slices.Contains(info.Isolations, agent.IsolationSandbox) {
-		why := info.SandboxUnavailable
-		if why == "" {
-			why = "the host's agent does not offer it"
+	return awsapi.InvalidParameter("Sandbox isolation is not available on this host: %s", why)
+}
+
+// isolationSetting is the value of settings' isolation setting, if given.
+func isolationSetting(settings []*ecstypes.ClusterSetting) (string, bool) {
+	want, given := "", false
+	for _, st := range settings {
+		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
+			want, given = ecstypes.Deref(st.Value), true
 		}
-		return awsapi.InvalidParameter("Sandbox isolation is not available on this host: %s", why)
 	}
-	return nil
+	return want, given
+}
+
+// sandboxUnavailable is why this host's agent cannot run sandboxes, "" if
+// it can (or there is no agent to ask).
+func (s *Service) sandboxUnavailable(ctx context.Context) (string, error) {
+	if s.Controller == nil || s.Controller.Agent == nil {
+		return "", nil
+	}
+	info, err := s.Controller.Agent.Info(ctx)
+	if err != nil || slices.Contains(info.Isolations, agent.IsolationSandbox) {
+		return "", err
+	}
+	return cmp.Or(info.SandboxUnavailable, "the host's agent does not offer it"), nil
 }
 
 // IsolationAuto asks for sandbox isolation where the host can run
@@ -120,22 +131,13 @@ func ResolveDefaultIsolation(want string, host agent.HostInfo) (isolation, unava
 // sandboxes. The user did not ask for sandbox, so it is a ClientException
 // (not a bad parameter) that says which setting decides and both ways out.
 func (s *Service) checkDefaultIsolation(ctx context.Context, settings []*ecstypes.ClusterSetting) error {
-	for _, st := range settings {
-		if st != nil && ecstypes.Deref(st.Name) == settingIsolation {
-			return nil
-		}
-	}
-	if s.DefaultIsolation != agent.IsolationSandbox || s.Controller == nil || s.Controller.Agent == nil {
+	if _, given := isolationSetting(settings); given || s.DefaultIsolation != agent.IsolationSandbox {
 		return nil
 	}
-	info, err := s.Controller.Agent.Info(ctx)
-	if err != nil {
+	why, err := s.sandboxUnavailable(ctx)
+	if err != nil || why == "" {
 		return err
 	}
-	if slices.Contains(info.Isolations, agent.IsolationSandbox) {
-		return nil
-	}
-	why := cmp.Or(info.SandboxUnavailable, "the host's agent does not offer it")
 	return awsapi.ClientException("Clusters created without the isolation setting get this server's default, isolation=sandbox, "+
 		"but sandbox isolation is not available on this host: %s. Create the cluster with --settings name=isolation,value=container, "+
 		"or install gVisor's runsc (scripts/build-runsc.sh) and restart the server.", why)
