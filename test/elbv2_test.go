@@ -285,16 +285,21 @@ func TestLoadBalancedService(t *testing.T) {
 	const delay = 20 * time.Second
 	s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=20")
 	s.MustAWS(nil, "ecs", "update-service", "--cluster", "lb", "--service", "web", "--desired-count", "1")
-	var drained cliTask
-	svc := waitService(t, s, "lb", "web", "draining one task", 30*time.Second, func(v cliService) bool {
-		for _, arn := range serviceTaskArns(t, s, "lb", "web", "STOPPED") {
-			if task := describeTask(t, s, "lb", arn); task.LastStatus == "DEACTIVATING" {
-				drained = task
-				return true
-			}
-		}
-		return false
+	// One CLI call per poll until the drain begins (its event), then the
+	// task is looked for: on a loaded machine a poll that also lists and
+	// describes tasks can take longer than the drain.
+	svc := waitService(t, s, "lb", "web", "draining one task", 60*time.Second, func(v cliService) bool {
+		return countEvents(v, "(service web) has begun draining connections on 1 tasks.") == 2
 	})
+	var drained cliTask
+	for _, arn := range serviceTaskArns(t, s, "lb", "web", "STOPPED") {
+		if task := describeTask(t, s, "lb", arn); task.LastStatus == "DEACTIVATING" {
+			drained = task
+		}
+	}
+	if drained.TaskArn == "" {
+		t.Fatalf("no DEACTIVATING task once the scale-in's drain began: %+v", svc.Events)
+	}
 	if drained.DesiredStatus != "STOPPED" || drained.StopCode != "ServiceSchedulerInitiated" || !strings.HasPrefix(drained.StoppedReason, "Scaling activity initiated by (deployment ecs-svc/") {
 		t.Errorf("scaled-in task: desired %s, stopCode %s, reason %q", drained.DesiredStatus, drained.StopCode, drained.StoppedReason)
 	}

@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -75,19 +76,23 @@ func versionedWeb(t *testing.T, s *testenv.Server, family, version, extra string
 }
 
 // load keeps GETs going to a URL from several workers, counting answers
-// by body and every failure (an error or a status other than 200).
+// by body and every failure: an error or a status other than 200, with
+// client-side timeouts and each status code counted apart so a failure
+// says what kind it was.
 type load struct {
 	mu       sync.Mutex
 	bodies   map[string]int
-	last     []string // the newest bodies, oldest first
+	codes    map[int]int // non-200 answers by status
+	last     []string    // the newest bodies, oldest first
 	failed   atomic.Int64
+	timeouts atomic.Int64 // the client gave up waiting (no answer at all)
 	firstErr atomic.Value
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
 
 func startLoad(url string, workers int, pause time.Duration) *load {
-	l := &load{bodies: map[string]int{}, stop: make(chan struct{})}
+	l := &load{bodies: map[string]int{}, codes: map[int]int{}, stop: make(chan struct{})}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: workers}}
 	for w := 0; w < workers; w++ {
 		l.wg.Add(1)
@@ -102,14 +107,20 @@ func startLoad(url string, workers int, pause time.Duration) *load {
 				resp, err := client.Get(url)
 				if err != nil {
 					l.failed.Add(1)
-					l.firstErr.CompareAndSwap(nil, err.Error())
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						l.timeouts.Add(1)
+					}
+					l.firstErr.CompareAndSwap(nil, time.Now().Format("15:04:05.000 ")+err.Error())
 					continue
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
 					l.failed.Add(1)
-					l.firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %s", resp.StatusCode, b))
+					l.mu.Lock()
+					l.codes[resp.StatusCode]++
+					l.mu.Unlock()
+					l.firstErr.CompareAndSwap(nil, fmt.Sprintf("%s %d %s", time.Now().Format("15:04:05.000"), resp.StatusCode, b))
 					continue
 				}
 				body := strings.TrimSpace(string(b))
@@ -127,6 +138,17 @@ func startLoad(url string, workers int, pause time.Duration) *load {
 		}()
 	}
 	return l
+}
+
+// summary is every answer counted: bodies, failed statuses, timeouts.
+func (l *load) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ok := 0
+	for _, n := range l.bodies {
+		ok += n
+	}
+	return fmt.Sprintf("%d answered 200 %v, failed %d (statuses %v, client timeouts %d)", ok, l.bodies, l.failed.Load(), l.codes, l.timeouts.Load())
 }
 
 func (l *load) end() {

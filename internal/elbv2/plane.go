@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,7 +205,7 @@ func (p *plane) newProxy() *httputil.ReverseProxy {
 		BufferPool: &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.s.logger().Debug("load balancer: target failed", "err", err)
-			errorPage(w, http.StatusBadGateway)
+			errorPage(w, targetErrorStatus(err))
 		},
 	}
 }
@@ -374,6 +375,15 @@ func (p *plane) reconcile(ctx context.Context) error {
 				go t.run(pl)
 			}
 			pl.mu.Unlock()
+			if t.draining.Load() && tr.DrainUntil == nil {
+				// Registered again while draining: most likely another
+				// task given the departed one's address, so its health
+				// is checked from the start, as a new registration's.
+				t.mu.Lock()
+				t.state, t.reason, t.why = "initial", "Elb.InitialHealthChecking", "Initial health checks in progress"
+				t.ok, t.fail, t.dialFailed = 0, 0, false
+				t.mu.Unlock()
+			}
 			t.draining.Store(tr.DrainUntil != nil)
 			if tr.Owner != "" && tr.DrainUntil == nil {
 				if owned[tr.Owner] == nil {
@@ -730,6 +740,17 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// targetErrorStatus is what an ALB answers when its target failed: 504
+// when the target did not answer in time (connect or idle timeout), 502
+// when it refused, reset or closed the connection or sent no valid HTTP.
+func targetErrorStatus(err error) int {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
 func replayable(req *http.Request, err error) bool {
 	if req.Context().Err() != nil {
 		return false
@@ -740,6 +761,13 @@ func replayable(req *http.Request, err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
+	}
+	// A target that took the request and then said nothing until the idle
+	// timeout may be working on it still: an ALB answers 504 and so does
+	// the proxy, rather than sending it again to another target and
+	// making the client wait a timeout per target.
+	if targetErrorStatus(err) == http.StatusGatewayTimeout {
+		return false
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:

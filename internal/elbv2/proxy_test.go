@@ -1,6 +1,7 @@
 package elbv2
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -8,7 +9,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // proxyFixture is a listener (the real handler and proxy) in front of
@@ -139,5 +143,187 @@ func TestProxyRetriesDeadTarget(t *testing.T) {
 		if code, body := f.get(t, "/"); code != 200 || !strings.HasPrefix(body, "target 1 ") {
 			t.Fatalf("got %d %q", code, body)
 		}
+	}
+}
+
+// silentTarget accepts connections and reads requests but never answers,
+// as a task whose network stack vanished with a request in flight looks
+// from the proxy. It counts the requests it got.
+func silentTarget(t *testing.T) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					n.Add(1)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// blackholeTarget is an address whose connects never complete: a
+// listener whose accept queue is full drops further SYNs, as a departed
+// task's address answers nothing.
+func blackholeTarget(t *testing.T) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue; nobody accepts.
+	for range 4 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("this kernel completes connects past a full accept queue")
+	}
+	return addr
+}
+
+func shortIdleTimeout(t *testing.T, d time.Duration) {
+	old := targetIdleTimeout
+	targetIdleTimeout = d
+	t.Cleanup(func() { targetIdleTimeout = old })
+}
+
+// A target that takes a request and never answers gets ALB's answer, 504,
+// once the idle timeout is over, and the request is not sent to another
+// target: it may still be running where it is.
+func TestProxyTargetTimeoutIs504(t *testing.T) {
+	shortIdleTimeout(t, 300*time.Millisecond)
+	for _, method := range []string{"GET", "DELETE"} {
+		t.Run(method, func(t *testing.T) {
+			f := newProxyFixture(t, 2, false)
+			f.p.up = newUpstream()
+			f.p.proxy = f.p.newProxy()
+			addr, got := silentTarget(t)
+			f.targets[0].addr = addr
+			f.pl.rr.Store(uint64(len(f.targets) - 1)) // the next pick is target 0
+			req, _ := http.NewRequest(method, f.lis.URL+"/", nil)
+			start := time.Now()
+			resp, err := f.lis.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("Server") != "awselb/2.0" {
+				t.Fatalf("silent target: %d %v, want 504 from the load balancer", resp.StatusCode, resp.Header)
+			}
+			if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {
+				t.Fatalf("504 after %v, want the idle timeout (300ms)", d)
+			}
+			f.mu.Lock()
+			other := f.hits[1]
+			f.mu.Unlock()
+			if got.Load() != 1 || other != 0 {
+				t.Fatalf("silent target got %d requests, the other %d: want 1 and 0", got.Load(), other)
+			}
+		})
+	}
+}
+
+// The idle timeout runs between reads of a body: a stream that keeps
+// sending more often than that passes whole even when it lasts longer
+// than the timeout, and one that stalls is cut.
+func TestProxyBodyIdleTimeout(t *testing.T) {
+	shortIdleTimeout(t, 400*time.Millisecond)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gap, _ := time.ParseDuration(r.URL.Query().Get("gap"))
+		for i := range 5 {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(gap):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	f := newProxyFixture(t, 1, true)
+	f.targets[0].addr = srv.Listener.Addr().String()
+	if code, body := f.get(t, "/?gap=150ms"); code != 200 || strings.Count(body, "chunk") != 5 {
+		t.Fatalf("slow stream (750ms in 150ms gaps): %d %q", code, body)
+	}
+	resp, err := f.lis.Client().Get(f.lis.URL + "/?gap=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil || strings.Count(string(b), "chunk") >= 5 || time.Since(start) > 3*time.Second {
+		t.Fatalf("stalled stream (1s gaps, 400ms idle timeout): %q %v after %v, want it cut", b, err, time.Since(start))
+	}
+}
+
+// A connect that never completes costs one dial timeout; the request then
+// goes to another target, whatever its method, since nothing was sent. With
+// no other target the answer is ALB's for a connect timeout, 504.
+func TestProxyConnectTimeout(t *testing.T) {
+	hole := blackholeTarget(t)
+	f := newProxyFixture(t, 2, false)
+	f.targets[0].addr = hole
+	for _, method := range []string{"GET", "DELETE"} {
+		f.pl.rr.Store(uint64(len(f.targets) - 1))
+		f.targets[0].mu.Lock()
+		f.targets[0].dialFailed = false
+		f.targets[0].mu.Unlock()
+		req, _ := http.NewRequest(method, f.lis.URL+"/", nil)
+		start := time.Now()
+		resp, err := f.lis.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "target 1 ") {
+			t.Fatalf("%s past a target whose connect hangs: %d %q", method, resp.StatusCode, b)
+		}
+		if d := time.Since(start); d > upDialTimeout+2*time.Second {
+			t.Fatalf("%s took %v", method, d)
+		}
+	}
+	// The target stays out of rotation until a health check passes.
+	if code, body := f.get(t, "/"); code != 200 || !strings.HasPrefix(body, "target 1 ") {
+		t.Fatalf("after the failed connect: %d %q", code, body)
+	}
+	f.targets[1].mu.Lock()
+	f.targets[1].state = "unhealthy"
+	f.targets[1].mu.Unlock()
+	f.targets[0].mu.Lock()
+	f.targets[0].dialFailed = false
+	f.targets[0].mu.Unlock()
+	if code, _ := f.get(t, "/"); code != http.StatusGatewayTimeout {
+		t.Fatalf("only a target whose connect hangs: %d, want 504", code)
 	}
 }

@@ -36,8 +36,22 @@ type upstream struct {
 const (
 	upMaxIdlePerTarget = 64
 	upIdleTimeout      = 30 * time.Second
-	upDialTimeout      = 2 * time.Second
+	// upDialTimeout is shorter than an ALB's 10 s connect timeout because
+	// the proxy, unlike an ALB, tries another target when a connect does
+	// not complete (retryTransport): a connect that never completed sent
+	// nothing, so any request may go elsewhere. A task that vanished
+	// without a reset (a sandbox's network stack dies with it; an address
+	// nobody answers ARP for) costs a request at most this long per try.
+	upDialTimeout = 2 * time.Second
 )
+
+// targetIdleTimeout is how long the proxy waits on a target that sends
+// nothing, for the response's headers or between reads of its body: an
+// ALB's idle timeout (idle_timeout.timeout_seconds, default 60 s), after
+// which it answers 504. Without it a target that went away silently with
+// a request in flight held the client until the client gave up. A
+// variable so tests can shorten it.
+var targetIdleTimeout = 60 * time.Second
 
 func newUpstream() *upstream {
 	// Idle connections are closed after upIdleTimeout, so TCP keep-alive
@@ -65,6 +79,9 @@ func newUpstream() *upstream {
 			// Targets get exactly the client's Accept-Encoding, and the
 			// client the target's bytes, as on the body-less path.
 			DisableCompression: true,
+			// As on the body-less path: no answer within the idle
+			// timeout is a 504.
+			ResponseHeaderTimeout: targetIdleTimeout,
 		},
 		idle: map[string][]*upConn{},
 	}
@@ -126,6 +143,10 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Response, error) {
 	ctx := req.Context()
+	// Set before the client's context can poison it below, so it never
+	// undoes that.
+	idle := targetIdleTimeout
+	c.SetDeadline(time.Now().Add(idle))
 	// A client that goes away, or a request that times out, unblocks the
 	// reads and writes below.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
@@ -170,7 +191,7 @@ func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Respon
 		}
 		io.Copy(io.Discard, resp.Body)
 	}
-	resp.Body = &upBody{rc: resp.Body, c: c, u: u, stop: stop, keep: !resp.Close}
+	resp.Body = &upBody{rc: resp.Body, c: c, u: u, stop: stop, keep: !resp.Close, ctx: ctx, idle: idle, renew: time.Now().Add(idle / 8)}
 	return resp, nil
 }
 
@@ -277,11 +298,26 @@ type upBody struct {
 	keep bool
 	eof  bool
 	done bool
+	// The idle timeout runs between reads of a streamed body too; it is
+	// pushed back once an eighth of it has passed rather than on every
+	// read, so a target is cut after 7/8 to 8/8 of it without a byte.
+	ctx   context.Context
+	idle  time.Duration
+	renew time.Time
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, http.ErrBodyReadAfterClose
+	}
+	if now := time.Now(); now.After(b.renew) {
+		b.renew = now.Add(b.idle / 8)
+		b.c.SetReadDeadline(now.Add(b.idle))
+		// The client may have left between the check and the new
+		// deadline, which would undo its poisoned one.
+		if b.ctx.Err() != nil {
+			b.c.SetDeadline(time.Unix(1, 0))
+		}
 	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
