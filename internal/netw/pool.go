@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/pkg/netns"
 	cnins "github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/gantry-dev/gantry/internal/agent"
@@ -46,14 +45,17 @@ type PoolConfig struct {
 }
 
 type pool struct {
-	cfg     PoolConfig
-	ready   map[string][]string          // subnet key -> entry ids
-	spec    map[string]agent.NetworkSpec // subnet key -> how to make one
-	used    map[string]time.Time         // subnet key -> last claim
-	filling map[string]bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
+	cfg PoolConfig
+	// beforeEntry, if set, runs before the pool makes each entry (tests
+	// hold a refill mid-way with it). Guarded by Manager.mu.
+	beforeEntry func()
+	ready       map[string][]string          // subnet key -> entry ids
+	spec        map[string]agent.NetworkSpec // subnet key -> how to make one
+	used        map[string]time.Time         // subnet key -> last claim
+	filling     map[string]bool
+	ctx         context.Context
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 // StartPool turns the pool on and adopts the entries an earlier agent left.
@@ -75,18 +77,19 @@ func (m *Manager) StartPool(cfg PoolConfig) error {
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.pool != nil {
+		m.mu.Unlock()
 		cancel()
 		return fmt.Errorf("the namespace pool is already started")
 	}
 	ents, err := os.ReadDir(m.stateDir)
 	if err != nil {
+		m.mu.Unlock()
 		cancel()
 		return err
 	}
 	claimed := map[string]bool{} // CNI ids tasks took over
-	var entries []*record
+	var entries, broken []*record
 	for _, e := range ents {
 		rec, err := m.load(strings.TrimSuffix(e.Name(), ".json"))
 		if err != nil || rec == nil {
@@ -107,9 +110,7 @@ func (m *Manager) StartPool(cfg PoolConfig) error {
 			os.Remove(m.recordPath(rec.TaskID))
 		case statErr != nil || rec.IPv4 == "" || rec.PoolSpec == nil:
 			// Half made, or its namespace went with a reboot.
-			if err := m.teardown(ctx, rec); err != nil {
-				cfg.Log.Warn("network pool: remove a broken entry", "entry", rec.TaskID, "err", err)
-			}
+			broken = append(broken, rec)
 		default:
 			p.ready[rec.Pool] = append(p.ready[rec.Pool], rec.TaskID)
 			p.spec[rec.Pool] = *rec.PoolSpec
@@ -117,8 +118,25 @@ func (m *Manager) StartPool(cfg PoolConfig) error {
 		}
 	}
 	m.pool = p
+	m.mu.Unlock()
+	// Not in the pool, so nobody else can take them.
+	for _, rec := range broken {
+		if err := m.teardown(ctx, rec); err != nil {
+			cfg.Log.Warn("network pool: remove a broken entry", "entry", rec.TaskID, "err", err)
+		}
+	}
 	go m.reapIdle(p)
 	return nil
+}
+
+// poolLog is the pool's logger (the default one without a pool).
+func (m *Manager) poolLog() *slog.Logger {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pool == nil {
+		return slog.Default()
+	}
+	return m.pool.cfg.Log
 }
 
 // StopPool stops refilling and reaping; the entries stay on the host for
@@ -142,16 +160,25 @@ func poolKey(conflist []byte) string {
 }
 
 // claim hands a ready entry of the subnet to the task, or returns nil if
-// there is none. m.mu is held.
+// there is none. mu is held only to take the entry out of the pool: from
+// then on it is the claim's alone, and readying it for the task (its MAC,
+// its record) waits for nobody.
 func (m *Manager) claim(key, taskID, mac string, prefixBits int) (*Attachment, error) {
-	p := m.pool
-	if p == nil {
-		return nil, nil
-	}
-	p.used[key] = time.Now()
-	for len(p.ready[key]) > 0 {
+	for {
+		m.mu.Lock()
+		p := m.pool
+		if p == nil || len(p.ready[key]) == 0 {
+			if p != nil {
+				p.used[key] = time.Now()
+			}
+			m.mu.Unlock()
+			return nil, nil
+		}
+		p.used[key] = time.Now()
 		id := p.ready[key][0]
 		p.ready[key] = p.ready[key][1:]
+		m.mu.Unlock()
+
 		rec, err := m.load(id)
 		if err != nil || rec == nil {
 			continue
@@ -165,7 +192,9 @@ func (m *Manager) claim(key, taskID, mac string, prefixBits int) (*Attachment, e
 			return nil, err
 		}
 		// The task's record first, then the entry's goes: a crash between
-		// the two leaves both, and StartPool gives the namespace to the task.
+		// the two leaves both, and StartPool gives the namespace to the
+		// task. The entry's record names the bridge meanwhile, so the
+		// task's may be made outside mu (Manager.mu).
 		taken := *rec
 		taken.TaskID, taken.CNIID, taken.MAC, taken.Pool, taken.PoolSpec = taskID, rec.cniID(), mac, "", nil
 		if err := m.save(&taken); err != nil {
@@ -181,12 +210,13 @@ func (m *Manager) claim(key, taskID, mac string, prefixBits int) (*Attachment, e
 		}
 		return &Attachment{NetNSPath: taken.NetNS, IPv4: ip.String(), MAC: mac, Gateway: taken.Gateway, PrefixLength: prefixBits}, nil
 	}
-	return nil, nil
 }
 
 // refill makes the subnet's entries up to the pool's size, in the
-// background. m.mu is held.
+// background, one at a time.
 func (m *Manager) refill(key string, spec agent.NetworkSpec) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	p := m.pool
 	if p == nil || p.filling[key] || len(p.ready[key]) >= p.cfg.Size || p.ctx.Err() != nil {
 		return
@@ -194,31 +224,42 @@ func (m *Manager) refill(key string, spec agent.NetworkSpec) {
 	spec.MACAddress, spec.ENIID, spec.SecurityGroupIDs = "", "", nil
 	p.spec[key] = spec
 	p.filling[key] = true
-	go func() {
-		for {
-			m.mu.Lock()
-			if p.ctx.Err() != nil || len(p.ready[key]) >= p.cfg.Size {
-				p.filling[key] = false
-				m.mu.Unlock()
-				return
-			}
-			id, err := m.makeEntry(p.ctx, key, spec)
-			if err != nil {
-				p.filling[key] = false
-				m.mu.Unlock()
-				if p.ctx.Err() == nil {
-					p.cfg.Log.Warn("network pool: cannot make a namespace ahead of tasks", "subnet", spec.SubnetID, "err", err)
-				}
-				return
-			}
-			p.ready[key] = append(p.ready[key], id)
-			m.mu.Unlock()
-		}
-	}()
+	go m.fill(p, key, spec)
 }
 
-// makeEntry creates one pooled namespace, attached to the subnet. m.mu is
-// held.
+// fill is refill's goroutine. An entry is made outside mu and published
+// when ready; reapIdle leaves a subnet being filled alone, and an entry
+// finished after StopPool stays on the host for the next agent, as the
+// others do.
+func (m *Manager) fill(p *pool, key string, spec agent.NetworkSpec) {
+	for {
+		m.mu.Lock()
+		if p.ctx.Err() != nil || len(p.ready[key]) >= p.cfg.Size {
+			p.filling[key] = false
+			m.mu.Unlock()
+			return
+		}
+		hook := p.beforeEntry
+		m.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		id, err := m.makeEntry(p.ctx, key, spec)
+		m.mu.Lock()
+		if err != nil {
+			p.filling[key] = false
+			m.mu.Unlock()
+			if p.ctx.Err() == nil {
+				p.cfg.Log.Warn("network pool: cannot make a namespace ahead of tasks", "subnet", spec.SubnetID, "err", err)
+			}
+			return
+		}
+		p.ready[key] = append(p.ready[key], id)
+		m.mu.Unlock()
+	}
+}
+
+// makeEntry creates one pooled namespace, attached to the subnet.
 func (m *Manager) makeEntry(ctx context.Context, key string, spec agent.NetworkSpec) (string, error) {
 	prefix, gw, err := subnet(spec)
 	if err != nil {
@@ -227,16 +268,8 @@ func (m *Manager) makeEntry(ctx context.Context, key string, spec agent.NetworkS
 	b := make([]byte, 8)
 	rand.Read(b)
 	id := poolPrefix + hex.EncodeToString(b)
-	if err := os.MkdirAll(m.nsDir, 0o755); err != nil {
-		return "", err
-	}
-	ns, err := netns.NewNetNS(m.nsDir)
-	if err != nil {
-		return "", fmt.Errorf("create network namespace: %w", err)
-	}
-	rec := &record{TaskID: id, NetNS: ns.GetPath(), ConfL: m.conflist(spec, prefix, gw), MAC: MACFor(id), Gateway: gw.String(), Pool: key, PoolSpec: &spec}
-	if err := m.save(rec); err != nil {
-		ns.Remove()
+	rec := &record{TaskID: id, ConfL: m.conflist(spec, prefix, gw), MAC: MACFor(id), Gateway: gw.String(), Pool: key, PoolSpec: &spec}
+	if err := m.create(rec); err != nil {
 		return "", err
 	}
 	if _, err := m.attach(ctx, rec, prefix); err != nil {
@@ -260,22 +293,25 @@ func (m *Manager) reapIdle(p *pool) {
 		case <-tick.C:
 		}
 		m.mu.Lock()
+		var idle []string
 		for key, ids := range p.ready {
 			if time.Since(p.used[key]) < p.cfg.Idle || p.filling[key] {
 				continue
 			}
-			for _, id := range ids {
-				if rec, err := m.load(id); err == nil && rec != nil {
-					if err := m.teardown(context.Background(), rec); err != nil {
-						p.cfg.Log.Warn("network pool: remove an idle entry", "entry", id, "err", err)
-					}
-				}
-			}
+			idle = append(idle, ids...)
 			delete(p.ready, key)
 			delete(p.used, key)
 			delete(p.spec, key)
 		}
 		m.mu.Unlock()
+		// Out of the pool: no claim can take them any more.
+		for _, id := range idle {
+			if rec, err := m.load(id); err == nil && rec != nil {
+				if err := m.teardown(context.Background(), rec); err != nil {
+					p.cfg.Log.Warn("network pool: remove an idle entry", "entry", id, "err", err)
+				}
+			}
+		}
 	}
 }
 
