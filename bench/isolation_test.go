@@ -423,3 +423,109 @@ func BenchmarkIsolationWorkload(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkIsolationMemoryWatch measures what watching the hard memory
+// limits of containers that share a sandbox costs the host: 10 idle
+// sandboxed tasks of 2 containers each, with a memory limit per container
+// (watched) and then without (not watched), and the CPU used over the same
+// window by the server with the processes it ran and reaped (the runsc
+// calls), and by the tasks' cgroups (the sentries answering them). It also
+// reports what an idle task's host cgroup holds: the watch asks the sentry
+// only for containers whose limit is below that.
+func BenchmarkIsolationMemoryWatch(b *testing.B) {
+	e := isoSetup(b, nil)
+	ctx := context.Background()
+	const tasks = 10
+	window := 30 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_WATCH_WINDOW")); err == nil {
+		window = v
+	}
+	for _, limited := range []bool{true, false} {
+		family := "unlimited"
+		var mem *int32
+		if limited {
+			family, mem = "limited", aws.Int32(64)
+		}
+		var defs []types.ContainerDefinition
+		for _, name := range []string{"a", "b"} {
+			defs = append(defs, types.ContainerDefinition{Name: aws.String(name), Image: aws.String(image), Command: idle, StopTimeout: aws.Int32(2), Memory: mem})
+		}
+		_, err := e.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
+			Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
+			RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
+			Cpu:                     aws.String("256"), Memory: aws.String("512"), ContainerDefinitions: defs,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		for _, family := range []string{"limited", "unlimited"} {
+			var arns, ids []string
+			for j := 0; j < tasks; j++ {
+				arn, _ := e.start(b, "sandbox", family)
+				arns = append(arns, arn)
+				ids = append(ids, arn[strings.LastIndex(arn, "/")+1:])
+			}
+			time.Sleep(3 * time.Second) // past the starts
+			server0, tasks0 := procCPU(b, e.s.PID()), cgroupCPU(ids)
+			time.Sleep(window)
+			server, tk := procCPU(b, e.s.PID())-server0, cgroupCPU(ids)-tasks0
+			var held float64
+			for _, id := range ids {
+				raw, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/gantry", id, "memory.usage_in_bytes"))
+				n, _ := strconv.ParseFloat(strings.TrimSpace(string(raw)), 64)
+				held += n / (1 << 20) / tasks
+			}
+			cpu[family+"-held"] = append(cpu[family+"-held"], held)
+			cpu[family+"-server"] = append(cpu[family+"-server"], server.Seconds()/window.Seconds()*100)
+			cpu[family+"-tasks"] = append(cpu[family+"-tasks"], tk.Seconds()/window.Seconds()*100)
+			e.stop(b, "sandbox", arns...)
+		}
+	}
+	med := func(k string) float64 {
+		v := append([]float64(nil), cpu[k]...)
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	for _, family := range []string{"limited", "unlimited"} {
+		b.ReportMetric(med(family+"-server"), family+"-server-cpu%")
+		b.ReportMetric(med(family+"-tasks"), family+"-tasks-cpu%")
+		b.ReportMetric(med(family+"-held"), family+"-task-cgroup-MiB")
+	}
+	b.ReportMetric(med("limited-server")+med("limited-tasks")-med("unlimited-server")-med("unlimited-tasks"), "watch-cpu%")
+	b.ReportMetric(0, "ns/op")
+	// Where a start of a task whose containers join its sandbox goes: what
+	// a task would pay were its sandbox started ahead of it.
+	reportSteps(b, e.s.LogPath(), "two-container sandbox ")
+}
+
+// procCPU is the CPU time of a process and of its children it has reaped.
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command's closing parenthesis: utime, stime,
+	// cutime, cstime are the 14th to 17th of the line.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	var ticks int64
+	for _, s := range f[11:15] {
+		n, _ := strconv.ParseInt(s, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// cgroupCPU is the CPU time the tasks' cgroups (their sandboxes) used.
+func cgroupCPU(taskIDs []string) time.Duration {
+	var ns int64
+	for _, id := range taskIDs {
+		raw, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/gantry", id, "cpuacct.usage"))
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+		ns += n
+	}
+	return time.Duration(ns)
+}

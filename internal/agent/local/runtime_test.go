@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -316,4 +317,47 @@ func TestSandboxContainerMemoryLimit(t *testing.T) {
 			t.Errorf("task over its limit: %s: exit %v reason %q, want 137 OutOfMemoryError", name, deref(c.ExitCode), c.Reason)
 		}
 	}
+}
+
+// The containers of one sandbox each report the sandbox's usage (the host
+// cannot tell them apart); the task's usage for CloudWatch counts it once,
+// not once per container.
+func TestSandboxTaskUsageCountedOnce(t *testing.T) {
+	e := newEnv(t)
+	hold := agent.ContainerSpec{Name: "a", Essential: true, StopTimeout: time.Second, Command: sh("head -c 40m /dev/zero | tail | sleep 600")}
+	idle := agent.ContainerSpec{Name: "b", Essential: true, StopTimeout: time.Second, Command: sh("sleep 600")}
+	id := e.start(e.sandboxed(hold, idle))
+	st := e.waitPhase(id, agent.PhaseRunning, time.Minute)
+	time.Sleep(2 * time.Second) // a holds its memory
+	var u agent.TaskUsage
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		e.agent.TaskMetadata(ctrStatus(t, st, "a").RuntimeID) // samples the task now
+		all, err := e.agent.Usage(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range all {
+			if x.TaskID == id {
+				u = x
+			}
+		}
+		if u.MemoryBytes > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	cg := filepath.Join("/sys/fs/cgroup/memory/gantry", id, id+"-sandbox")
+	used, _ := strconv.ParseUint(readFile(t, filepath.Join(cg, "memory.usage_in_bytes")), 10, 64)
+	for _, line := range strings.Split(readFile(t, filepath.Join(cg, "memory.stat")), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == "total_cache" {
+			c, _ := strconv.ParseUint(v, 10, 64)
+			used -= min(c, used)
+		}
+	}
+	if used == 0 || u.MemoryBytes < used/2 || u.MemoryBytes > used*3/2 {
+		t.Errorf("task usage %d MiB; its sandbox holds %d MiB", u.MemoryBytes>>20, used>>20)
+	}
+	if err := e.agent.StopTask(e.ctx, agent.StopRequest{TaskID: id}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPhase(id, agent.PhaseStopped, time.Minute)
 }

@@ -327,12 +327,16 @@ func (a *Agent) Usage(ctx context.Context) ([]agent.TaskUsage, error) {
 		}
 		u := agent.TaskUsage{TaskID: rec.Spec.TaskID, TaskARN: rec.Spec.TaskARN, Cluster: rec.Spec.Cluster, CPU: rec.Spec.CPU, MemoryMiB: rec.Spec.MemoryMiB, HasCPU: true}
 		n := 0
+		// The containers of one sandbox each report the sandbox's cgroup
+		// (statsCgroupID): the task holds it once.
+		counted := map[string]bool{}
 		a.stats.mu.Lock()
 		for _, c := range rec.Status.Containers {
 			s := a.stats.byID[c.RuntimeID]
-			if c.RuntimeID == "" || s == nil {
+			if c.RuntimeID == "" || s == nil || counted[statsCgroupID(rec.Spec, c.RuntimeID)] {
 				continue
 			}
+			counted[statsCgroupID(rec.Spec, c.RuntimeID)] = true
 			n++
 			if s.Read.After(u.Time) {
 				u.Time = s.Read
