@@ -11,10 +11,19 @@
 # it as pseudo-versions of gvisor.dev/gvisor. runsc builds with CGO disabled.
 # Takes several minutes on two cores the first time (see docs/architecture.md).
 #
-# One patch of ours is applied (scripts/runsc-init-signals.patch): a
-# container's init gets only the signals it handles, as in a Linux PID
-# namespace, so stopping a task behaves as with runc (SIGTERM to an init
-# without a handler does nothing; SIGKILL follows after stopTimeout, 137).
+# Patches of ours are applied, every scripts/runsc-*.patch in name order
+# (each says why at its top and how to drop it):
+#   runsc-efs-append.patch    O_APPEND writes to an EFS volume append on the
+#                             host, so two sandboxes appending to one file
+#                             lose no write;
+#   runsc-init-signals.patch  a container's init gets only the signals it
+#                             handles, as in a Linux PID namespace, so
+#                             stopping a task behaves as with runc (SIGTERM
+#                             to an init without a handler does nothing;
+#                             SIGKILL follows after stopTimeout, 137);
+#   runsc-setstat-errors.patch a chown/chmod the host refuses fails in the
+#                             sandbox too, instead of reporting success
+#                             (an EFS access point or root-squashed volume).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,9 +33,12 @@ cd "$(dirname "$0")/.."
 RUNSC_VERSION=${RUNSC_VERSION:-v0.0.0-20260905035102-160fafc42237}
 RUNSC_BIN=${RUNSC_BIN:-/usr/local/bin/runsc}
 STAMP=$RUNSC_BIN.version
-PATCH=$PWD/scripts/runsc-init-signals.patch
-# The stamp names the patch too, so changing it rebuilds.
-WANT="$RUNSC_VERSION+$(sha256sum "$PATCH" | cut -c1-12)"
+PATCHES=("$PWD"/scripts/runsc-*.patch)
+[ -f "${PATCHES[0]}" ] || die "no scripts/runsc-*.patch"
+# The stamp names the patches too (one hash of them all, in order), so
+# adding, changing or removing one rebuilds, and a binary built without
+# them is never taken for one built with them.
+WANT="$RUNSC_VERSION+$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)"
 
 require_root
 use_go
@@ -46,8 +58,10 @@ src=$(cd "$gobin" && GOFLAGS=-mod=mod go mod download -json "gvisor.dev/gvisor@$
 [ -d "$src" ] || die "cannot download gvisor.dev/gvisor@$RUNSC_VERSION"
 cp -r "$src" "$gobin/gvisor"
 chmod -R u+w "$gobin/gvisor"
-command -v git >/dev/null || apt_install git || die "cannot install git (it applies $PATCH)"
-(cd "$gobin/gvisor" && git apply -p1 "$PATCH") || die "cannot apply $PATCH to gVisor $RUNSC_VERSION"
+command -v git >/dev/null || apt_install git || die "cannot install git (it applies scripts/runsc-*.patch)"
+for patch in "${PATCHES[@]}"; do
+	(cd "$gobin/gvisor" && git apply -p1 "$patch") || die "cannot apply $patch to gVisor $RUNSC_VERSION"
+done
 (cd "$gobin/gvisor" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" go build -trimpath -o "$gobin/runsc" \
 	-ldflags "-X gvisor.dev/gvisor/runsc/version.version=$RUNSC_VERSION+gantry" ./runsc)
 tmp=$(mktemp "$(dirname "$RUNSC_BIN")/.runsc.XXXXXX")

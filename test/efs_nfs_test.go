@@ -61,11 +61,15 @@ func assertNoNFSLeft(t *testing.T, s *testenv.Server, mtIP string) {
 	}
 }
 
-// efsNFSIsolation pins the NFS tests' clusters to container isolation:
-// a sandboxed task refuses EFS over NFS for now, with a clear reason
-// (TestEFSNFSAccessPoint checks it; internal/agent/local errSandboxEFSNFS
-// says what is missing).
-const efsNFSIsolation = "name=isolation,value=container"
+// The NFS tests run in a cluster of the isolation they are given: each
+// key test runs under runc (container) and in gVisor sandboxes, where the
+// task's sandbox runs on its namespace's kernel stack and its mounts show
+// the access point's user as the container's (internal/agent/local
+// withEFSNFSNetwork, efsfuse.IDView).
+func efsNFSCluster(t *testing.T, s *testenv.Server, isolation string) {
+	t.Helper()
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", "name=isolation,value="+isolation)
+}
 
 // With --efs-mode nfs the agent mounts EFS volumes as an agent on a host
 // without the tree does: over NFS from the mount target's address, from
@@ -73,11 +77,16 @@ const efsNFSIsolation = "name=isolation,value=container"
 // with a POSIX user and a second task reads it; files are the access
 // point user's on the server's tree whatever the container runs as,
 // root's 0600 file stays closed, and nothing above the access point's
-// root is reachable, by .. or symlinks. Nothing is left after.
-func TestEFSNFSAccessPoint(t *testing.T) {
+// root is reachable, by .. or symlinks. Nothing is left after. In a
+// sandbox the non-root reader sees the access point's files as its own,
+// as with local access point mounts (efsfuse.IDView).
+func TestEFSNFSAccessPoint(t *testing.T)        { testEFSNFSAccessPoint(t, "container") }
+func TestEFSNFSAccessPointSandbox(t *testing.T) { testEFSNFSAccessPoint(t, "sandbox") }
+
+func testEFSNFSAccessPoint(t *testing.T, isolation string) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
+	efsNFSCluster(t, s, isolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "nfs")
 	var mt efsMT
@@ -103,8 +112,14 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 				"mountPoints": [{"sourceVolume": "shared", "containerPath": "/mnt/efs"}],
 				"command": ["sh", "-c", "` + strings.NewReplacer("\n", " ", "\t", "").Replace(script) + `"]}]}`
 	}
+	// gVisor's /proc/mounts shows its own gofer mount, not the host's
+	// FUSE one: there the server's --efs-mode is what says it is NFS.
+	nfsCheck := "grep -q gantry-efs-nfs /proc/mounts || exit 9;"
+	if isolation == "sandbox" {
+		nfsCheck = ""
+	}
 	registerJSON(t, s, def("writer", "", `cd /mnt/efs || exit 10;
-		grep -q gantry-efs-nfs /proc/mounts || exit 9;
+		`+nfsCheck+`
 		echo hello > by-root || exit 12;
 		[ $(stat -c %u:%g by-root) = 1001:1001 ] || exit 13;
 		cat root-only 2>/dev/null && exit 14;
@@ -118,15 +133,7 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 		i=0; while [ $i -lt 100 ]; do echo line-$i >> log; i=$((i+1)); done;
 		dd if=/dev/zero of=big bs=64k count=64 2>/dev/null || exit 22;
 		exit 42`))
-	// A sandboxed task is refused before any container starts, saying so.
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "sandboxed", "--settings", "name=isolation,value=sandbox")
-	task := runTask(t, s, "--cluster", "sandboxed", "--launch-type", "FARGATE", "--task-definition", "writer",
-		"--network-configuration", awsvpc(s.DefaultSubnet()))
-	task = waitStatus(t, s, "sandboxed", task.TaskArn, "STOPPED", 2*time.Minute)
-	if c := task.Containers[0]; c.ExitCode != nil || !strings.Contains(task.StoppedReason, "not supported in sandbox isolation") {
-		t.Errorf("sandboxed task mounting EFS over NFS: exit %v, reason %q, want refused with the reason", deref(c.ExitCode), task.StoppedReason)
-	}
-	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
+	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "writer",
 		"--network-configuration", awsvpc(s.DefaultSubnet()))
 	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
 	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
@@ -146,19 +153,26 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 		t.Errorf("big: %v %v, want 4 MiB", st, err)
 	}
 
-	// A second task, as another user, reads what the first wrote.
+	// A second task, as another user, reads what the first wrote; the
+	// metadata endpoint answers it (in a sandbox too, on the namespace's
+	// kernel stack).
+	owner := "1001"
+	if isolation == "sandbox" {
+		owner = "4321"
+	}
 	registerJSON(t, s, def("reader", "4321:4321", `cd /mnt/efs || exit 10;
+		wget -q -O /dev/null $ECS_CONTAINER_METADATA_URI_V4/task || exit 16;
 		[ $(cat by-root) = hello ] || exit 11;
 		[ $(wc -l < log) = 100 ] || exit 12;
 		[ $(tail -n 1 log) = line-99 ] || exit 13;
 		echo more >> log || exit 14;
-		[ $(stat -c %u by-root) = 1001 ] || exit 15;
+		[ $(stat -c %u by-root) = `+owner+` ] || exit 15;
 		exit 42`))
 	task = runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "reader",
 		"--network-configuration", awsvpc(s.DefaultSubnet()))
 	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
 	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
-		t.Errorf("reader: exit %v, reason %q; 10: no mount, 11-13: did not see the writer's data, 14: could not append, 15: owner",
+		t.Errorf("reader: exit %v, reason %q; 10: no mount, 11-13: did not see the writer's data, 14: could not append, 15: owner, 16: no metadata endpoint",
 			c.ExitCode, task.StoppedReason)
 	}
 	if b, _ := os.ReadFile(filepath.Join(data, "log")); strings.Count(string(b), "\n") != 101 || !strings.HasSuffix(string(b), "line-99\nmore\n") {
@@ -185,10 +199,13 @@ func TestEFSNFSAccessPoint(t *testing.T) {
 // NFS: one whose group allows nothing fails the task before any container
 // starts, with the ECS agent's EFS reason; once its group lets the task's
 // group reach TCP 2049, the same task definition mounts and writes.
-func TestEFSNFSSecurityGroups(t *testing.T) {
+func TestEFSNFSSecurityGroups(t *testing.T)        { testEFSNFSSecurityGroups(t, "container") }
+func TestEFSNFSSecurityGroupsSandbox(t *testing.T) { testEFSNFSSecurityGroups(t, "sandbox") }
+
+func testEFSNFSSecurityGroups(t *testing.T, isolation string) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
+	efsNFSCluster(t, s, isolation)
 	var sn struct{ Subnets []struct{ VpcId string } }
 	s.MustAWS(&sn, "ec2", "describe-subnets", "--subnet-ids", s.DefaultSubnet())
 	if len(sn.Subnets) != 1 {
@@ -265,10 +282,13 @@ func nftTableExists(name string) bool {
 // file back keeps doing so across the restart with no failed, lost or
 // repeated write; stopping it afterwards removes its mount, helper,
 // served address and rules; and a task started after reads everything.
-func TestEFSNFSRestart(t *testing.T) {
+func TestEFSNFSRestart(t *testing.T)        { testEFSNFSRestart(t, "container") }
+func TestEFSNFSRestartSandbox(t *testing.T) { testEFSNFSRestart(t, "sandbox") }
+
+func testEFSNFSRestart(t *testing.T, isolation string) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
+	efsNFSCluster(t, s, isolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "restart")
 	var mt efsMT
@@ -368,10 +388,13 @@ func helperLog(s *testenv.Server) string {
 // volume has no access point, so the tasks act as their own user
 // (1234:1234), as EFS applies an NFS client's uid and gid: the file they
 // make is theirs on the tree, and root's 0600 file is closed to them.
-func TestEFSNFSConcurrentAppends(t *testing.T) {
+func TestEFSNFSConcurrentAppends(t *testing.T)        { testEFSNFSConcurrentAppends(t, "container") }
+func TestEFSNFSConcurrentAppendsSandbox(t *testing.T) { testEFSNFSConcurrentAppends(t, "sandbox") }
+
+func testEFSNFSConcurrentAppends(t *testing.T, isolation string) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
-	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "efs", "--settings", efsNFSIsolation)
+	efsNFSCluster(t, s, isolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "appends")
 	var mt efsMT

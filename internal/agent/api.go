@@ -241,6 +241,15 @@ type EFSMount struct {
 	// (its subnet's, else the first): where an agent that does not hold
 	// the tree mounts it over NFS.
 	MountTarget *EFSMountTarget `json:"mountTarget,omitempty"`
+	// What the file system policy lets the task's client do (zero
+	// values: everything, the default policy). MountDenied, when set, is
+	// mount.nfs4's refusal (no ClientMount): the task fails to start with
+	// it. ReadOnly (no ClientWrite) makes every container's mount of the
+	// volume read-only. RootSquash (no ClientRootAccess) makes uid and
+	// gid 0 on the volume 65534, as an NFS server squashing root does.
+	MountDenied string `json:"mountDenied,omitempty"`
+	ReadOnly    bool   `json:"readOnly,omitempty"`
+	RootSquash  bool   `json:"rootSquash,omitempty"`
 }
 
 // EFSMountTarget is the address a file system is served at over NFS.

@@ -269,7 +269,8 @@ func (s *Service) newTasks(tx state.Tx, sc model.Scope, in *ecstypes.RunTaskRequ
 	if err != nil {
 		return nil, nil, err
 	}
-	efsVolumes, err := resolveEFS(tx, sc, td, subnets)
+	taskRoleARN, _ := taskRoles(td, in.Overrides)
+	efsVolumes, err := resolveEFS(tx, sc, td, subnets, taskRoleARN)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/ec2"
 	"github.com/gantry-dev/gantry/internal/ecs/ecstypes"
 	"github.com/gantry-dev/gantry/internal/efs"
+	"github.com/gantry-dev/gantry/internal/iam"
 	"github.com/gantry-dev/gantry/internal/model"
 	"github.com/gantry-dev/gantry/internal/state"
 )
@@ -153,7 +154,11 @@ func seconds(v *int32, def int32) time.Duration {
 // system needs a mount target in the task's VPC, as on AWS (where a task
 // without one fails to mount). Gantry refuses such a RunTask instead of
 // starting a task that cannot mount its volume.
-func resolveEFS(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, subnets []*ec2.Subnet) (map[string]*agent.EFSMount, error) {
+//
+// The file system policy is evaluated here for the task's client (its
+// task role when the volume says iam ENABLED, else anonymous), as EFS
+// evaluates it when the client connects: see efsAccess.
+func resolveEFS(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, subnets []*ec2.Subnet, taskRoleARN string) (map[string]*agent.EFSMount, error) {
 	out := map[string]*agent.EFSMount{}
 	for _, v := range td.Volumes {
 		cfg := v.EfsVolumeConfiguration
@@ -210,9 +215,68 @@ func resolveEFS(tx state.Tx, sc model.Scope, td *ecstypes.TaskDefinition, subnet
 				}
 			}
 		}
+		if err := efsAccess(tx, sc, f, cfg, m, taskRoleARN); err != nil {
+			return nil, err
+		}
 		out[ecstypes.Deref(v.Name)] = m
 	}
 	return out, nil
+}
+
+// efsAccess applies f's file system policy to the mount m: a client
+// without ClientMount cannot mount (the task fails to start, as on AWS,
+// rather than RunTask failing), one without ClientWrite mounts read-only,
+// one without ClientRootAccess has root squashed. An access point's
+// POSIX user overrides the client's identity, so squashing changes it
+// only where it is root itself (EFS subjects such a user to
+// ClientRootAccess too).
+func efsAccess(tx state.Tx, sc model.Scope, f *efs.FileSystem, cfg *ecstypes.EFSVolumeConfiguration, m *agent.EFSMount, taskRoleARN string) error {
+	c := efs.Client{Account: sc.Account, SecureTransport: ecstypes.Deref(cfg.TransitEncryption) == "ENABLED"}
+	if ac := cfg.AuthorizationConfig; ac != nil && ecstypes.Deref(ac.Iam) == "ENABLED" && taskRoleARN != "" {
+		ro, pols, err := iam.RolePoliciesTx(tx, taskRoleARN)
+		if err != nil {
+			return err
+		}
+		c.Principal, c.RolePolicies = taskRoleARN, pols
+		if ro != nil {
+			c.Principal = ro.ARN()
+		}
+	}
+	if m.AccessPointID != "" {
+		c.AccessPointARN = "arn:aws:elasticfilesystem:" + sc.Region + ":" + sc.Account + ":access-point/" + m.AccessPointID
+	}
+	acc, err := efs.DecideClientAccess(f.ARN, f.Policy, c)
+	if err != nil {
+		return err
+	}
+	if !acc.Mount {
+		root := m.Root
+		if m.AccessPointID != "" {
+			root = "/" // mounted through the access point, whose root is the top
+		}
+		m.MountDenied = efs.DeniedMountMessage(f.ID, sc.Region, root, c.SecureTransport)
+	}
+	m.ReadOnly = !acc.Write
+	if !acc.Root {
+		if u := m.User; u != nil {
+			squashed := &agent.EFSUser{UID: squashID(u.UID), GID: squashID(u.GID)}
+			for _, g := range u.SecondaryGIDs {
+				squashed.SecondaryGIDs = append(squashed.SecondaryGIDs, squashID(g))
+			}
+			m.User = squashed
+		} else {
+			m.RootSquash = true
+		}
+	}
+	return nil
+}
+
+// squashID is NFS's root_squash: id 0 becomes the anonymous 65534.
+func squashID(id uint32) uint32 {
+	if id == 0 {
+		return 65534
+	}
+	return id
 }
 
 // applyEFS marks the containers' mounts of EFS volumes.
@@ -221,6 +285,9 @@ func applyEFS(containers []agent.ContainerSpec, vols map[string]*agent.EFSMount)
 		for j := range containers[i].Mounts {
 			if m := vols[containers[i].Mounts[j].Volume]; m != nil {
 				containers[i].Mounts[j].EFS = m
+				// Without ClientWrite EFS mounts the volume read-only for
+				// every container: writes fail with EROFS.
+				containers[i].Mounts[j].ReadOnly = containers[i].Mounts[j].ReadOnly || m.ReadOnly
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gantry-dev/gantry/internal/awsapi"
+	"github.com/gantry-dev/gantry/internal/iam"
 	"github.com/gantry-dev/gantry/internal/state"
 )
 
@@ -420,6 +422,15 @@ func (s *Service) putPolicy(c *call) (any, int, error) {
 	var doc map[string]any
 	if err := json.Unmarshal([]byte(in.Policy), &doc); err != nil || doc["Statement"] == nil {
 		return nil, 0, errorf("InvalidPolicyException", "Policy is not a valid JSON policy document with a Statement.")
+	}
+	// Checked as it will be evaluated at mount time (DecideClientAccess):
+	// a policy stored here must never fail there.
+	if _, err := iam.ParseResourcePolicy(in.Policy); err != nil {
+		msg := err.Error()
+		if ae, ok := err.(*awsapi.Error); ok {
+			msg = ae.Message
+		}
+		return nil, 0, errorf("InvalidPolicyException", "%s", msg)
 	}
 	f, err := s.updateFS(c, func(f *FileSystem) error { f.Policy = in.Policy; return nil })
 	if err != nil {

@@ -332,8 +332,10 @@ func TestConfinedToRoot(t *testing.T) {
 }
 
 // Two mounts of one tree (two tasks) appending to one file at once lose
-// no line: O_APPEND reaches the backing file, which appends at its real
-// end instead of at a size either mount saw.
+// no line and tear none: O_APPEND reaches the backing file, which appends
+// at its real end instead of at a size either mount saw, and each write
+// is one request even where it crosses a page of the file (lines of 22
+// bytes cross one every 187 lines).
 func TestConcurrentAppend(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
@@ -363,6 +365,14 @@ func TestConcurrentAppend(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "\n"); n != 2*lines {
 		t.Errorf("%d lines after two mounts appended %d each", n, lines)
+	}
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		var i, j int
+		if n, _ := fmt.Sscanf(l, "mount-%d line-%04d", &i, &j); n != 2 || len(l) != len("mount-0 line-0000") || seen[l] {
+			t.Errorf("line %q torn or repeated", l)
+		}
+		seen[l] = true
 	}
 	// And each mount sees the other's writes at once.
 	for _, mp := range mps {

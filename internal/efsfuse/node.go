@@ -42,10 +42,8 @@ type tree struct {
 	uid, gid uint32
 	groups   []uint32
 	// client is the container user a gVisor sandbox checks permissions
-	// for (nil under runc); show says whether replies present the access
-	// point's ids as the client's (see Client).
+	// for (nil under runc): see IDView.
 	client *Client
-	show   bool
 	// user is set once the process runs as the access point's user;
 	// until then nothing in the tree is touched (go-fuse's own start-up
 	// requests do not reach it).
@@ -315,82 +313,16 @@ func fchmodat2(dir int, name string, mode uint32) error {
 	return nil
 }
 
-// Ownership under a gVisor sandbox. EFS decides on the server, as the
-// access point's user, whatever the client's user is; gVisor's kernel
-// checks permissions itself, against the owners a file shows and the
-// container's user, before the host sees a request. So a mount made for
-// a sandbox shows the access point's uid as the client's, and the access
-// point's gids (primary and secondary) as the client's gid: the sandbox
-// then allows the container's user what it allows the access point's
-// user on the host, which still decides. The client's own ids, where a
-// file really has them, show as the overflow ids (nobody), as NFS shows
-// ids it cannot map, so the sandbox does not take the container's user
-// for their owner. A root client passes the sandbox's checks by its
-// capabilities: it sees the real owners, as on EFS.
-const overflowID = 65534
-
-func (t *tree) showUID(u uint32) uint32 {
-	switch {
-	case !t.show:
-		return u
-	case u == t.uid:
-		return t.client.UID
-	case u == t.client.UID:
-		return overflowID
-	}
-	return u
+// The sandbox ownership view (IDView, idview.go) of this tree's user.
+func (t *tree) view() *IDView {
+	return &IDView{UID: t.uid, GID: t.gid, Groups: t.groups, Client: t.client}
 }
 
-func (t *tree) showGID(g uint32) uint32 {
-	switch {
-	case !t.show:
-		return g
-	case t.inGroups(g):
-		return t.client.GID
-	case g == t.client.GID:
-		return overflowID
-	}
-	return g
-}
-
-// ownerUID is the host uid a chown names. As on EFS, the host then
-// decides as the access point's user: a chown to that user (of its own
-// file) succeeds, a chown to anyone else is EPERM, as an NFS server that
-// squashes the client's user answers. The client's uid stands for the
-// access point's user: gVisor's gofer chowns every file it creates to
-// the container's user and fails the create if that fails.
-func (t *tree) ownerUID(u uint32) uint32 {
-	if t.client != nil && u == t.client.UID {
-		return t.uid
-	}
-	return u
-}
-
-// ownerGID is the host gid a chgrp names, the file having cur: the
-// client's gid stands for the access point's groups, so it keeps a gid
-// that is one of them (the group a set-gid directory gave a new file)
-// and is the access point's primary gid otherwise.
-func (t *tree) ownerGID(g, cur uint32) uint32 {
-	if t.client == nil || g != t.client.GID {
-		return g
-	}
-	if t.inGroups(cur) {
-		return cur
-	}
-	return t.gid
-}
-
-func (t *tree) inGroups(g uint32) bool {
-	if g == t.gid {
-		return true
-	}
-	for _, s := range t.groups {
-		if s == g {
-			return true
-		}
-	}
-	return false
-}
+func (t *tree) showUID(u uint32) uint32       { return t.view().ShowUID(u) }
+func (t *tree) showGID(g uint32) uint32       { return t.view().ShowGID(g) }
+func (t *tree) ownerUID(u uint32) uint32      { return t.view().OwnerUID(u) }
+func (t *tree) ownerGID(g, cur uint32) uint32 { return t.view().OwnerGID(g, cur) }
+func (t *tree) inGroups(g uint32) bool        { return t.view().InGroups(g) }
 
 // openFlags keeps what the caller asked for, O_APPEND included: with it
 // the backing file's pwrite appends at its real end, so appends from
@@ -398,6 +330,20 @@ func (t *tree) inGroups(g uint32) bool {
 // each other at a stale size.
 func openFlags(flags uint32) int {
 	return int(flags&^uint32(fuse.FMODE_EXEC)) | unix.O_NOFOLLOW | unix.O_CLOEXEC
+}
+
+// fopenFlags has the kernel do direct I/O on a file opened O_APPEND, so
+// that each write(2), up to MaxWrite, reaches the backing file as one
+// request and so one append. Through the page cache the kernel ends a
+// request at a page it has not read in (a write crossing a page of the
+// file becomes two), and the backing file appends each at its end of the
+// moment, with another mount's append between the halves. The mount
+// allows mmap of such files (CAP_DIRECT_IO_ALLOW_MMAP, Serve).
+func fopenFlags(flags uint32) uint32 {
+	if flags&unix.O_APPEND != 0 {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -410,7 +356,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return fs.NewLoopbackFile(fd), 0, 0
+	return fs.NewLoopbackFile(fd), fopenFlags(flags), 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -432,7 +378,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno(err)
 	}
 	n.t.fromStat(&out.Attr, &st)
-	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), fs.NewLoopbackFile(fd), 0, 0
+	return n.NewInode(ctx, &node{t: n.t}, stable(&st)), fs.NewLoopbackFile(fd), fopenFlags(flags), 0
 }
 
 // makeChild creates name in n's directory with mk and returns its inode.

@@ -55,6 +55,9 @@ type Mount struct {
 	// for; nil for runc, whose containers reach the mount through the
 	// host kernel, which leaves permissions to the server.
 	Client *Client
+	// Squash serves each request as its caller with root squashed
+	// (squash.go) instead of as UID/GID, which are then unused.
+	Squash bool
 }
 
 // Client is a container's user and primary group. Under a gVisor sandbox
@@ -96,6 +99,9 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 			Name:              fsType,
 			MaxWrite:          1 << 20,
 			EnableLocks:       true,
+			// O_APPEND files are direct I/O (fopenFlags); without this
+			// the kernel refuses to map them shared (ENODEV).
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 			// EFS has no extended attributes.
 			DisableXAttrs: true,
 		},
@@ -104,8 +110,15 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 		NegativeTimeout: &negativeTimeout,
 	}
 	t := &tree{root: int(root.Fd()), uid: m.UID, gid: m.GID, groups: m.Groups, client: m.Client}
-	t.show = m.Client != nil && m.Client.UID != 0
-	server, err := fuse.NewServer(fs.NewNodeFS(&node{t: t}, opts), m.Mountpoint, &opts.MountOptions)
+	raw := fs.NewNodeFS(&node{t: t}, opts)
+	if m.Squash {
+		sq, err := newSquashFS(raw)
+		if err != nil {
+			return err
+		}
+		return serveSquashed(ctx, root, m, t, sq, opts, ready)
+	}
+	server, err := fuse.NewServer(raw, m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
 	}
@@ -129,6 +142,30 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 	case <-ctx.Done():
 	}
 	// The descriptor must stay open as long as requests may come.
+	root.Close()
+	return nil
+}
+
+// serveSquashed is Serve for a root-squashing mount: the helper stays
+// root, and squashFS switches each request's thread to its caller.
+func serveSquashed(ctx context.Context, root *os.File, m Mount, t *tree, raw fuse.RawFileSystem, opts *fs.Options, ready func()) error {
+	server, err := fuse.NewServer(raw, m.Mountpoint, &opts.MountOptions)
+	if err != nil {
+		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+		return fmt.Errorf("FUSE mount at %s: %w", m.Mountpoint, err)
+	}
+	t.user.Store(true)
+	ready()
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 	root.Close()
 	return nil
 }
@@ -167,6 +204,7 @@ func Main(ctx context.Context, args []string) error {
 	fl.StringVar(&groups, "groups", "", "secondary gids, comma-separated")
 	fl.StringVar(&client, "client", "", "the sandboxed container's uid:gid")
 	fl.StringVar(&m.Source, "source", "efs", "the mount's source name")
+	fl.BoolVar(&m.Squash, "squash", false, "act as each caller, root squashed to 65534")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -250,6 +288,9 @@ func Start(exe string, root *os.File, m Mount, logPath string) (int, error) {
 		"--groups", strings.Join(gids, ","), "--source", m.Source)
 	if m.Client != nil {
 		cmd.Args = append(cmd.Args, "--client", m.Client.String())
+	}
+	if m.Squash {
+		cmd.Args = append(cmd.Args, "--squash")
 	}
 	cmd.ExtraFiles = []*os.File{root}
 	return StartHelper(cmd, m.Mountpoint, logPath, 20*time.Second)

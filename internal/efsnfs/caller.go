@@ -32,11 +32,18 @@ type caller struct {
 // maxViews bounds the identities one export keeps threads for.
 const maxViews = 64
 
+// parseCaller reads what a client added after a handle: nothing, or
+// the caller; either followed by the zeros that make the handle a whole
+// number of XDR words (padHandle).
 func parseCaller(b []byte) (caller, bool) {
-	if len(b) == 0 {
+	if len(b) < 4 && !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
 		return caller{}, true
 	}
-	if len(b) < 10 || b[0] != 'U' || len(b) != 10+4*int(b[9]) {
+	if len(b) < 10 || b[0] != 'U' {
+		return caller{}, false
+	}
+	n := 10 + 4*int(b[9])
+	if len(b) < n || len(b)-n >= 4 || slices.ContainsFunc(b[n:], func(c byte) bool { return c != 0 }) {
 		return caller{}, false
 	}
 	c := caller{set: true, uid: binary.BigEndian.Uint32(b[1:]), gid: binary.BigEndian.Uint32(b[5:])}
@@ -47,11 +54,11 @@ func parseCaller(b []byte) (caller, bool) {
 }
 
 // appendCaller adds the caller to handle fh, with as many of its groups
-// as the 64 bytes of an NFSv3 handle leave room for.
+// as the 64 bytes of an NFSv3 handle leave room for, and pads it.
 func appendCaller(fh []byte, uid, gid uint32, groups []uint32) []byte {
 	room := (maxFH - len(fh) - 10) / 4
 	if room < 0 {
-		return fh
+		return padHandle(fh)
 	}
 	groups = groups[:min(len(groups), room, 255)]
 	b := make([]byte, 0, len(fh)+10+4*len(groups))
@@ -63,7 +70,20 @@ func appendCaller(fh []byte, uid, gid uint32, groups []uint32) []byte {
 	for _, g := range groups {
 		b = binary.BigEndian.AppendUint32(b, g)
 	}
-	return b
+	return padHandle(b)
+}
+
+// padHandle makes fh a whole number of 4-byte words with zeros: go-nfs
+// reads a handle without the XDR padding after it (go-nfs-client's
+// xdr.ReadOpaque), so the arguments after an unaligned handle (a
+// SETATTR's attributes: every chown, chmod and truncate) were read from
+// the wrong place. The server's handles end before the caller
+// (splitHandle), and parseCaller takes the zeros.
+func padHandle(fh []byte) []byte {
+	if len(fh)%4 == 0 {
+		return fh
+	}
+	return append(fh[:len(fh):len(fh)], make([]byte, 4-len(fh)%4)...)
 }
 
 func (t *tree) top() *tree {
@@ -78,6 +98,9 @@ func (t *tree) top() *tree {
 // whose calls run as c.
 func (t *tree) as(c caller) (*tree, error) {
 	t = t.top()
+	if t.rootSquash {
+		c = squashed(c)
+	}
 	if !c.set || c.uid == 0 || t.id != nil {
 		return t, nil
 	}
@@ -120,6 +143,26 @@ func (t *tree) all() []*tree {
 	out := []*tree{t}
 	for _, v := range t.views {
 		out = append(out, v)
+	}
+	return out
+}
+
+// squashed is c with root squashed (NFS's root_squash): uid and gid 0
+// become 65534, and so does a call that names no caller.
+func squashed(c caller) caller {
+	const anon = 65534
+	if !c.set || c.uid == 0 {
+		return caller{set: true, uid: anon, gid: anon}
+	}
+	out := caller{set: true, uid: c.uid, gid: c.gid}
+	if out.gid == 0 {
+		out.gid = anon
+	}
+	for _, g := range c.groups {
+		if g == 0 {
+			g = anon
+		}
+		out.groups = append(out.groups, g)
 	}
 	return out
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 )
 
 const (
@@ -53,6 +55,9 @@ type client struct {
 	plainAppend *atomic.Bool
 	// who is the caller each handle sent names (caller.go); nil: none.
 	who *who
+	// view is how owners are shown to and taken from a gVisor sandbox's
+	// container user (efsfuse.IDView); nil: as they are.
+	view *efsfuse.IDView
 }
 
 type who struct {
@@ -63,7 +68,7 @@ type who struct {
 // h is fh as sent: with the caller after it.
 func (c *client) h(fh []byte) []byte {
 	if c.who == nil {
-		return fh
+		return padHandle(fh)
 	}
 	return appendCaller(fh, c.who.uid, c.who.gid, c.who.groups)
 }

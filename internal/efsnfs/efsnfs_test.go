@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 )
 
 // serve exports dir under name on loopback and mounts it with the FUSE
@@ -45,13 +47,19 @@ func serve(t *testing.T, dir, name string, e Export) string {
 // client until cleanup.
 func mount(t *testing.T, addr, name string) string {
 	t.Helper()
+	return mountView(t, addr, name, nil)
+}
+
+// mountView is mount with the owners shown through view (a sandbox's).
+func mountView(t *testing.T, addr, name string, view *efsfuse.IDView) string {
+	t.Helper()
 	mp := t.TempDir()
 	os.Chmod(filepath.Dir(mp), 0o755)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Mount(ctx, MountSpec{Mountpoint: mp, Addr: addr, Export: name, Source: "test"}, func() { close(ready) })
+		done <- Mount(ctx, MountSpec{Mountpoint: mp, Addr: addr, Export: name, Source: "test", View: view}, func() { close(ready) })
 	}()
 	select {
 	case <-ready:

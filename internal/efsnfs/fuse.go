@@ -51,6 +51,7 @@ var (
 	_ fs.NodeStatfser   = (*node)(nil)
 	_ fs.NodeFsyncer    = (*node)(nil)
 	_ fs.NodeFlusher    = (*node)(nil)
+	_ fs.NodeMknoder    = (*node)(nil)
 )
 
 func errno(err error) syscall.Errno {
@@ -83,9 +84,14 @@ func typeBits(t uint32) uint32 {
 	return syscall.S_IFREG
 }
 
-func fill(out *fuse.Attr, a attr) {
+// fill sets out from the server's attributes, owners as the mount's
+// sandbox view shows them (client.view).
+func (n *node) fill(out *fuse.Attr, a attr) {
 	out.Mode = typeBits(a.Type) | a.Mode&0o7777
 	out.Nlink, out.Uid, out.Gid = a.Nlink, a.UID, a.GID
+	if v := n.c.view; v != nil {
+		out.Uid, out.Gid = v.ShowUID(a.UID), v.ShowGID(a.GID)
+	}
 	out.Size, out.Blocks = a.Size, (a.Used+511)/512
 	out.Ino = a.FileID
 	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
@@ -93,7 +99,7 @@ func fill(out *fuse.Attr, a attr) {
 }
 
 func (n *node) child(ctx context.Context, fh []byte, a attr, out *fuse.EntryOut) *fs.Inode {
-	fill(&out.Attr, a)
+	n.fill(&out.Attr, a)
 	in := n.NewInode(ctx, newNode(n.c, fh), fs.StableAttr{Mode: typeBits(a.Type), Ino: a.FileID})
 	if ex, ok := in.Operations().(*node); ok {
 		ex.fh.Store(&fh)
@@ -106,7 +112,7 @@ func (n *node) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) 
 	if err != nil {
 		return errno(err)
 	}
-	fill(&out.Attr, a)
+	n.fill(&out.Attr, a)
 	return 0
 }
 
@@ -116,10 +122,24 @@ func (n *node) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn,
 		m &= 0o7777
 		s.Mode = &m
 	}
-	if u, ok := in.GetUID(); ok {
+	u, uok := in.GetUID()
+	g, gok := in.GetGID()
+	if v := n.c.view; v != nil && (uok || gok) {
+		// The ids as the server knows them: a sandbox's gofer chowns each
+		// file it makes to the container's user (efsfuse.IDView).
+		u = v.OwnerUID(u)
+		if gok {
+			a, err := n.c.as(ctx).getattr(n.h())
+			if err != nil {
+				return errno(err)
+			}
+			g = v.OwnerGID(g, a.GID)
+		}
+	}
+	if uok {
 		s.UID = &u
 	}
-	if g, ok := in.GetGID(); ok {
+	if gok {
 		s.GID = &g
 	}
 	if sz, ok := in.GetSize(); ok {
@@ -252,6 +272,25 @@ func (n *node) writeAt(c *client, off uint64, data []byte, advance bool) (uint32
 		done += int(w)
 	}
 	return uint32(done), 0
+}
+
+// Mknod makes regular files only, as an exclusive CREATE (gVisor's
+// gofer makes files by mknod). NFSv3's MKNOD would carry FIFOs and
+// sockets, but the server's file system has no call for them; device
+// files are what EFS refuses too.
+func (n *node) Mknod(ctx context.Context, name string, mode, _ uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, 0:
+	case syscall.S_IFCHR, syscall.S_IFBLK:
+		return nil, syscall.EPERM
+	default:
+		return nil, syscall.EOPNOTSUPP
+	}
+	fh, a, err := n.c.as(ctx).create(n.h(), name, mode&0o7777, true)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.child(ctx, fh, a, out), 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

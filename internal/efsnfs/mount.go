@@ -39,6 +39,10 @@ type MountSpec struct {
 	Addr       string // mount target address, host:port
 	Export     string // the export's name on the server
 	Source     string // shown in /proc/mounts
+	// View, for a mount a gVisor sandbox's container uses, shows the
+	// access point's user as the container's (efsfuse.IDView); nil
+	// shows owners as they are.
+	View *efsfuse.IDView
 }
 
 // Mount dials the server, mounts the export at m.Mountpoint, calls ready,
@@ -49,6 +53,7 @@ func Mount(ctx context.Context, m MountSpec, ready func()) error {
 		return err
 	}
 	defer c.close()
+	c.view = m.View
 	a, err := c.getattr(c.root)
 	if err != nil {
 		return fmt.Errorf("export %s: %w", m.Export, err)
@@ -141,7 +146,13 @@ func Main(ctx context.Context, args []string) error {
 	fl.StringVar(&m.Addr, "addr", "", "the mount target's address, host:port")
 	fl.StringVar(&m.Export, "export", "", "the export's name")
 	fl.StringVar(&m.Source, "source", "efs", "the mount's source name")
+	var view string
+	fl.StringVar(&view, "view", "", "for a sandbox: the access point's UID:GID[:G1,G2...] shown as the container's, as UID:GID")
 	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if m.View, err = parseView(view); err != nil {
 		return err
 	}
 	if m.Mountpoint == "" || m.Addr == "" || m.Export == "" {
@@ -159,6 +170,9 @@ func Main(ctx context.Context, args []string) error {
 // mount serves.
 func Start(exe, netns string, m MountSpec, logPath string) (int, error) {
 	args := []string{exe, Subcommand, "--mountpoint", m.Mountpoint, "--addr", m.Addr, "--export", m.Export, "--source", m.Source}
+	if m.View != nil {
+		args = append(args, "--view", formatView(m.View))
+	}
 	if netns != "" {
 		args = append([]string{"nsenter", "--net=" + netns, "--"}, args...)
 	}

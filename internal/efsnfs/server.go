@@ -47,6 +47,10 @@ type Export struct {
 	UID, GID uint32
 	Groups   []uint32
 	Squash   bool
+	// RootSquash (without Squash): callers act as themselves except
+	// that uid and gid 0 become 65534, for a file system policy without
+	// elasticfilesystem:ClientRootAccess.
+	RootSquash bool
 }
 
 // Server serves a set of exports on one address.
@@ -156,7 +160,7 @@ func (s *Server) Add(name string, e Export) error {
 	if err != nil {
 		return err
 	}
-	t := &tree{root: root, xid: exportID(name), h: s.handles}
+	t := &tree{root: root, xid: exportID(name), h: s.handles, rootSquash: e.RootSquash && !e.Squash}
 	t.fds = newFDCache()
 	if e.Squash {
 		if t.id, err = newIdent(e.UID, e.GID, e.Groups); err != nil {

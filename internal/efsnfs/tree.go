@@ -37,6 +37,9 @@ type tree struct {
 	base  *tree
 	vmu   sync.Mutex
 	views map[string]*tree
+	// rootSquash: a caller of uid or gid 0, or none, acts as 65534
+	// (caller.go, as).
+	rootSquash bool
 }
 
 // close releases the export and its views (which share its root).

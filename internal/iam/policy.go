@@ -59,6 +59,12 @@ func ParsePolicy(doc string, trust bool) (*Policy, error) {
 	if len(doc) > MaxPolicySize {
 		return nil, &awsapi.Error{Code: "LimitExceeded", Message: fmt.Sprintf("Maximum policy size of %d bytes exceeded.", MaxPolicySize), Status: 409}
 	}
+	return parsePolicy(doc, trust)
+}
+
+// parsePolicy is ParsePolicy without IAM's size limit (resource policies
+// have their services' own).
+func parsePolicy(doc string, trust bool) (*Policy, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(doc), &top); err != nil {
 		return nil, malformed("Syntax errors in policy.")

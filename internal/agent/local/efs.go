@@ -25,6 +25,7 @@ package local
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -77,16 +78,31 @@ func (a *Agent) withEFS(taskID, isolation string, vols map[string]efsVolume) oci
 				return fmt.Errorf("EFS volume %s: %w", v.name, err)
 			}
 			s.Mounts[i].Source = dir
+			if isolation == agent.IsolationSandbox {
+				s.Mounts[i].Options = append(s.Mounts[i].Options, gvisorOwnHandles)
+			}
 		}
 		return nil
 	}
 }
 
+// gvisorOwnHandles is the gVisor mount option (runsc reads it from the
+// spec's mount options) that gives every open of a file on the mount a
+// host handle of its own, as runsc does by itself for FUSE and NFS
+// sources. A volume's other clients, other sandboxes and runc containers,
+// write the same file at the same time, and an O_APPEND write in a
+// sandbox only lands at their end if the host appends it: with a host
+// handle per open, scripts/runsc-efs-append.patch opens the host file
+// O_APPEND for an O_APPEND open, which the shared per-file handle cannot
+// be. Reads and writes on such a mount already go to the host (runsc's
+// shared file access), so the cost is a host open per open.
+const gvisorOwnHandles = "disable_file_handle_sharing"
+
 // efsDir is the host directory the task's containers bind for m; client
 // is the container's user under a sandbox, else nil.
 func (a *Agent) efsDir(taskID string, m *agent.EFSMount, client *efsfuse.Client) (string, error) {
 	if a.cfg.EFSMode == "nfs" {
-		return a.efsNFS(taskID, m)
+		return a.efsNFS(taskID, m, client)
 	}
 	root, dir, err := a.openEFSRoot(m)
 	if err != nil {
@@ -94,6 +110,14 @@ func (a *Agent) efsDir(taskID string, m *agent.EFSMount, client *efsfuse.Client)
 	}
 	defer root.Close()
 	if m.User == nil {
+		// Root squashed (no ClientRootAccess): runc's requests carry
+		// their caller, so one mount squashes root and keeps every other
+		// user (efsfuse's squash mode); a sandbox's come from its gofer,
+		// so a root container gets a mount as 65534 and any other user
+		// keeps its identity on the plain directory.
+		if m.RootSquash && (client == nil || client.UID == 0) {
+			return a.efsServe(taskID, m, root, client)
+		}
 		return dir, nil
 	}
 	return a.efsServe(taskID, m, root, client)
@@ -109,6 +133,9 @@ func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File, client
 	name := m.AccessPointID
 	if name == "" {
 		name = m.FileSystemID
+	}
+	if m.User == nil { // root squashed: see efsDir
+		name = fmt.Sprintf("%s-squash-%x", m.FileSystemID, sha256.Sum256([]byte(m.Root)))[:len(m.FileSystemID)+15]
 	}
 	if client != nil {
 		name += fmt.Sprintf("-as-%d-%d", client.UID, client.GID)
@@ -128,16 +155,23 @@ func (a *Agent) efsServe(taskID string, m *agent.EFSMount, root *os.File, client
 	if err != nil {
 		return "", err
 	}
-	pid, err := efsfuse.Start(exe, root, efsfuse.Mount{
+	fm := efsfuse.Mount{
 		Mountpoint: mp,
-		UID:        m.User.UID,
-		GID:        m.User.GID,
-		Groups:     m.User.SecondaryGIDs,
 		Source:     m.FileSystemID + ":" + m.AccessPointID,
 		Client:     client,
-	}, mp+".log")
+	}
+	switch {
+	case m.User != nil:
+		fm.UID, fm.GID, fm.Groups = m.User.UID, m.User.GID, m.User.SecondaryGIDs
+	case client != nil: // a sandbox's root container, squashed
+		fm.UID, fm.GID = efsfuse.Anonymous, efsfuse.Anonymous
+		fm.Source = m.FileSystemID + ":" + m.Root
+	default:
+		fm.Squash, fm.Source = true, m.FileSystemID+":"+m.Root
+	}
+	pid, err := efsfuse.Start(exe, root, fm, mp+".log")
 	if err != nil {
-		return "", fmt.Errorf("mount access point %s as uid %d: %w", m.AccessPointID, m.User.UID, err)
+		return "", fmt.Errorf("mount %s%s as uid %d (squash %v): %w", m.FileSystemID, m.Root, fm.UID, fm.Squash, err)
 	}
 	if err := os.WriteFile(mp+".pid", []byte(strconv.Itoa(pid)), 0o600); err != nil {
 		return "", err

@@ -14,10 +14,12 @@ package local
 //   - Mounting, by the task's agent: the `gantry efs-nfs-mount` helper in
 //     the task's network namespace mounts the export with FUSE at
 //     DataDir/agent/efs/<task>/<name>, which is bound into the containers
-//     as a local mount is.
+//     as a local mount is. A gVisor sandbox gets a mount per container
+//     user (sandboxNFS) and runs on the namespace's kernel stack
+//     (withEFSNFSNetwork).
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -30,10 +32,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 	"github.com/gantry-dev/gantry/internal/efsnfs"
 )
 
@@ -55,11 +60,16 @@ var (
 )
 
 // efsNFS mounts m for the task over NFS and returns the mount point.
-func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
+// client is the container's user under a gVisor sandbox (else nil): a
+// mount of an access point with a POSIX user is then made for that user,
+// showing the access point's user as it (efsfuse.IDView), as the local
+// access point mounts do.
+func (a *Agent) efsNFS(taskID string, m *agent.EFSMount, client *efsfuse.Client) (string, error) {
 	mt := m.MountTarget
 	if mt == nil || mt.IP == "" {
 		return "", fmt.Errorf("file system %s has no mount target in the task's VPC", m.FileSystemID)
 	}
+	m, view := sandboxNFS(m, client)
 	export := nfsExport(m)
 	if err := a.nfsServe(taskID, m, export, true); err != nil {
 		return "", fmt.Errorf("serve %s at %s: %w", m.FileSystemID, mt.IP, err)
@@ -67,6 +77,9 @@ func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
 	efsMu.Lock()
 	defer efsMu.Unlock()
 	name := strings.TrimPrefix(strings.ReplaceAll(export, "/", "_"), "_")
+	if view != nil {
+		name += fmt.Sprintf("-as-%d-%d", client.UID, client.GID)
+	}
 	mp := filepath.Join(a.efsTaskDir(taskID), "nfs-"+name)
 	if isMount(mp) {
 		return mp, nil
@@ -89,6 +102,7 @@ func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
 		Addr:       net.JoinHostPort(mt.IP, strconv.Itoa(efsnfs.Port)),
 		Export:     export,
 		Source:     mt.IP + ":" + export,
+		View:       view,
 	}, mp+".log")
 	if err != nil {
 		os.Remove(mp)
@@ -104,12 +118,45 @@ func (a *Agent) efsNFS(taskID string, m *agent.EFSMount) (string, error) {
 	return mp, nil
 }
 
+// sandboxNFS is the mount a sandboxed container of user client (nil:
+// not in a sandbox) makes of m, and how it shows owners. A sandbox's
+// requests all come from its gofer, as root, and gVisor checks
+// permissions itself against the owners shown:
+//   - an access point's user is shown as the container's (efsfuse.IDView);
+//   - root squashed (no ClientRootAccess): a root container's mount shows
+//     65534 as root, so the gofer's chown of each file it makes to root
+//     is one to 65534, which the squashed server allows; any other user
+//     uses the export that is not squashed, where the gofer acts as root
+//     and gVisor as the container's user, as local mode binds the plain
+//     directory for it.
+func sandboxNFS(m *agent.EFSMount, client *efsfuse.Client) (*agent.EFSMount, *efsfuse.IDView) {
+	switch {
+	case client == nil:
+		return m, nil
+	case m.User != nil:
+		return m, &efsfuse.IDView{UID: m.User.UID, GID: m.User.GID, Groups: m.User.SecondaryGIDs, Client: client}
+	case m.RootSquash && client.UID == 0:
+		return m, &efsfuse.IDView{UID: efsfuse.Anonymous, GID: efsfuse.Anonymous, Client: client}
+	case m.RootSquash:
+		plain := *m
+		plain.RootSquash = false
+		return &plain, nil
+	}
+	return m, nil
+}
+
 // nfsExport is m's export name, what its mount helper asks to MOUNT.
 func nfsExport(m *agent.EFSMount) string {
+	name := path.Join("/", m.FileSystemID, m.Root)
 	if m.AccessPointID != "" {
-		return "/" + m.AccessPointID
+		name = "/" + m.AccessPointID
 	}
-	return path.Join("/", m.FileSystemID, m.Root)
+	if m.RootSquash {
+		// Another export than the unsquashed one: one export has one
+		// policy ('#' is in no EFS path or id).
+		name += "#root-squash"
+	}
+	return name
 }
 
 // efsNFSResume serves again, as a restarted agent starts, every export
@@ -133,8 +180,17 @@ func (a *Agent) efsNFSResume(recs []record) {
 				if m.EFS == nil {
 					continue
 				}
-				if err := a.nfsServe(rec.Spec.TaskID, m.EFS, nfsExport(m.EFS), false); err != nil {
-					a.log.Warn("serve EFS over NFS again for a running task", "task", rec.Spec.TaskID, "fs", m.EFS.FileSystemID, "err", err)
+				mounts := []*agent.EFSMount{m.EFS}
+				if rec.Spec.Isolation == agent.IsolationSandbox {
+					// A non-root container's export (sandboxNFS).
+					if p, _ := sandboxNFS(m.EFS, &efsfuse.Client{UID: 1}); p != m.EFS {
+						mounts = append(mounts, p)
+					}
+				}
+				for _, em := range mounts {
+					if err := a.nfsServe(rec.Spec.TaskID, em, nfsExport(em), false); err != nil {
+						a.log.Warn("serve EFS over NFS again for a running task", "task", rec.Spec.TaskID, "fs", em.FileSystemID, "err", err)
+					}
 				}
 			}
 		}
@@ -203,6 +259,8 @@ func (a *Agent) nfsServe(taskID string, m *agent.EFSMount, export string, start 
 	e := efsnfs.Export{Root: root}
 	if u := m.User; u != nil {
 		e.Squash, e.UID, e.GID, e.Groups = true, u.UID, u.GID, u.SecondaryGIDs
+	} else {
+		e.RootSquash = m.RootSquash
 	}
 	return s.srv.Add(export, e)
 }
@@ -308,25 +366,60 @@ func (a *Agent) nfsAddrInUse(ip, except string) bool {
 	return false
 }
 
-// errSandboxEFSNFS refuses EFS over NFS in a gVisor sandbox
-// (efsNFSMountAll, before any helper starts) rather than letting it half
-// work. Two things are missing: the mount helper's NFS
-// client runs on the host kernel in the task's network namespace, whose
-// eth0 address gVisor's netstack takes over when the sandbox starts,
-// cutting the helper's connections and hanging the container's start (a
-// sandbox on the namespace's own stack, runsc --network=host through the
-// annotation dev.gvisor.flag.network=host, fixes that part); and gVisor's
-// gofer creates files with create-then-fchown and mknod, which the NFS
-// helper's FUSE file system answers with EINVAL and ENOTSUP, and checks
-// permissions itself against the owners the mount shows, which needs the
-// per-user view the local access point mounts have (efsfuse.Client).
-var errSandboxEFSNFS = errors.New("ResourceInitializationError: EFS volumes over NFS (gantry server --efs-mode nfs) are not supported in sandbox isolation yet; run the task in a cluster with the setting isolation=container")
+// annotationNetwork sets the sandbox's runsc flag --network
+// (--allow-flag-override lets the spec carry it).
+const annotationNetwork = "dev.gvisor.flag.network"
+
+// withEFSNFSNetwork puts a sandboxed task that mounts EFS over NFS on
+// its network namespace's own kernel stack (runsc --network=host) rather
+// than gVisor's netstack. The mount helper's NFS client runs on the host
+// kernel in the task's namespace, so that its connections leave from the
+// task's ENI address, which the mount target's security groups judge as
+// on AWS; netstack takes eth0's address over from the host kernel when
+// the sandbox starts, which would cut those connections and hang every
+// access to the mount. The task keeps its own namespace (its address,
+// routes, security group rules on the bridge and the metadata endpoint
+// are the same as under runc); what it gives up is netstack: its
+// sockets are the host kernel's, as a runc task's are. On the root
+// container and on every container, so that each runsc invocation of
+// the task agrees.
+func (a *Agent) withEFSNFSNetwork(spec agent.TaskSpec) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if !efsNFSHostNetwork(a.cfg.EFSMode, spec) {
+			return nil
+		}
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[annotationNetwork] = "host"
+		return nil
+	}
+}
+
+// efsNFSHostNetwork reports whether the task's sandbox runs on the
+// namespace's kernel stack: see withEFSNFSNetwork.
+func efsNFSHostNetwork(mode string, spec agent.TaskSpec) bool {
+	if mode != "nfs" || spec.Isolation != agent.IsolationSandbox {
+		return false
+	}
+	for _, c := range spec.Containers {
+		for _, m := range c.Mounts {
+			if m.EFS != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // efsNFSMountAll mounts the task's EFS volumes over NFS while the task's
 // resources are set up, before any container, as the ECS agent has EFS
 // utils do: a volume that cannot be mounted fails the task with the ECS
 // agent's reason.
 func (a *Agent) efsNFSMountAll(taskID string, spec agent.TaskSpec) error {
+	if err := efsMountDenied(spec); err != nil {
+		return err
+	}
 	if a.cfg.EFSMode != "nfs" {
 		return nil
 	}
@@ -335,10 +428,10 @@ func (a *Agent) efsNFSMountAll(taskID string, spec agent.TaskSpec) error {
 			if m.EFS == nil {
 				continue
 			}
-			if spec.Isolation == agent.IsolationSandbox {
-				return errSandboxEFSNFS
-			}
-			if _, err := a.efsNFS(taskID, m.EFS); err != nil {
+			// In a sandbox, each container then gets a mount made for its
+			// user (withEFS); this one finds refused mounts before any
+			// container starts.
+			if _, err := a.efsNFS(taskID, m.EFS, nil); err != nil {
 				return fmt.Errorf("ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "+
 					"mounting %s of %s failed: %w", m.EFS.Root, m.EFS.FileSystemID, err)
 			}

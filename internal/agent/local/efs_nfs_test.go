@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gantry-dev/gantry/internal/agent"
+	"github.com/gantry-dev/gantry/internal/efsfuse"
 )
 
 // Which sources a mount target's groups let reach NFS: rules covering TCP
@@ -40,5 +41,42 @@ func TestNFSSources(t *testing.T) {
 	}
 	if m := netipMask(20); netip.AddrFrom4([4]byte(m)) != netip.MustParseAddr("255.255.240.0") {
 		t.Errorf("mask /20: %v", m)
+	}
+}
+
+// A sandboxed task with an EFS volume runs on its namespace's kernel
+// stack in NFS mode only; and each sandboxed container's NFS mount is the
+// export and view its user needs.
+func TestSandboxNFS(t *testing.T) {
+	efs := agent.TaskSpec{Isolation: agent.IsolationSandbox, Containers: []agent.ContainerSpec{
+		{Name: "a"}, {Name: "b", Mounts: []agent.Mount{{Volume: "v", EFS: &agent.EFSMount{FileSystemID: "fs-1"}}}},
+	}}
+	plain := agent.TaskSpec{Isolation: agent.IsolationSandbox, Containers: []agent.ContainerSpec{{Name: "a"}}}
+	runc := efs
+	runc.Isolation = agent.IsolationContainer
+	for _, c := range []struct {
+		mode string
+		spec agent.TaskSpec
+		want bool
+	}{{"nfs", efs, true}, {"local", efs, false}, {"nfs", plain, false}, {"nfs", runc, false}} {
+		if got := efsNFSHostNetwork(c.mode, c.spec); got != c.want {
+			t.Errorf("host network for %s mode, isolation %s, %d containers: %v, want %v", c.mode, c.spec.Isolation, len(c.spec.Containers), got, c.want)
+		}
+	}
+
+	ap := &agent.EFSMount{FileSystemID: "fs-1", AccessPointID: "fsap-1", User: &agent.EFSUser{UID: 1001, GID: 1001, SecondaryGIDs: []uint32{2000}}}
+	squashed := &agent.EFSMount{FileSystemID: "fs-1", Root: "/d", RootSquash: true}
+	user, root := &efsfuse.Client{UID: 1234, GID: 1234}, &efsfuse.Client{}
+	if m, v := sandboxNFS(ap, nil); m != ap || v != nil {
+		t.Errorf("runc: %+v %+v, want the mount as it is", m, v)
+	}
+	if m, v := sandboxNFS(ap, user); m != ap || v == nil || v.UID != 1001 || v.Client != user || len(v.Groups) != 1 {
+		t.Errorf("access point, user: %+v %+v", m, v)
+	}
+	if m, v := sandboxNFS(squashed, root); m != squashed || v == nil || v.UID != efsfuse.Anonymous || v.OwnerUID(0) != efsfuse.Anonymous {
+		t.Errorf("root squashed, root: %+v %+v, want the squashed export with root's chowns to 65534", m, v)
+	}
+	if m, v := sandboxNFS(squashed, user); m.RootSquash || v != nil || nfsExport(m) != "/fs-1/d" || nfsExport(squashed) != "/fs-1/d#root-squash" {
+		t.Errorf("root squashed, user: %+v %+v (export %s), want the unsquashed export", m, v, nfsExport(m))
 	}
 }

@@ -130,7 +130,7 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 	if s.ReadonlyRootfs {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
-	opts = append(opts, r.t.a.withEFS(r.t.id, rec.Spec.Isolation, efs))
+	opts = append(opts, r.t.a.withEFS(r.t.id, rec.Spec.Isolation, efs), r.t.a.withEFSNFSNetwork(rec.Spec))
 	// Before withHardening (start.go): the seccomp profile follows the capabilities.
 	opts = append(opts, withCapabilities(s.CapAdd, s.CapDrop), r.t.a.withExecTTY(rec.Spec.Isolation))
 	return opts, nil

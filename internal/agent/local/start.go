@@ -313,6 +313,7 @@ func (r *runner) startSandbox(rt Runtime, spec agent.TaskSpec) error {
 		oci.WithCgroup(containerCgroup(r.t.id, id)),
 		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": r.t.id}),
 		withHardening(),
+		r.t.a.withEFSNFSNetwork(rec.Spec),
 	}, extra...)
 	rtName, rtOpts := rt.Containerd()
 	cc, err := client.NewContainer(ctx, id,
