@@ -366,10 +366,14 @@ func (s *Service) deleteLoadBalancer(r *request) (any, error) {
 		return nil, err
 	}
 	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
-		if _, err := getLB(tx, r, arn); err != nil {
+		lb, err := getLB(tx, r, arn)
+		if err != nil {
 			if awsapi.AsError(err).Code == "LoadBalancerNotFound" {
 				return nil // deleting twice succeeds, as in AWS
 			}
+			return err
+		}
+		if err := deletionProtected(lb); err != nil {
 			return err
 		}
 		ls, err := listeners(tx, listenerPrefix(arn))

@@ -1,11 +1,12 @@
 // Package elbv2 is Gantry's Elastic Load Balancing (v2) subset: the Query
-// API for application load balancers, target groups (target type ip),
-// HTTP listeners forwarding to a target group, and targets with their
-// health; and the data plane that serves them: each listener is an HTTP
-// reverse proxy (net/http/httputil) on the load balancer's own loopback
-// address, forwarding round-robin to the healthy targets that active health
-// checks find, with connection draining on deregistration. ECS services
-// register their tasks through SyncServiceTargets (ecs.TargetRegistrar).
+// API for application load balancers and their attributes, target groups
+// (target type ip), HTTP listeners forwarding to a target group, targets
+// with their health, and tags on all of them; and the data plane that
+// serves them: each listener is an HTTP reverse proxy (net/http/httputil)
+// on the load balancer's own loopback address, forwarding round-robin to
+// the healthy targets that active health checks find, with connection
+// draining on deregistration. ECS services register their tasks through
+// SyncServiceTargets (ecs.TargetRegistrar).
 package elbv2
 
 import (
@@ -76,6 +77,9 @@ type lbRecord struct {
 	SecurityGroups []string  `json:"securityGroups,omitempty"`
 	Created        time.Time `json:"created"`
 	Tags           []tag     `json:"tags,omitempty"`
+	// Attributes are the ones set by ModifyLoadBalancerAttributes; the
+	// rest have their defaults (albAttributes).
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 type zoneRef struct {
@@ -278,15 +282,18 @@ func (r *request) tags() ([]tag, error) {
 	var out []tag
 	seen := map[string]bool{}
 	for _, p := range r.structs("Tags") {
-		k := r.param(p + "Key")
-		if k == "" {
-			return nil, validation("Tag keys must not be empty")
+		t := tag{r.param(p + "Key"), r.param(p + "Value")}
+		if err := checkTag(t); err != nil {
+			return nil, err
 		}
-		if seen[k] {
-			return nil, awsapi.Errorf("DuplicateTagKeys", "Tag key '%s' is duplicated", k)
+		if seen[t.Key] {
+			return nil, awsapi.Errorf("DuplicateTagKeys", "Tag key '%s' is duplicated", t.Key)
 		}
-		seen[k] = true
-		out = append(out, tag{k, r.param(p + "Value")})
+		seen[t.Key] = true
+		out = append(out, t)
+	}
+	if len(out) > maxTags {
+		return nil, awsapi.Errorf("TooManyTags", "A resource can have at most %d tags; %d were given", maxTags, len(out))
 	}
 	return out, nil
 }
@@ -298,26 +305,31 @@ func validation(format string, args ...any) error {
 type action func(s *Service, r *request) (any, error)
 
 var actions = map[string]action{
-	"CreateLoadBalancer":            (*Service).createLoadBalancer,
-	"DescribeLoadBalancers":         (*Service).describeLoadBalancers,
-	"DeleteLoadBalancer":            (*Service).deleteLoadBalancer,
-	"CreateTargetGroup":             (*Service).createTargetGroup,
-	"DescribeTargetGroups":          (*Service).describeTargetGroups,
-	"DeleteTargetGroup":             (*Service).deleteTargetGroup,
-	"ModifyTargetGroupAttributes":   (*Service).modifyTargetGroupAttributes,
-	"DescribeTargetGroupAttributes": (*Service).describeTargetGroupAttributes,
-	"CreateListener":                (*Service).createListener,
-	"DescribeListeners":             (*Service).describeListeners,
-	"DeleteListener":                (*Service).deleteListener,
-	"RegisterTargets":               (*Service).registerTargets,
-	"DeregisterTargets":             (*Service).deregisterTargets,
-	"DescribeTargetHealth":          (*Service).describeTargetHealth,
-	"ModifyListener":                (*Service).modifyListener,
-	"CreateRule":                    (*Service).createRule,
-	"DescribeRules":                 (*Service).describeRules,
-	"ModifyRule":                    (*Service).modifyRule,
-	"DeleteRule":                    (*Service).deleteRule,
-	"SetRulePriorities":             (*Service).setRulePriorities,
+	"CreateLoadBalancer":             (*Service).createLoadBalancer,
+	"DescribeLoadBalancers":          (*Service).describeLoadBalancers,
+	"DeleteLoadBalancer":             (*Service).deleteLoadBalancer,
+	"CreateTargetGroup":              (*Service).createTargetGroup,
+	"DescribeTargetGroups":           (*Service).describeTargetGroups,
+	"DeleteTargetGroup":              (*Service).deleteTargetGroup,
+	"ModifyTargetGroupAttributes":    (*Service).modifyTargetGroupAttributes,
+	"DescribeTargetGroupAttributes":  (*Service).describeTargetGroupAttributes,
+	"CreateListener":                 (*Service).createListener,
+	"DescribeListeners":              (*Service).describeListeners,
+	"DeleteListener":                 (*Service).deleteListener,
+	"RegisterTargets":                (*Service).registerTargets,
+	"DeregisterTargets":              (*Service).deregisterTargets,
+	"DescribeTargetHealth":           (*Service).describeTargetHealth,
+	"ModifyListener":                 (*Service).modifyListener,
+	"CreateRule":                     (*Service).createRule,
+	"DescribeRules":                  (*Service).describeRules,
+	"ModifyRule":                     (*Service).modifyRule,
+	"DeleteRule":                     (*Service).deleteRule,
+	"SetRulePriorities":              (*Service).setRulePriorities,
+	"DescribeLoadBalancerAttributes": (*Service).describeLoadBalancerAttributes,
+	"ModifyLoadBalancerAttributes":   (*Service).modifyLoadBalancerAttributes,
+	"AddTags":                        (*Service).addTags,
+	"RemoveTags":                     (*Service).removeTags,
+	"DescribeTags":                   (*Service).describeTags,
 }
 
 // ServeQuery answers one ELBv2 call.

@@ -59,6 +59,21 @@ type liveListener struct {
 	srv    *http.Server
 	routes atomic.Pointer[routeTable]
 	p      *plane
+	// opts are the load balancer's attributes that act on requests, set
+	// by reconcile and read once by every request; nil is the defaults.
+	opts atomic.Pointer[lbOptions]
+}
+
+// lbOptions are the load balancer attributes the data path applies.
+type lbOptions struct {
+	idle    time.Duration // idle_timeout.timeout_seconds
+	xffMode string        // routing.http.xff_header_processing.mode
+	xffPort bool          // routing.http.xff_client_port.enabled
+}
+
+func (lb *lbRecord) options() *lbOptions {
+	return &lbOptions{idle: lb.idleTimeout(), xffMode: lb.attr("routing.http.xff_header_processing.mode"),
+		xffPort: lb.attr("routing.http.xff_client_port.enabled") == "true"}
 }
 
 // routeTable is a listener's rules in priority order and its default
@@ -192,11 +207,34 @@ func (p *plane) newProxy() *httputil.ReverseProxy {
 			pr.SetURL(&url.URL{Scheme: "http", Host: ps.target.addr})
 			pr.Out.Host = pr.In.Host
 			// An ALB appends the client's address to the X-Forwarded-For
-			// it got; Rewrite starts from an outbound request without it.
-			if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
+			// it got, unless its xff_header_processing.mode says to pass
+			// that on as it is or drop it; Rewrite starts from an
+			// outbound request without it.
+			xff := pr.In.Header["X-Forwarded-For"]
+			if len(xff) > 0 {
 				pr.Out.Header["X-Forwarded-For"] = xff
 			}
 			pr.SetXForwarded()
+			if o := ps.opts; o != nil {
+				switch o.xffMode {
+				case "preserve":
+					if len(xff) > 0 {
+						pr.Out.Header["X-Forwarded-For"] = xff
+					} else {
+						delete(pr.Out.Header, "X-Forwarded-For")
+					}
+				case "remove":
+					delete(pr.Out.Header, "X-Forwarded-For")
+				default:
+					if o.xffPort {
+						v := pr.In.RemoteAddr
+						if len(xff) > 0 {
+							v = strings.Join(xff, ", ") + ", " + v
+						}
+						pr.Out.Header["X-Forwarded-For"] = []string{v}
+					}
+				}
+			}
 			pr.Out.Header["X-Forwarded-Port"] = []string{ps.port}
 		},
 		Transport: &retryTransport{base: p.up},
@@ -417,8 +455,10 @@ func (p *plane) reconcile(ctx context.Context) error {
 	p.owned = owned
 
 	addrOf := map[string]string{}
-	for _, lb := range lbs {
-		addrOf[lb.ARN] = lb.Address
+	optsOf := map[string]*lbOptions{}
+	for i := range lbs {
+		addrOf[lbs[i].ARN] = lbs[i].Address
+		optsOf[lbs[i].ARN] = lbs[i].options()
 	}
 	tgLBs := map[string][]string{}
 	lbOfListener := map[string]string{}
@@ -462,6 +502,9 @@ func (p *plane) reconcile(ctx context.Context) error {
 			live.srv = &http.Server{Handler: live, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 			go live.srv.Serve(ln)
 			p.lis[key] = live
+		}
+		if o := live.opts.Load(); o == nil || *o != *optsOf[l.LBARN] {
+			live.opts.Store(optsOf[l.LBARN])
 		}
 		rt := &routeTable{def: p.liveAction(l.Actions)}
 		var mine []ruleRecord
@@ -641,7 +684,8 @@ type pickKey struct{}
 type pickState struct {
 	pool   *pool
 	target *target
-	port   string // the listener's, for X-Forwarded-Port
+	port   string     // the listener's, for X-Forwarded-Port
+	opts   *lbOptions // the load balancer's; nil: the defaults
 }
 
 func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -685,7 +729,7 @@ func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pl.requests.Add(1)
-	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t, port: l.port})
+	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t, port: l.port, opts: l.opts.Load()})
 	l.p.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -26,11 +26,17 @@ import (
 // Requests with a body or an Upgrade go through http.Transport, which
 // streams the body while it reads the response.
 type upstream struct {
-	dialer   net.Dialer
-	fallback *http.Transport
+	dialer net.Dialer
+	plain  net.Dialer
 
 	mu   sync.Mutex
 	idle map[string][]*upConn // by target host:port, most recently used last
+	// fallbacks are the http.Transports for requests with a body, one per
+	// idle timeout in use (time.Duration -> *http.Transport): a transport's
+	// ResponseHeaderTimeout is fixed, and load balancers have few distinct
+	// idle timeouts between them. A sync.Map, read without a lock by every
+	// such request.
+	fallbacks sync.Map
 }
 
 const (
@@ -46,12 +52,22 @@ const (
 )
 
 // targetIdleTimeout is how long the proxy waits on a target that sends
-// nothing, for the response's headers or between reads of its body: an
-// ALB's idle timeout (idle_timeout.timeout_seconds, default 60 s), after
-// which it answers 504. Without it a target that went away silently with
-// a request in flight held the client until the client gave up. A
-// variable so tests can shorten it.
-var targetIdleTimeout = 60 * time.Second
+// nothing, for the response's headers or between reads of its body, when
+// the request's listener does not say (its load balancer's
+// idle_timeout.timeout_seconds, default 60 s, does): after it an ALB
+// answers 504. Without it a target that went away silently with a request
+// in flight held the client until the client gave up. A variable so tests
+// can shorten it.
+var targetIdleTimeout = defaultIdleTimeout
+
+// idleTimeoutOf is the idle timeout for one request: its load balancer's,
+// carried in the request's context by the listener that took it.
+func idleTimeoutOf(req *http.Request) time.Duration {
+	if ps, ok := req.Context().Value(pickKey{}).(*pickState); ok && ps.opts != nil && ps.opts.idle > 0 {
+		return ps.opts.idle
+	}
+	return targetIdleTimeout
+}
 
 func newUpstream() *upstream {
 	// Idle connections are closed after upIdleTimeout, so TCP keep-alive
@@ -70,21 +86,27 @@ func newUpstream() *upstream {
 			}
 		})
 	}
-	return &upstream{
-		dialer: smart,
-		fallback: &http.Transport{
-			DialContext:         d.DialContext,
-			MaxIdleConnsPerHost: upMaxIdlePerTarget,
-			IdleConnTimeout:     upIdleTimeout,
-			// Targets get exactly the client's Accept-Encoding, and the
-			// client the target's bytes, as on the body-less path.
-			DisableCompression: true,
-			// As on the body-less path: no answer within the idle
-			// timeout is a 504.
-			ResponseHeaderTimeout: targetIdleTimeout,
-		},
-		idle: map[string][]*upConn{},
+	return &upstream{dialer: smart, plain: d, idle: map[string][]*upConn{}}
+}
+
+// fallback is the transport for requests with a body or an Upgrade whose
+// load balancer has this idle timeout.
+func (u *upstream) fallback(idle time.Duration) *http.Transport {
+	if t, ok := u.fallbacks.Load(idle); ok {
+		return t.(*http.Transport)
 	}
+	t, _ := u.fallbacks.LoadOrStore(idle, &http.Transport{
+		DialContext:         u.plain.DialContext,
+		MaxIdleConnsPerHost: upMaxIdlePerTarget,
+		IdleConnTimeout:     upIdleTimeout,
+		// Targets get exactly the client's Accept-Encoding, and the
+		// client the target's bytes, as on the body-less path.
+		DisableCompression: true,
+		// As on the body-less path: no answer within the idle
+		// timeout is a 504.
+		ResponseHeaderTimeout: idle,
+	})
+	return t.(*http.Transport)
 }
 
 type upConn struct {
@@ -117,7 +139,7 @@ var errStale = errors.New("idle connection closed by the target")
 
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	if (req.Body != nil && req.Body != http.NoBody) || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
-		return u.fallback.RoundTrip(req)
+		return u.fallback(idleTimeoutOf(req)).RoundTrip(req)
 	}
 	addr := req.URL.Host
 	for {
@@ -145,7 +167,7 @@ func (u *upstream) send(c *upConn, req *http.Request, reused bool) (*http.Respon
 	ctx := req.Context()
 	// Set before the client's context can poison it below, so it never
 	// undoes that.
-	idle := targetIdleTimeout
+	idle := idleTimeoutOf(req)
 	c.SetDeadline(time.Now().Add(idle))
 	// A client that goes away, or a request that times out, unblocks the
 	// reads and writes below.
@@ -438,7 +460,10 @@ func (u *upstream) closeIdle(all bool) {
 		u.setIdle(addr, keep)
 	}
 	if all {
-		u.fallback.CloseIdleConnections()
+		u.fallbacks.Range(func(_, t any) bool {
+			t.(*http.Transport).CloseIdleConnections()
+			return true
+		})
 	}
 }
 

@@ -1,0 +1,211 @@
+package test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gantry-dev/gantry/internal/testenv"
+)
+
+type cliAttrs struct{ Attributes []struct{ Key, Value string } }
+
+func (a cliAttrs) m() map[string]string {
+	m := map[string]string{}
+	for _, kv := range a.Attributes {
+		m[kv.Key] = kv.Value
+	}
+	return m
+}
+
+type cliTags struct {
+	TagDescriptions []struct {
+		ResourceArn string
+		Tags        []struct{ Key, Value string }
+	}
+}
+
+// tagsOf answers describe-tags for arns as ARN -> "k=v,k=v" in stored order.
+func tagsOf(t *testing.T, s *testenv.Server, arns ...string) map[string]string {
+	t.Helper()
+	var out cliTags
+	s.MustAWS(&out, append([]string{"elbv2", "describe-tags", "--resource-arns"}, arns...)...)
+	m := map[string]string{}
+	for _, d := range out.TagDescriptions {
+		var kv []string
+		for _, tg := range d.Tags {
+			kv = append(kv, tg.Key+"="+tg.Value)
+		}
+		m[d.ResourceArn] = strings.Join(kv, ",")
+	}
+	if len(out.TagDescriptions) != len(arns) {
+		t.Fatalf("describe-tags for %d resources answered %d: %+v", len(arns), len(out.TagDescriptions), out)
+	}
+	return m
+}
+
+func expectAWSMessage(t *testing.T, s *testenv.Server, code, says string, args ...string) {
+	t.Helper()
+	got, msg := s.AWSError(args...)
+	if got != code || !strings.Contains(msg, says) {
+		t.Errorf("%v: %s %q, want %s saying %q", args[:2], got, msg, code, says)
+	}
+}
+
+// TestLoadBalancerAttributesAndTags drives what Terraform's aws_lb and the
+// CLI do with a load balancer's attributes and every resource's tags:
+// AWS's full default attribute set, validated changes, deletion
+// protection, tags given at creation and changed later, and AWS's errors.
+func TestLoadBalancerAttributesAndTags(t *testing.T) {
+	s := testenv.Start(t)
+	var subnets struct {
+		Subnets []struct{ SubnetId, VpcId string }
+	}
+	s.MustAWS(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
+	if len(subnets.Subnets) < 2 {
+		t.Fatalf("need two default subnets: %+v", subnets)
+	}
+	sn1, sn2, vpc := subnets.Subnets[0].SubnetId, subnets.Subnets[1].SubnetId, subnets.Subnets[0].VpcId
+
+	var lbOut struct {
+		LoadBalancers []struct{ LoadBalancerArn string }
+	}
+	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", "attrs", "--subnets", sn1, sn2,
+		"--tags", "Key=env,Value=test", "Key=team,Value=web")
+	lb := lbOut.LoadBalancers[0].LoadBalancerArn
+
+	// The defaults, as AWS lists them for an application load balancer.
+	var attrs cliAttrs
+	s.MustAWS(&attrs, "elbv2", "describe-load-balancer-attributes", "--load-balancer-arn", lb)
+	want := map[string]string{
+		"idle_timeout.timeout_seconds": "60", "deletion_protection.enabled": "false", "routing.http2.enabled": "true",
+		"access_logs.s3.enabled": "false", "access_logs.s3.bucket": "", "access_logs.s3.prefix": "",
+		"load_balancing.cross_zone.enabled": "true", "routing.http.desync_mitigation_mode": "defensive",
+		"routing.http.drop_invalid_header_fields.enabled": "false", "routing.http.xff_header_processing.mode": "append",
+		"routing.http.xff_client_port.enabled": "false", "routing.http.preserve_host_header.enabled": "false",
+		"client_keep_alive.seconds": "3600", "waf.fail_open.enabled": "false", "zonal_shift.config.enabled": "false",
+		"routing.http.x_amzn_tls_version_and_cipher_suite.enabled": "false", "connection_logs.s3.enabled": "false",
+		"health_check_logs.s3.enabled": "false",
+	}
+	got := attrs.m()
+	for k, v := range want {
+		if gv, ok := got[k]; !ok || gv != v {
+			t.Errorf("default %s = %q (present %v), want %q", k, gv, ok, v)
+		}
+	}
+	if len(attrs.Attributes) != 22 {
+		t.Errorf("%d default attributes, want AWS's 22: %+v", len(attrs.Attributes), attrs)
+	}
+
+	// Changes are checked, kept and answered with the whole set.
+	s.MustAWS(&attrs, "elbv2", "modify-load-balancer-attributes", "--load-balancer-arn", lb, "--attributes",
+		"Key=idle_timeout.timeout_seconds,Value=120", "Key=deletion_protection.enabled,Value=true",
+		"Key=routing.http.xff_header_processing.mode,Value=preserve")
+	if m := attrs.m(); m["idle_timeout.timeout_seconds"] != "120" || m["deletion_protection.enabled"] != "true" || len(m) != 22 {
+		t.Errorf("modify-load-balancer-attributes answered %+v", attrs)
+	}
+	s.MustAWS(&attrs, "elbv2", "describe-load-balancer-attributes", "--load-balancer-arn", lb)
+	if m := attrs.m(); m["idle_timeout.timeout_seconds"] != "120" || m["routing.http.xff_header_processing.mode"] != "preserve" || m["routing.http2.enabled"] != "true" {
+		t.Errorf("after modify: %+v", attrs)
+	}
+	modify := func(kv string) []string {
+		return []string{"elbv2", "modify-load-balancer-attributes", "--load-balancer-arn", lb, "--attributes", kv}
+	}
+	expectAWSMessage(t, s, "ValidationError", "Load balancer attribute key 'idle_timeout.seconds' is not recognized", modify("Key=idle_timeout.seconds,Value=30")...)
+	expectAWSMessage(t, s, "ValidationError", "idle_timeout.timeout_seconds", modify("Key=idle_timeout.timeout_seconds,Value=0")...)
+	expectAWSMessage(t, s, "ValidationError", "between 1 and 4000", modify("Key=idle_timeout.timeout_seconds,Value=4001")...)
+	expectAWSMessage(t, s, "ValidationError", "deletion_protection.enabled", modify("Key=deletion_protection.enabled,Value=maybe")...)
+	expectAWSMessage(t, s, "ValidationError", "access_logs.s3.bucket", modify("Key=access_logs.s3.enabled,Value=true")...)
+	expectAWSMessage(t, s, "LoadBalancerNotFound", "", "elbv2", "describe-load-balancer-attributes", "--load-balancer-arn",
+		"arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/nope/0123456789abcdef")
+	s.MustAWS(&attrs, "elbv2", "describe-load-balancer-attributes", "--load-balancer-arn", lb)
+	if m := attrs.m(); m["idle_timeout.timeout_seconds"] != "120" || m["access_logs.s3.enabled"] != "false" {
+		t.Errorf("a refused change changed something: %+v", attrs)
+	}
+
+	// Deletion protection holds until it is turned off.
+	expectAWSMessage(t, s, "OperationNotPermitted", fmt.Sprintf("Load balancer '%s' cannot be deleted because deletion protection is enabled", lb),
+		"elbv2", "delete-load-balancer", "--load-balancer-arn", lb)
+	var lbs struct {
+		LoadBalancers []struct{ LoadBalancerArn string }
+	}
+	s.MustAWS(&lbs, "elbv2", "describe-load-balancers", "--load-balancer-arns", lb)
+	if len(lbs.LoadBalancers) != 1 {
+		t.Fatalf("protected load balancer gone: %+v", lbs)
+	}
+
+	// Tags given at creation, on every kind of resource.
+	var tgOut struct {
+		TargetGroups []struct{ TargetGroupArn string }
+	}
+	s.MustAWS(&tgOut, "elbv2", "create-target-group", "--name", "attrs", "--protocol", "HTTP", "--port", "80", "--vpc-id", vpc,
+		"--target-type", "ip", "--tags", "Key=env,Value=test")
+	tg := tgOut.TargetGroups[0].TargetGroupArn
+	var lsOut struct {
+		Listeners []struct{ ListenerArn string }
+	}
+	s.MustAWS(&lsOut, "elbv2", "create-listener", "--load-balancer-arn", lb, "--protocol", "HTTP", "--port", "80",
+		"--default-actions", "Type=forward,TargetGroupArn="+tg, "--tags", "Key=kind,Value=listener")
+	ls := lsOut.Listeners[0].ListenerArn
+	var ruleOut struct{ Rules []struct{ RuleArn string } }
+	s.MustAWS(&ruleOut, "elbv2", "create-rule", "--listener-arn", ls, "--priority", "10",
+		"--conditions", "Field=path-pattern,Values=/api/*", "--actions", "Type=forward,TargetGroupArn="+tg, "--tags", "Key=kind,Value=rule")
+	rule := ruleOut.Rules[0].RuleArn
+	m := tagsOf(t, s, lb, tg, ls, rule)
+	if m[lb] != "env=test,team=web" || m[tg] != "env=test" || m[ls] != "kind=listener" || m[rule] != "kind=rule" {
+		t.Errorf("tags from creation: %v", m)
+	}
+
+	// add-tags sets values of keys a resource has and adds the rest;
+	// remove-tags takes keys away, whether a resource has them or not.
+	s.MustAWS(nil, "elbv2", "add-tags", "--resource-arns", lb, tg, "--tags", "Key=env,Value=prod", "Key=owner,Value=ops@example.com")
+	s.MustAWS(nil, "elbv2", "add-tags", "--resource-arns", ls, rule, "--tags", "Key=empty")
+	m = tagsOf(t, s, lb, tg, ls, rule)
+	if m[lb] != "env=prod,team=web,owner=ops@example.com" || m[tg] != "env=prod,owner=ops@example.com" ||
+		m[ls] != "kind=listener,empty=" || m[rule] != "kind=rule,empty=" {
+		t.Errorf("after add-tags: %v", m)
+	}
+	s.MustAWS(nil, "elbv2", "remove-tags", "--resource-arns", lb, tg, ls, "--tag-keys", "env", "kind", "absent")
+	m = tagsOf(t, s, lb, tg, ls, rule)
+	if m[lb] != "team=web,owner=ops@example.com" || m[tg] != "owner=ops@example.com" || m[ls] != "empty=" || m[rule] != "kind=rule,empty=" {
+		t.Errorf("after remove-tags: %v", m)
+	}
+
+	// AWS's errors and limits.
+	expectAWSMessage(t, s, "DuplicateTagKeys", "a", "elbv2", "add-tags", "--resource-arns", lb, "--tags", "Key=a,Value=1", "Key=a,Value=2")
+	expectAWSMessage(t, s, "DuplicateTagKeys", "a", "elbv2", "create-target-group", "--name", "dup", "--protocol", "HTTP", "--port", "80",
+		"--vpc-id", vpc, "--target-type", "ip", "--tags", "Key=a,Value=1", "Key=a,Value=2")
+	expectAWSMessage(t, s, "ValidationError", "aws:", "elbv2", "add-tags", "--resource-arns", lb, "--tags", "Key=aws:owner,Value=x")
+	var many []string
+	for i := range 48 {
+		many = append(many, fmt.Sprintf("Key=k%d,Value=v", i))
+	}
+	s.MustAWS(nil, append([]string{"elbv2", "add-tags", "--resource-arns", tg, "--tags"}, many...)...) // 49 now
+	expectAWSMessage(t, s, "TooManyTags", "", "elbv2", "add-tags", "--resource-arns", tg, "--tags", "Key=x1,Value=1", "Key=x2,Value=2")
+	s.MustAWS(nil, "elbv2", "add-tags", "--resource-arns", tg, "--tags", "Key=x1,Value=1", "Key=k0,Value=changed") // 50 is the limit
+	if n := strings.Count(tagsOf(t, s, tg)[tg], "="); n != 50 {
+		t.Errorf("%d tags, want 50", n)
+	}
+	missing := "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/nope/0123456789abcdef"
+	expectAWSMessage(t, s, "LoadBalancerNotFound", "", "elbv2", "describe-tags", "--resource-arns", missing)
+	expectAWSMessage(t, s, "TargetGroupNotFound", "", "elbv2", "add-tags", "--resource-arns", tg+"0", "--tags", "Key=a,Value=b")
+	expectAWSMessage(t, s, "ListenerNotFound", "", "elbv2", "remove-tags", "--resource-arns", ls+"0", "--tag-keys", "a")
+	expectAWSMessage(t, s, "RuleNotFound", "", "elbv2", "describe-tags", "--resource-arns", rule+"0")
+	var arns21 []string
+	for range 21 {
+		arns21 = append(arns21, lb)
+	}
+	expectAWSMessage(t, s, "ValidationError", "20", append([]string{"elbv2", "describe-tags", "--resource-arns"}, arns21...)...)
+	// A failed call changes nothing, even on the resources named before the bad one.
+	expectAWSMessage(t, s, "TargetGroupNotFound", "", "elbv2", "add-tags", "--resource-arns", lb, tg+"0", "--tags", "Key=partial,Value=1")
+	if strings.Contains(tagsOf(t, s, lb)[lb], "partial") {
+		t.Error("add-tags that failed tagged the resource named first")
+	}
+
+	// With protection off the load balancer goes, listener, rule and all.
+	s.MustAWS(nil, "elbv2", "modify-load-balancer-attributes", "--load-balancer-arn", lb, "--attributes", "Key=deletion_protection.enabled,Value=false")
+	s.MustAWS(nil, "elbv2", "delete-load-balancer", "--load-balancer-arn", lb)
+	expectAWSMessage(t, s, "LoadBalancerNotFound", "", "elbv2", "describe-tags", "--resource-arns", lb)
+	expectAWSMessage(t, s, "ListenerNotFound", "", "elbv2", "describe-tags", "--resource-arns", ls)
+	s.MustAWS(nil, "elbv2", "delete-target-group", "--target-group-arn", tg)
+}
