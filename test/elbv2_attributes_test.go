@@ -2,8 +2,11 @@ package test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry-dev/gantry/internal/testenv"
 )
@@ -207,5 +210,159 @@ func TestLoadBalancerAttributesAndTags(t *testing.T) {
 	s.MustAWS(nil, "elbv2", "delete-load-balancer", "--load-balancer-arn", lb)
 	expectAWSMessage(t, s, "LoadBalancerNotFound", "", "elbv2", "describe-tags", "--resource-arns", lb)
 	expectAWSMessage(t, s, "ListenerNotFound", "", "elbv2", "describe-tags", "--resource-arns", ls)
+	s.MustAWS(nil, "elbv2", "delete-target-group", "--target-group-arn", tg)
+}
+
+// TestTargetGroupAndListenerAttributes drives what the CLI, Terraform and
+// CDK do on a health check change and with the target group and listener
+// attributes: modify-target-group answers and keeps the new health check,
+// the attribute sets are AWS's, checked and kept, and a listener's
+// response header attributes act on what its load balancer answers.
+func TestTargetGroupAndListenerAttributes(t *testing.T) {
+	s := testenv.Start(t)
+	var subnets struct {
+		Subnets []struct{ SubnetId, VpcId string }
+	}
+	s.MustAWS(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
+	if len(subnets.Subnets) < 2 {
+		t.Fatalf("need two default subnets: %+v", subnets)
+	}
+	var lbOut struct {
+		LoadBalancers []struct{ LoadBalancerArn, DNSName string }
+	}
+	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", "tgattrs", "--subnets", subnets.Subnets[0].SubnetId, subnets.Subnets[1].SubnetId)
+	lb, dns := lbOut.LoadBalancers[0].LoadBalancerArn, lbOut.LoadBalancers[0].DNSName
+	type tgJSON struct {
+		TargetGroupArn             string
+		HealthCheckPath            string
+		HealthCheckIntervalSeconds int
+		HealthCheckTimeoutSeconds  int
+		HealthyThresholdCount      int
+		UnhealthyThresholdCount    int
+		HealthCheckPort            string
+		HealthCheckEnabled         bool
+		Matcher                    struct{ HttpCode string }
+		LoadBalancerArns           []string
+	}
+	var tgOut struct{ TargetGroups []tgJSON }
+	s.MustAWS(&tgOut, "elbv2", "create-target-group", "--name", "tgattrs", "--protocol", "HTTP", "--port", "8080",
+		"--vpc-id", subnets.Subnets[0].VpcId, "--target-type", "ip")
+	tg := tgOut.TargetGroups[0].TargetGroupArn
+	var lsOut struct {
+		Listeners []struct{ ListenerArn string }
+	}
+	s.MustAWS(&lsOut, "elbv2", "create-listener", "--load-balancer-arn", lb, "--protocol", "HTTP", "--port", "80",
+		"--default-actions", "Type=forward,TargetGroupArn="+tg)
+	ls := lsOut.Listeners[0].ListenerArn
+
+	// modify-target-group: the answer and describe-target-groups carry
+	// the change and keep what was not given.
+	s.MustAWS(&tgOut, "elbv2", "modify-target-group", "--target-group-arn", tg, "--health-check-path", "/healthz",
+		"--health-check-interval-seconds", "10", "--health-check-timeout-seconds", "3", "--healthy-threshold-count", "3",
+		"--unhealthy-threshold-count", "4", "--matcher", "HttpCode=200-299")
+	want := tgJSON{TargetGroupArn: tg, HealthCheckPath: "/healthz", HealthCheckIntervalSeconds: 10, HealthCheckTimeoutSeconds: 3,
+		HealthyThresholdCount: 3, UnhealthyThresholdCount: 4, HealthCheckPort: "traffic-port", HealthCheckEnabled: true,
+		Matcher: struct{ HttpCode string }{"200-299"}, LoadBalancerArns: []string{lb}}
+	if got := tgOut.TargetGroups; len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(want) {
+		t.Errorf("modify-target-group answered %+v, want %+v", got, want)
+	}
+	s.MustAWS(&tgOut, "elbv2", "modify-target-group", "--target-group-arn", tg, "--health-check-port", "8081")
+	s.MustAWS(&tgOut, "elbv2", "describe-target-groups", "--target-group-arns", tg)
+	want.HealthCheckPort = "8081"
+	if got := tgOut.TargetGroups; len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(want) {
+		t.Errorf("describe-target-groups after modify: %+v, want %+v", got, want)
+	}
+	modifyTG := func(args ...string) []string {
+		return append([]string{"elbv2", "modify-target-group", "--target-group-arn", tg}, args...)
+	}
+	expectAWSMessage(t, s, "TargetGroupNotFound", "", "elbv2", "modify-target-group", "--target-group-arn", tg+"0", "--health-check-path", "/")
+	expectAWSMessage(t, s, "ValidationError", "smaller than the interval", modifyTG("--health-check-timeout-seconds", "10")...)
+	expectAWSMessage(t, s, "ValidationError", "between 5 and 300", modifyTG("--health-check-interval-seconds", "301")...)
+	expectAWSMessage(t, s, "ValidationError", "between 2 and 10", modifyTG("--healthy-threshold-count", "11")...)
+	expectAWSMessage(t, s, "ValidationError", "200-499", modifyTG("--matcher", "HttpCode=600")...)
+	expectAWSMessage(t, s, "ValidationError", "must begin with '/'", modifyTG("--health-check-path", "healthz")...)
+	s.MustAWS(&tgOut, "elbv2", "describe-target-groups", "--target-group-arns", tg)
+	if got := tgOut.TargetGroups; len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(want) {
+		t.Errorf("a refused modify-target-group changed the group: %+v", got)
+	}
+
+	// Target group attributes: AWS's set for an ip group, and what
+	// Terraform sends on every apply.
+	var attrs cliAttrs
+	s.MustAWS(&attrs, "elbv2", "describe-target-group-attributes", "--target-group-arn", tg)
+	tgDefaults := map[string]string{
+		"stickiness.enabled": "false", "deregistration_delay.timeout_seconds": "300", "stickiness.app_cookie.cookie_name": "",
+		"stickiness.type": "lb_cookie", "stickiness.lb_cookie.duration_seconds": "86400", "slow_start.duration_seconds": "0",
+		"stickiness.app_cookie.duration_seconds": "86400", "load_balancing.algorithm.type": "round_robin",
+		"load_balancing.algorithm.anomaly_mitigation": "off", "load_balancing.cross_zone.enabled": "use_load_balancer_configuration",
+		"target_group_health.dns_failover.minimum_healthy_targets.count":                 "1",
+		"target_group_health.dns_failover.minimum_healthy_targets.percentage":            "off",
+		"target_group_health.unhealthy_state_routing.minimum_healthy_targets.count":      "1",
+		"target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage": "off",
+	}
+	if got := attrs.m(); fmt.Sprint(got) != fmt.Sprint(tgDefaults) || len(attrs.Attributes) != 14 {
+		t.Errorf("target group attributes %v, want AWS's %v", got, tgDefaults)
+	}
+	s.MustAWS(&attrs, "elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes",
+		"Key=deregistration_delay.timeout_seconds,Value=30", "Key=stickiness.enabled,Value=false", "Key=stickiness.type,Value=lb_cookie",
+		"Key=stickiness.lb_cookie.duration_seconds,Value=3600", "Key=load_balancing.algorithm.type,Value=least_outstanding_requests")
+	if m := attrs.m(); m["deregistration_delay.timeout_seconds"] != "30" || m["stickiness.lb_cookie.duration_seconds"] != "3600" ||
+		m["load_balancing.algorithm.type"] != "least_outstanding_requests" || len(m) != 14 {
+		t.Errorf("modify-target-group-attributes answered %v", m)
+	}
+	modifyTGA := func(kv ...string) []string {
+		return append([]string{"elbv2", "modify-target-group-attributes", "--target-group-arn", tg, "--attributes"}, kv...)
+	}
+	expectAWSMessage(t, s, "ValidationError", "Target group attribute key 'proxy_protocol_v2.enabled' is not recognized", modifyTGA("Key=proxy_protocol_v2.enabled,Value=true")...)
+	expectAWSMessage(t, s, "ValidationError", "between 30 and 900", modifyTGA("Key=slow_start.duration_seconds,Value=10")...)
+	expectAWSMessage(t, s, "ValidationError", "round_robin", modifyTGA("Key=slow_start.duration_seconds,Value=60")...)
+
+	// Listener attributes: AWS's defaults for an HTTP listener, and the
+	// response headers acting on the load balancer's own 503 (the group
+	// has no targets).
+	s.MustAWS(&attrs, "elbv2", "describe-listener-attributes", "--listener-arn", ls)
+	const p = "routing.http.response."
+	if m := attrs.m(); len(attrs.Attributes) != 11 || m[p+"server.enabled"] != "true" || m[p+"x_frame_options.header_value"] != "" ||
+		m[p+"strict_transport_security.header_value"] != "" {
+		t.Errorf("listener attributes %+v, want AWS's 11 defaults", attrs)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	get := func() (int, http.Header) {
+		t.Helper()
+		resp, err := client.Get("http://" + dns + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	if code, h := get(); code != 503 || h.Get("Server") != "awselb/2.0" || h.Get("X-Frame-Options") != "" {
+		t.Errorf("before modify-listener-attributes: %d %v", code, h)
+	}
+	s.MustAWS(&attrs, "elbv2", "modify-listener-attributes", "--listener-arn", ls, "--attributes",
+		"Key="+p+"server.enabled,Value=false", "Key="+p+"x_frame_options.header_value,Value=DENY",
+		"Key="+p+"strict_transport_security.header_value,Value=max-age=31536000; includeSubDomains")
+	if m := attrs.m(); len(m) != 11 || m[p+"server.enabled"] != "false" || m[p+"x_frame_options.header_value"] != "DENY" {
+		t.Errorf("modify-listener-attributes answered %+v", attrs)
+	}
+	if code, h := get(); code != 503 || h.Get("Server") != "" || h.Get("X-Frame-Options") != "DENY" ||
+		h.Get("Strict-Transport-Security") != "max-age=31536000; includeSubDomains" {
+		t.Errorf("after modify-listener-attributes: %d %v", code, h)
+	}
+	modifyLA := func(kv string) []string {
+		return []string{"elbv2", "modify-listener-attributes", "--listener-arn", ls, "--attributes", kv}
+	}
+	expectAWSMessage(t, s, "ValidationError", "Listener attribute key 'routing.http.response.x_xss_protection.header_value' is not recognized",
+		modifyLA("Key="+p+"x_xss_protection.header_value,Value=1")...)
+	expectAWSMessage(t, s, "ValidationError", "x_content_type_options", modifyLA("Key="+p+"x_content_type_options.header_value,Value=sniff")...)
+	expectAWSMessage(t, s, "ValidationError", "not supported on HTTP listeners", modifyLA("Key=tcp.idle_timeout.seconds,Value=350")...)
+	expectAWSMessage(t, s, "ListenerNotFound", "", "elbv2", "describe-listener-attributes", "--listener-arn", ls+"0")
+	s.MustAWS(&attrs, "elbv2", "describe-listener-attributes", "--listener-arn", ls)
+	if m := attrs.m(); m[p+"x_content_type_options.header_value"] != "" || m[p+"x_frame_options.header_value"] != "DENY" {
+		t.Errorf("after refused changes: %+v", attrs)
+	}
+
+	s.MustAWS(nil, "elbv2", "delete-load-balancer", "--load-balancer-arn", lb)
 	s.MustAWS(nil, "elbv2", "delete-target-group", "--target-group-arn", tg)
 }

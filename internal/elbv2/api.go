@@ -446,45 +446,10 @@ func (s *Service) createTargetGroup(r *request) (any, error) {
 	if pv != "HTTP1" {
 		return nil, validation("Protocol version '%s' is not supported", pv)
 	}
-	h := healthCheck{Enabled: true, Protocol: "HTTP", Port: "traffic-port", Path: "/", Matcher: "200"}
-	if v := r.param("HealthCheckEnabled"); v == "false" {
-		h.Enabled = false
-	}
-	if v := r.param("HealthCheckProtocol"); v != "" && v != "HTTP" {
-		return nil, validation("Health check protocol '%s' is not supported", v)
-	}
-	if v := r.param("HealthCheckPort"); v != "" && v != "traffic-port" {
-		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 65535 {
-			return nil, validation("Health check port '%s' must be 'traffic-port' or a port number", v)
-		}
-		h.Port = v
-	}
-	if v := r.param("HealthCheckPath"); v != "" {
-		if !strings.HasPrefix(v, "/") || len(v) > 1024 {
-			return nil, validation("Health check path must begin with '/' and be at most 1024 characters")
-		}
-		h.Path = v
-	}
-	if h.Interval, err = r.intParam("HealthCheckIntervalSeconds", 30, 5, 300); err != nil {
+	h, err := r.healthCheckIn(healthCheck{Enabled: true, Protocol: "HTTP", Port: "traffic-port", Path: "/",
+		Interval: 30, Timeout: 5, Healthy: 5, Unhealthy: 2, Matcher: "200"})
+	if err != nil {
 		return nil, err
-	}
-	if h.Timeout, err = r.intParam("HealthCheckTimeoutSeconds", 5, 2, 120); err != nil {
-		return nil, err
-	}
-	if h.Timeout >= h.Interval {
-		return nil, validation("Health check timeout '%d' must be smaller than the interval '%d'", h.Timeout, h.Interval)
-	}
-	if h.Healthy, err = r.intParam("HealthyThresholdCount", 5, 2, 10); err != nil {
-		return nil, err
-	}
-	if h.Unhealthy, err = r.intParam("UnhealthyThresholdCount", 2, 2, 10); err != nil {
-		return nil, err
-	}
-	if v := r.param("Matcher.HttpCode"); v != "" {
-		if _, err := parseMatcher(v); err != nil {
-			return nil, err
-		}
-		h.Matcher = v
 	}
 	tags, err := r.tags()
 	if err != nil {
@@ -656,96 +621,6 @@ func (s *Service) deleteTargetGroup(r *request) (any, error) {
 type attrXML struct {
 	Key   string
 	Value string
-}
-
-// tgAttributes are the attributes Gantry keeps and their defaults; the
-// others AWS lists are accepted only with these values.
-var tgAttributeDefaults = map[string]string{
-	"deregistration_delay.timeout_seconds": "300",
-	"stickiness.enabled":                   "false",
-	"stickiness.type":                      "lb_cookie",
-	"load_balancing.algorithm.type":        "round_robin",
-	"slow_start.duration_seconds":          "0",
-}
-
-func attrsOut(g *tgRecord) any {
-	keys := make([]string, 0, len(tgAttributeDefaults))
-	for k := range tgAttributeDefaults {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out := struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	}{}
-	for _, k := range keys {
-		v, ok := g.Attributes[k]
-		if !ok {
-			v = tgAttributeDefaults[k]
-		}
-		out.Attributes = append(out.Attributes, attrXML{k, v})
-	}
-	return out
-}
-
-func (s *Service) describeTargetGroupAttributes(r *request) (any, error) {
-	arn, err := r.required("TargetGroupArn")
-	if err != nil {
-		return nil, err
-	}
-	var g *tgRecord
-	err = s.Store.View(r.ctx, func(tx state.Tx) error {
-		g, err = getTG(tx, r, arn)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return attrsOut(g), nil
-}
-
-func (s *Service) modifyTargetGroupAttributes(r *request) (any, error) {
-	arn, err := r.required("TargetGroupArn")
-	if err != nil {
-		return nil, err
-	}
-	set := map[string]string{}
-	for _, p := range r.structs("Attributes") {
-		k, v := r.param(p+"Key"), r.param(p+"Value")
-		def, known := tgAttributeDefaults[k]
-		switch {
-		case !known:
-			return nil, validation("Target group attribute key '%s' is not recognized", k)
-		case k == "deregistration_delay.timeout_seconds":
-			if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 3600 {
-				return nil, validation("'%s' must be an integer between 0 and 3600 for attribute key '%s'", v, k)
-			}
-		case v != def:
-			return nil, validation("Attribute '%s' can only be '%s' in Gantry", k, def)
-		}
-		set[k] = v
-	}
-	if len(set) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'attributes' failed to satisfy constraint: Member must not be null")
-	}
-	var g *tgRecord
-	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
-		g, err = getTG(tx, r, arn)
-		if err != nil {
-			return err
-		}
-		if g.Attributes == nil {
-			g.Attributes = map[string]string{}
-		}
-		for k, v := range set {
-			g.Attributes[k] = v
-		}
-		return tx.Put(kindTG, arn, g)
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.changed()
-	return attrsOut(g), nil
 }
 
 // ---- listeners ----

@@ -1,7 +1,8 @@
 // Package elbv2 is Gantry's Elastic Load Balancing (v2) subset: the Query
-// API for application load balancers and their attributes, target groups
-// (target type ip), HTTP listeners forwarding to a target group, targets
-// with their health, and tags on all of them; and the data plane that
+// API for application load balancers, target groups (target type ip, with
+// health checks changed in place by ModifyTargetGroup) and HTTP listeners
+// forwarding to them, the attributes of all three, targets with their
+// health, and tags on all of them; and the data plane that
 // serves them: each listener is an HTTP reverse proxy (net/http/httputil)
 // on the load balancer's own loopback address, forwarding round-robin to
 // the healthy targets that active health checks find, with connection
@@ -149,6 +150,9 @@ type listenerRecord struct {
 	Protocol string         `json:"protocol"`
 	Actions  []actionRecord `json:"actions"`
 	Tags     []tag          `json:"tags,omitempty"`
+	// Attributes are the ones set by ModifyListenerAttributes; the rest
+	// have their defaults (httpListenerAttributes).
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 func arnPrefix(account, region string) string {
@@ -311,6 +315,7 @@ var actions = map[string]action{
 	"CreateTargetGroup":              (*Service).createTargetGroup,
 	"DescribeTargetGroups":           (*Service).describeTargetGroups,
 	"DeleteTargetGroup":              (*Service).deleteTargetGroup,
+	"ModifyTargetGroup":              (*Service).modifyTargetGroup,
 	"ModifyTargetGroupAttributes":    (*Service).modifyTargetGroupAttributes,
 	"DescribeTargetGroupAttributes":  (*Service).describeTargetGroupAttributes,
 	"CreateListener":                 (*Service).createListener,
@@ -325,6 +330,8 @@ var actions = map[string]action{
 	"ModifyRule":                     (*Service).modifyRule,
 	"DeleteRule":                     (*Service).deleteRule,
 	"SetRulePriorities":              (*Service).setRulePriorities,
+	"DescribeListenerAttributes":     (*Service).describeListenerAttributes,
+	"ModifyListenerAttributes":       (*Service).modifyListenerAttributes,
 	"DescribeLoadBalancerAttributes": (*Service).describeLoadBalancerAttributes,
 	"ModifyLoadBalancerAttributes":   (*Service).modifyLoadBalancerAttributes,
 	"AddTags":                        (*Service).addTags,

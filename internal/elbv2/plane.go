@@ -62,6 +62,9 @@ type liveListener struct {
 	// opts are the load balancer's attributes that act on requests, set
 	// by reconcile and read once by every request; nil is the defaults.
 	opts atomic.Pointer[lbOptions]
+	// resp is what the listener's attributes do to responses; nil is
+	// the defaults.
+	resp atomic.Pointer[listenerResponse]
 }
 
 // lbOptions are the load balancer attributes the data path applies.
@@ -143,6 +146,9 @@ type pool struct {
 	list     []*target
 	rr       atomic.Uint64
 	requests atomic.Int64
+	// leastOutstanding is load_balancing.algorithm.type
+	// least_outstanding_requests.
+	leastOutstanding atomic.Bool
 	// published is requests as of the last metrics datapoint (plane.mu).
 	published int64
 }
@@ -152,6 +158,12 @@ type target struct {
 	port     int32
 	draining atomic.Bool
 	stop     chan struct{}
+	// inflight counts the requests the listeners sent it that have not
+	// been answered yet.
+	inflight atomic.Int64
+	// kick makes the checker check at once, when the group's health
+	// check settings change, instead of after the old interval.
+	kick chan struct{}
 
 	mu                 sync.Mutex
 	state, reason, why string
@@ -241,9 +253,20 @@ func (p *plane) newProxy() *httputil.ReverseProxy {
 		// Without a pool every proxied response allocates its own 32 KiB
 		// copy buffer.
 		BufferPool: &bufferPool{},
+		ModifyResponse: func(resp *http.Response) error {
+			if ps, _ := resp.Request.Context().Value(pickKey{}).(*pickState); ps != nil && ps.resp != nil {
+				ps.resp.apply(resp.Header, false)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.s.logger().Debug("load balancer: target failed", "err", err)
-			errorPage(w, targetErrorStatus(err))
+			ps, _ := r.Context().Value(pickKey{}).(*pickState)
+			var lr *listenerResponse
+			if ps != nil {
+				lr = ps.resp
+			}
+			errorPage(w, targetErrorStatus(err), lr)
 		},
 	}
 }
@@ -398,7 +421,9 @@ func (p *plane) reconcile(ctx context.Context) error {
 			p.pools[g.ARN] = pl
 		}
 		hc := g.HealthCheck
-		pl.hc.Store(&hc)
+		old := pl.hc.Swap(&hc)
+		pl.leastOutstanding.Store(g.attr(attrAlgorithm) == "least_outstanding_requests")
+		hcChanged := old != nil && *old != hc
 		want := map[string]bool{}
 		for _, tr := range g.Targets {
 			key := net.JoinHostPort(tr.ID, strconv.Itoa(int(tr.Port)))
@@ -406,7 +431,7 @@ func (p *plane) reconcile(ctx context.Context) error {
 			pl.mu.Lock()
 			t := pl.targets[key]
 			if t == nil {
-				t = &target{addr: key, id: tr.ID, port: tr.Port, stop: make(chan struct{}),
+				t = &target{addr: key, id: tr.ID, port: tr.Port, stop: make(chan struct{}), kick: make(chan struct{}, 1),
 					state: "initial", reason: "Elb.InitialHealthChecking", why: "Initial health checks in progress"}
 				pl.targets[key] = t
 				pl.list = append(pl.list, t)
@@ -432,6 +457,12 @@ func (p *plane) reconcile(ctx context.Context) error {
 		}
 		pl.mu.Lock()
 		for key, t := range pl.targets {
+			if hcChanged {
+				select {
+				case t.kick <- struct{}{}:
+				default:
+				}
+			}
 			if !want[key] {
 				close(t.stop)
 				p.up.forget(key)
@@ -506,6 +537,9 @@ func (p *plane) reconcile(ctx context.Context) error {
 		if o := live.opts.Load(); o == nil || *o != *optsOf[l.LBARN] {
 			live.opts.Store(optsOf[l.LBARN])
 		}
+		if lr := l.response(); !lr.equal(live.resp.Load()) {
+			live.resp.Store(lr)
+		}
 		rt := &routeTable{def: p.liveAction(l.Actions)}
 		var mine []ruleRecord
 		for _, x := range rules {
@@ -577,7 +611,9 @@ func (pl *pool) close() {
 	pl.list = nil
 }
 
-// pick chooses the next serving target round-robin, skipping tried ones.
+// pick chooses the next serving target, skipping tried ones: round-robin,
+// or with load_balancing.algorithm.type least_outstanding_requests the one
+// with the fewest requests in flight, round-robin among equals.
 func (pl *pool) pick(tried []*target) *target {
 	pl.mu.Lock()
 	list := pl.list
@@ -586,14 +622,23 @@ func (pl *pool) pick(tried []*target) *target {
 	if n == 0 {
 		return nil
 	}
+	lor := pl.leastOutstanding.Load()
+	var best *target
+	var bestLoad int64
 	start := pl.rr.Add(1)
 	for i := uint64(0); i < n; i++ {
 		t := list[(start+i)%n]
-		if t.serving() && !slices.Contains(tried, t) {
+		if !t.serving() || slices.Contains(tried, t) {
+			continue
+		}
+		if !lor {
 			return t
 		}
+		if l := t.inflight.Load(); best == nil || l < bestLoad {
+			best, bestLoad = t, l
+		}
 	}
-	return nil
+	return best
 }
 
 func (t *target) serving() bool {
@@ -606,7 +651,8 @@ func (t *target) serving() bool {
 }
 
 // run health-checks the target at the group's interval until stopped; the
-// first check is at once.
+// first check is at once, and so is the first after the group's settings
+// change (kick).
 func (t *target) run(pl *pool) {
 	client := &http.Client{
 		Transport:     &http.Transport{DisableKeepAlives: true},
@@ -615,10 +661,14 @@ func (t *target) run(pl *pool) {
 	for {
 		hc := pl.hc.Load()
 		t.check(client, hc)
+		timer := time.NewTimer(time.Duration(hc.Interval) * time.Second)
 		select {
 		case <-t.stop:
+			timer.Stop()
 			return
-		case <-time.After(time.Duration(hc.Interval) * time.Second):
+		case <-t.kick:
+			timer.Stop()
+		case <-timer.C:
 		}
 	}
 }
@@ -684,14 +734,16 @@ type pickKey struct{}
 type pickState struct {
 	pool   *pool
 	target *target
-	port   string     // the listener's, for X-Forwarded-Port
-	opts   *lbOptions // the load balancer's; nil: the defaults
+	port   string            // the listener's, for X-Forwarded-Port
+	opts   *lbOptions        // the load balancer's; nil: the defaults
+	resp   *listenerResponse // the listener's; nil: the defaults
 }
 
 func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := l.routes.Load()
+	lr := l.resp.Load()
 	if rt == nil {
-		errorPage(w, http.StatusServiceUnavailable)
+		errorPage(w, http.StatusServiceUnavailable, lr)
 		return
 	}
 	act := &rt.def
@@ -715,40 +767,42 @@ func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f := act.fixed; f != nil {
-		fixedPage(w, f)
+		fixedPage(w, f, lr)
 		return
 	}
 	pl := act.pool()
 	if pl == nil {
-		errorPage(w, http.StatusServiceUnavailable)
+		errorPage(w, http.StatusServiceUnavailable, lr)
 		return
 	}
 	t := pl.pick(nil)
 	if t == nil {
-		errorPage(w, http.StatusServiceUnavailable)
+		errorPage(w, http.StatusServiceUnavailable, lr)
 		return
 	}
 	pl.requests.Add(1)
-	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t, port: l.port, opts: l.opts.Load()})
+	t.inflight.Add(1)
+	defer t.inflight.Add(-1)
+	ctx := context.WithValue(r.Context(), pickKey{}, &pickState{pool: pl, target: t, port: l.port, opts: l.opts.Load(), resp: lr})
 	l.p.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
-func fixedPage(w http.ResponseWriter, f *fixedResponse) {
+func fixedPage(w http.ResponseWriter, f *fixedResponse, lr *listenerResponse) {
 	code, _ := strconv.Atoi(f.StatusCode)
 	ct := f.ContentType
 	if ct == "" {
 		ct = "text/plain"
 	}
 	w.Header().Set("Content-Type", ct+"; charset=utf-8")
-	w.Header().Set("Server", "awselb/2.0")
+	lr.apply(w.Header(), true)
 	w.Header().Set("Content-Length", strconv.Itoa(len(f.MessageBody)))
 	w.WriteHeader(code)
 	io.WriteString(w, f.MessageBody)
 }
 
-func errorPage(w http.ResponseWriter, code int) {
+func errorPage(w http.ResponseWriter, code int, lr *listenerResponse) {
 	w.Header().Set("Content-Type", "text/html")
-	w.Header().Set("Server", "awselb/2.0")
+	lr.apply(w.Header(), true)
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n</body>\r\n</html>\r\n",
 		code, http.StatusText(code), code, http.StatusText(code))
