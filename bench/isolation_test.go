@@ -529,3 +529,105 @@ func cgroupCPU(taskIDs []string) time.Duration {
 	}
 	return time.Duration(ns)
 }
+
+// BenchmarkIsolationSandboxStats measures what per-container stats of
+// containers sharing a sandbox cost: 5 sandboxed tasks of 2 containers
+// each, every container reading its metadata /stats once a second (each
+// read of a container's own numbers is a runsc call, at most one a second
+// per container), against the same tasks idle. The CPU counted over the
+// window is the server's with the processes it ran and reaped (the runsc
+// calls) plus the tasks' cgroups (the sentries answering them, and the
+// readers). The floor is the same number of `runsc events --stats` calls
+// made directly from here on the idle tasks' containers, with the CPU of
+// those processes, of the server and of the tasks' cgroups; both are
+// reported above the idle tasks' CPU. The same readers in container
+// isolation (host cgroup files, no runsc) show what the reading itself
+// costs: a wget process a second in each container, and the endpoint.
+func BenchmarkIsolationSandboxStats(b *testing.B) {
+	e := isoSetup(b, nil)
+	ctx := context.Background()
+	const tasks = 5
+	window := 30 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_WATCH_WINDOW")); err == nil {
+		window = v
+	}
+	read := []string{"sh", "-c", "trap 'exit 0' TERM; while true; do wget -q -O /dev/null $ECS_CONTAINER_METADATA_URI_V4/stats; sleep 1; done"}
+	for family, cmd := range map[string][]string{"reading": read, "idle": idle} {
+		var defs []types.ContainerDefinition
+		for _, name := range []string{"a", "b"} {
+			defs = append(defs, types.ContainerDefinition{Name: aws.String(name), Image: aws.String(image), Command: cmd, StopTimeout: aws.Int32(2)})
+		}
+		_, err := e.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
+			Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
+			RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
+			Cpu:                     aws.String("256"), Memory: aws.String("512"), ContainerDefinitions: defs,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu := map[string][]float64{}
+	pct := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() * 100 }
+	for i := 0; i < b.N; i++ {
+		for _, run := range [][2]string{{"sandbox", "reading"}, {"sandbox", "idle"}, {"container", "reading"}, {"container", "idle"}} {
+			mode, family := run[0], run[1]
+			var arns, ids []string
+			for j := 0; j < tasks; j++ {
+				arn, _ := e.start(b, mode, family)
+				arns = append(arns, arn)
+				ids = append(ids, arn[strings.LastIndex(arn, "/")+1:])
+			}
+			time.Sleep(3 * time.Second) // past the starts and the first reads
+			server0, tasks0 := procCPU(b, e.s.PID()), cgroupCPU(ids)
+			time.Sleep(window)
+			server, tk := procCPU(b, e.s.PID())-server0, cgroupCPU(ids)-tasks0
+			cpu[mode+"-"+family] = append(cpu[mode+"-"+family], pct(server+tk))
+			if mode == "sandbox" && family == "idle" {
+				d, err := e.ecs.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(mode), Tasks: arns})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var ctrs []string
+				for _, t := range d.Tasks {
+					for _, c := range t.Containers {
+						ctrs = append(ctrs, aws.ToString(c.RuntimeId))
+					}
+				}
+				self0, server0, tasks0 := childrenCPU(), procCPU(b, e.s.PID()), cgroupCPU(ids)
+				for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(time.Second) {
+					for _, id := range ctrs {
+						out, err := exec.Command(local.DefaultRunsc, "--root", "/run/containerd/runc/gantry", "events", "--stats", id).Output()
+						if err != nil || !strings.Contains(string(out), `"stats"`) {
+							b.Fatalf("runsc events --stats %s: %v %s", id, err, out)
+						}
+					}
+				}
+				cpu["floor"] = append(cpu["floor"], pct(childrenCPU()-self0+procCPU(b, e.s.PID())-server0+cgroupCPU(ids)-tasks0))
+			}
+			e.stop(b, mode, arns...)
+		}
+	}
+	med := func(k string) float64 {
+		v := append([]float64(nil), cpu[k]...)
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	for _, k := range []string{"sandbox-reading", "sandbox-idle", "container-reading", "container-idle", "floor"} {
+		b.ReportMetric(med(k), k+"-cpu%")
+	}
+	stats, floor := med("sandbox-reading")-med("sandbox-idle"), med("floor")-med("sandbox-idle")
+	b.ReportMetric(stats, "stats-cpu%")
+	b.ReportMetric(floor, "floor-runsc-cpu%")
+	b.ReportMetric(med("container-reading")-med("container-idle"), "container-stats-cpu%")
+	if floor > 0 {
+		b.ReportMetric(stats/floor, "stats/floor")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// childrenCPU is the CPU time of the processes this one ran and reaped.
+func childrenCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

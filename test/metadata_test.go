@@ -3,6 +3,9 @@ package test
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -178,4 +181,93 @@ func TestTaskMetadataEndpoint(t *testing.T) {
 	}
 	s.MustAWS(nil, "ecs", "stop-task", "--cluster", "demo", "--task", first.TaskArn)
 	waitStatus(t, s, "demo", first.TaskArn, "STOPPED", time.Minute)
+}
+
+// Each container of a task reports its own usage at its /stats path and in
+// /task/stats, in a task's one gVisor sandbox (where the host cgroup is
+// the sandbox's, and the sentry tells the containers apart) as with runc:
+// a container holding 40 MiB shows it, its idle neighbour does not, and
+// the task's cgroup on the host holds the total.
+func TestTaskMetadataStatsPerContainer(t *testing.T) {
+	s := testenv.Start(t)
+	s.LoadImage(testimage.Busybox(t))
+	subnet := s.DefaultSubnet()
+	logs := `"logConfiguration":{"logDriver":"awslogs","options":{"awslogs-group":"/ecs/pstats","awslogs-region":"us-east-1","awslogs-stream-prefix":"ecs","awslogs-create-group":"true"}}`
+	// Both read once the hog holds its memory (tail keeps /dev/zero's one
+	// endless "line", blocked on a pipe nobody reads), and once the host's
+	// sampling of runc's containers has two rounds, so "pre" values exist.
+	const read = `sleep 11; echo \"STATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/stats)\"; echo \"TSTATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task/stats)\"; sleep 600`
+	registerJSON(t, s, `{"family":"pstats","executionRoleArn":"arn:aws:iam::000000000000:role/ecsTaskExecutionRole","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
+		"containerDefinitions":[
+			{"name":"hog","image":"gantry-test/busybox:latest","memory":128,"stopTimeout":2,
+			 "command":["sh","-c","head -c 40m /dev/zero | tail | sleep 600 & `+read+`"],`+logs+`},
+			{"name":"idle","image":"gantry-test/busybox:latest","stopTimeout":2,"command":["sh","-c","`+read+`"],`+logs+`}]}`)
+	modes := []string{"sandbox", "container"}
+	tasks := map[string]cliTask{}
+	for _, mode := range modes {
+		s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", mode, "--settings", "name=isolation,value="+mode)
+		tasks[mode] = runTask(t, s, "--cluster", mode, "--task-definition", "pstats", "--network-configuration", awsvpc(subnet))
+	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			task := waitStatus(t, s, mode, tasks[mode].TaskArn, "RUNNING", 2*time.Minute)
+			id := taskID(task.TaskArn)
+			hogID, idleID := podContainer(task, "hog").RuntimeID, podContainer(task, "idle").RuntimeID
+			own := map[string]metadata.Stats{}
+			var all map[string]*metadata.Stats
+			for _, name := range []string{"hog", "idle"} {
+				lines := taskLines(t, s, "/ecs/pstats", "ecs/"+name+"/"+id, "STATS", "TSTATS")
+				var st metadata.Stats
+				if err := json.Unmarshal([]byte(lines["STATS"]), &st); err != nil {
+					t.Fatalf("%s stats %q: %v", name, lines["STATS"], err)
+				}
+				own[name] = st
+				t.Logf("%s: %s", name, lines["STATS"])
+				if name == "idle" {
+					if err := json.Unmarshal([]byte(lines["TSTATS"]), &all); err != nil {
+						t.Fatalf("task stats %q: %v", lines["TSTATS"], err)
+					}
+				}
+				// Docker's CPU percentage needs two samples of the
+				// container and of the host at the same moments.
+				if st.Name != name || st.CPUStats.CPUUsage.TotalUsage == 0 || st.PreRead.IsZero() || !st.Read.After(st.PreRead) ||
+					st.CPUStats.CPUUsage.TotalUsage < st.PreCPUStats.CPUUsage.TotalUsage ||
+					st.CPUStats.SystemUsage <= st.PreCPUStats.SystemUsage || st.CPUStats.OnlineCPUs == 0 || st.PidsStats.Current == 0 {
+					t.Errorf("%s stats %s", name, lines["STATS"])
+				}
+			}
+			const mib = 1 << 20
+			hog, idle := own["hog"], own["idle"]
+			if hog.MemoryStats.Usage < 40*mib || idle.MemoryStats.Usage > hog.MemoryStats.Usage/4 {
+				t.Errorf("memory usage: hog %d MiB (holds 40), idle %d MiB", hog.MemoryStats.Usage/mib, idle.MemoryStats.Usage/mib)
+			}
+			// Its own hard limit, else the task's.
+			if hog.MemoryStats.Limit != 128*mib || idle.MemoryStats.Limit != 512*mib {
+				t.Errorf("memory limits: hog %d MiB, idle %d MiB; want 128 and 512", hog.MemoryStats.Limit/mib, idle.MemoryStats.Limit/mib)
+			}
+			if len(all) != 2 || all[hogID] == nil || all[idleID] == nil || all[hogID].Name != "hog" ||
+				all[hogID].MemoryStats.Usage < 40*mib || all[idleID].MemoryStats.Usage > all[hogID].MemoryStats.Usage/4 {
+				t.Fatalf("task stats: %+v", all)
+			}
+			total := taskCgroupMemory(t, id)
+			if sum := all[hogID].MemoryStats.Usage + all[idleID].MemoryStats.Usage; total < 40*mib || total < sum*8/10 {
+				t.Errorf("the task's cgroup holds %d MiB; its containers report %d MiB together", total/mib, sum/mib)
+			}
+			s.MustAWS(nil, "ecs", "stop-task", "--cluster", mode, "--task", task.TaskArn)
+			waitStatus(t, s, mode, task.TaskArn, "STOPPED", time.Minute)
+		})
+	}
+}
+
+// taskCgroupMemory is what a task's cgroup on the host counts. Page cache
+// included: a sandbox's memory is the sentry's shared memory, which the
+// host counts as cache.
+func taskCgroupMemory(t *testing.T, taskID string) uint64 {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/gantry", taskID, "memory.usage_in_bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, _ := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
+	return used
 }

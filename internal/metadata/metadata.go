@@ -41,9 +41,6 @@ type Task struct {
 	// Self is the asking container's index in Spec.Containers.
 	Self          int
 	DesiredStatus string // RUNNING, or STOPPED once the task is stopping
-	// Stats by runtime id: the latest sample of each container that has
-	// one (nil: none yet, or the container is not running).
-	Stats map[string]*Stats
 	// EphemeralUsedMiB is what the containers wrote to their filesystems.
 	EphemeralUsedMiB int64
 }
@@ -52,6 +49,11 @@ type Task struct {
 type Provider interface {
 	// TaskMetadata finds the task of the container with runtime id id.
 	TaskMetadata(id string) (Task, bool)
+	// ContainerStats returns the stats of t's containers with runtime ids
+	// ids (nil for one with none: not running, or not sampled yet). Asked
+	// only by the /stats paths: some containers' stats are read only when
+	// someone wants them.
+	ContainerStats(t Task, ids []string) map[string]*Stats
 }
 
 // Server serves the endpoint for one agent.
@@ -168,13 +170,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "task":
 		writeJSON(w, http.StatusOK, taskMetadata(t, v4))
 	case "stats":
-		writeJSON(w, http.StatusOK, t.Stats[t.Status.Containers[t.Self].RuntimeID])
+		self := t.Status.Containers[t.Self].RuntimeID
+		writeJSON(w, http.StatusOK, s.prov.ContainerStats(t, []string{self})[self])
 	case "task/stats":
-		out := map[string]*Stats{}
+		var ids []string
 		for _, c := range t.Status.Containers {
 			if c.RuntimeID != "" {
-				out[c.RuntimeID] = t.Stats[c.RuntimeID]
+				ids = append(ids, c.RuntimeID)
 			}
+		}
+		out := s.prov.ContainerStats(t, ids)
+		if out == nil {
+			out = map[string]*Stats{}
 		}
 		writeJSON(w, http.StatusOK, out)
 	default:

@@ -28,6 +28,10 @@ type statsCache struct {
 	mu        sync.Mutex
 	byID      map[string]*metadata.Stats // by runtime id
 	ephemeral map[string]int64           // MiB written, by task id
+
+	// live holds what containers of shared sandboxes report of their
+	// own, sampled only when read (ContainerStats).
+	live liveStats
 }
 
 func newStatsCache() *statsCache {
@@ -65,6 +69,7 @@ func (a *Agent) sampleLoop() {
 			}
 		}
 		a.stats.mu.Unlock()
+		a.stats.live.forget(live)
 		select {
 		case <-tick.C:
 		case <-a.ctx.Done():
@@ -159,7 +164,8 @@ func (a *Agent) sampleTask(rec record) {
 // processes. In a task of one gVisor sandbox that is the sandbox's root
 // container's for every container: the host sees the sentry and its
 // processes, not which container an allocation or a thread belongs to, so
-// each container reports the sandbox's numbers (as the task-level ones).
+// its samples are the sandbox's numbers, the task's totals (Usage); what
+// each container uses of them is the sentry's to say (ContainerStats).
 func statsCgroupID(spec agent.TaskSpec, runtimeID string) string {
 	if sharedSandbox(spec) {
 		return sandboxID(spec.TaskID)
@@ -195,6 +201,7 @@ func fillStats(s *metadata.Stats, m *v1.Metrics, sys uint64, taskLimit uint64) {
 			"active_anon": mem.ActiveAnon, "inactive_file": mem.InactiveFile, "active_file": mem.ActiveFile,
 			"unevictable": mem.Unevictable, "hierarchical_memory_limit": mem.HierarchicalMemoryLimit,
 			"total_cache": mem.TotalCache, "total_rss": mem.TotalRSS,
+			"total_inactive_file": mem.TotalInactiveFile,
 		}
 	}
 	if p := m.Pids; p != nil {
@@ -278,7 +285,8 @@ func netDev(pid int) map[string]metadata.NetworkStats {
 
 // TaskMetadata answers the task metadata endpoint for the container with
 // runtime id id. A running container not sampled yet is sampled now, so
-// its first /stats request has numbers.
+// its first request has its task's ephemeral storage use, and its first
+// /stats numbers.
 func (a *Agent) TaskMetadata(id string) (metadata.Task, bool) {
 	for _, t := range a.taskList() {
 		rec := t.record()
@@ -297,17 +305,11 @@ func (a *Agent) TaskMetadata(id string) (metadata.Task, bool) {
 				// by the moment between runc starting it and run noting it.
 				rec.Status.Containers[i].Status = "RUNNING"
 			}
-			out := metadata.Task{Spec: rec.Spec, Status: rec.Status, Self: i, DesiredStatus: "RUNNING", Stats: map[string]*metadata.Stats{}}
+			out := metadata.Task{Spec: rec.Spec, Status: rec.Status, Self: i, DesiredStatus: "RUNNING"}
 			if rec.StopRequested || rec.Status.Phase == agent.PhaseStopping || rec.Status.Phase == agent.PhaseStopped {
 				out.DesiredStatus = "STOPPED"
 			}
 			a.stats.mu.Lock()
-			for _, cs := range rec.Status.Containers {
-				if s := a.stats.byID[cs.RuntimeID]; s != nil && cs.RuntimeID != "" {
-					cp := *s
-					out.Stats[cs.RuntimeID] = &cp
-				}
-			}
 			out.EphemeralUsedMiB = a.stats.ephemeral[rec.Spec.TaskID]
 			a.stats.mu.Unlock()
 			return out, true
@@ -341,9 +343,13 @@ func (a *Agent) Usage(ctx context.Context) ([]agent.TaskUsage, error) {
 			if s.Read.After(u.Time) {
 				u.Time = s.Read
 			}
+			// The working set, as docker and cAdvisor count it: without the
+			// file cache the kernel can drop. Not without all of "cache":
+			// that holds shared memory too, which is where a gVisor
+			// sandbox keeps its application memory (a memfd).
 			used := s.MemoryStats.Usage
-			if cache := s.MemoryStats.Stats["total_cache"]; cache < used {
-				used -= cache
+			if inactive := s.MemoryStats.Stats["total_inactive_file"]; inactive < used {
+				used -= inactive
 			}
 			u.MemoryBytes += used
 			dt := s.Read.Sub(s.PreRead).Seconds()
