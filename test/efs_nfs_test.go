@@ -3,6 +3,7 @@ package test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,29 +382,42 @@ func helperLog(s *testenv.Server) string {
 	return strings.Join(out, "; ")
 }
 
-// Two tasks appending to one file at once over NFS lose no line, as on
-// the local tree: NFSv3 has no append, and Gantry's mount helper sends
-// appends at an offset its server takes as "the end" (efsnfs:
-// appendOffset) instead of asking for the size and writing there. The
-// volume has no access point, so the tasks act as their own user
-// (1234:1234), as EFS applies an NFS client's uid and gid: the file they
-// make is theirs on the tree, and root's 0600 file is closed to them.
+// Two tasks appending to one file at once over NFS lose no line and tear
+// none, as on the local tree: NFSv3 has no append, and Gantry's mount
+// helper sends appends at an offset its server takes as "the end"
+// (efsnfs: appendOffset) instead of asking for the size and writing
+// there, each write(2) as one WRITE (direct I/O: through the page cache
+// a line crossing a 4 KiB page went as two appends, and the other task's
+// line could land between the halves). The volume has no access point,
+// so the tasks act as their own user (1234:1234), as EFS applies an NFS
+// client's uid and gid: the file they make is theirs on the tree, and
+// root's 0600 file is closed to them. A third task maps a file it opened
+// O_APPEND shared and writes through the map: the byte lands in place.
 func TestEFSNFSConcurrentAppends(t *testing.T)        { testEFSNFSConcurrentAppends(t, "container") }
 func TestEFSNFSConcurrentAppendsSandbox(t *testing.T) { testEFSNFSConcurrentAppends(t, "sandbox") }
 
 func testEFSNFSConcurrentAppends(t *testing.T, isolation string) {
 	s := testenv.Start(t, "--efs-mode", "nfs")
 	s.LoadImage(testimage.Busybox(t))
+	s.LoadImage(testimage.Python(t))
 	efsNFSCluster(t, s, isolation)
 	var fs efsFS
 	s.MustAWS(&fs, "efs", "create-file-system", "--creation-token", "appends")
 	var mt efsMT
 	s.MustAWS(&mt, "efs", "create-mount-target", "--file-system-id", fs.FileSystemId, "--subnet-id", s.DefaultSubnet())
-	registerJSON(t, s, `{"family": "appender", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
-		"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "`+fs.FileSystemId+`"}}],
-		"containerDefinitions": [{"name": "c", "image": "gantry-test/busybox:latest", "essential": true, "user": "1234:1234",
+	// 2000 lines of about 9 bytes cross a page of the file four times.
+	const lines = 1000
+	def := func(family, image, command string) string {
+		return `{"family": "` + family + `", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+		"volumes": [{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "` + fs.FileSystemId + `"}}],
+		"containerDefinitions": [{"name": "c", "image": "` + image + `", "essential": true, "user": "1234:1234",
 			"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}],
-			"command": ["sh", "-c", "cat /v/secret && exit 2; r=$(od -An -N8 -tx8 /dev/urandom); i=0; while [ $i -lt 300 ]; do echo $r-$i >> /v/shared/log || exit 1; i=$((i+1)); done; exit 42"]}]}`)
+			"command": ` + command + `}]}`
+	}
+	registerJSON(t, s, def("appender", "gantry-test/busybox:latest",
+		`["sh", "-c", "cat /v/secret && exit 2; i=0; while [ $i -lt `+fmt.Sprint(lines)+` ]; do echo line-$i >> /v/shared/log || exit 1; i=$((i+1)); done; exit 42"]`))
+	registerJSON(t, s, def("mapper", testimage.PythonRef, `["python3", "-c",
+		"import mmap, traceback\ntry:\n f = open('/v/shared/mapped', 'a+b')\n f.write(b'hello world\\n')\n f.flush()\n m = mmap.mmap(f.fileno(), 12)\n assert m[:] == b'hello world\\n', m[:]\n m[0:1] = b'H'\n m.flush()\n m.close()\n f.write(b'more\\n')\n f.close()\nexcept Exception:\n open('/v/shared/mapper-error', 'w').write(traceback.format_exc())\n raise SystemExit(1)\nraise SystemExit(42)"]`))
 	tree := filepath.Join(s.DataDir, "efs", fs.FileSystemId)
 	if err := os.Mkdir(filepath.Join(tree, "shared"), 0o777); err != nil {
 		t.Fatal(err)
@@ -416,14 +430,17 @@ func testEFSNFSConcurrentAppends(t *testing.T, isolation string) {
 	if st, err := os.Stat(filepath.Join(tree, "shared", "log")); err != nil || !ownedBy(st, 1234, 1234) {
 		t.Errorf("log made by the tasks: %v %v, want owned by 1234:1234", st, err)
 	}
-	b, err := os.ReadFile(filepath.Join(tree, "shared", "log"))
-	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-	seen := map[string]bool{}
-	for _, l := range lines {
-		seen[l] = true
+	assertAppends(t, "over NFS", filepath.Join(tree, "shared", "log"), 2, lines)
+
+	task := runTask(t, s, "--cluster", "efs", "--launch-type", "FARGATE", "--task-definition", "mapper",
+		"--network-configuration", awsvpc(s.DefaultSubnet()))
+	task = waitStatus(t, s, "efs", task.TaskArn, "STOPPED", 2*time.Minute)
+	if c := task.Containers[0]; c.ExitCode == nil || *c.ExitCode != 42 {
+		msg, _ := os.ReadFile(filepath.Join(tree, "shared", "mapper-error"))
+		t.Errorf("mapping a file opened O_APPEND: exit %v, reason %q: %s", exitCode(c.ExitCode), task.StoppedReason, msg)
 	}
-	if err != nil || len(lines) != 600 || len(seen) != 600 {
-		t.Errorf("log after two tasks appended 300 lines each: %d lines, %d distinct (%v), want 600", len(lines), len(seen), err)
+	if b, err := os.ReadFile(filepath.Join(tree, "shared", "mapped")); err != nil || string(b) != "Hello world\nmore\n" {
+		t.Errorf("after a write through the map and an append: %q %v, want %q", b, err, "Hello world\nmore\n")
 	}
 	assertNothingLeft(t, s)
 	assertNoNFSLeft(t, s, mt.IpAddress)

@@ -41,10 +41,15 @@ const (
 	procRename      = 14
 	procReaddirplus = 17
 	procFsstat      = 18
+	procCommit      = 21
 
 	mountProc = 1
 
-	fileSync = 2 // stable_how: each write is on disk when answered
+	// stable_how: how durable a WRITE is when answered. unstable: in the
+	// server's memory until a COMMIT; dataSync, fileSync: on its disk.
+	unstable = 0
+	dataSync = 1
+	fileSync = 2
 )
 
 type client struct {
@@ -58,6 +63,8 @@ type client struct {
 	// view is how owners are shown to and taken from a gVisor sandbox's
 	// container user (efsfuse.IDView); nil: as they are.
 	view *efsfuse.IDView
+	// dirty is the files with writes not yet committed (commit.go).
+	dirty *dirtySet
 }
 
 type who struct {
@@ -144,7 +151,7 @@ func dial(t *transport, path string) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s:%s: %w", t.addr, path, err)
 	}
-	return &client{rpc: t, root: fh, plainAppend: new(atomic.Bool)}, nil
+	return &client{rpc: t, root: fh, plainAppend: new(atomic.Bool), dirty: newDirtySet()}, nil
 }
 
 func decodeMount(b []byte) ([]byte, error) {
@@ -284,7 +291,18 @@ func (c *client) read(fh []byte, off uint64, n uint32) ([]byte, bool, error) {
 	return data, eof, r.err
 }
 
-func (c *client) write(fh []byte, off uint64, data []byte) (uint32, error) {
+// wrote is what the server said of a WRITE: how much it wrote, how
+// durably, under which write verifier, and the file's size just before
+// (for an append, where it landed: answerWrite).
+type wrote struct {
+	n       uint32
+	stable  uint32
+	verf    [8]byte
+	preSize uint64
+	hasPre  bool
+}
+
+func (c *client) write(fh []byte, off uint64, data []byte, stable uint32) (wrote, error) {
 	r, err := c.call(&struct {
 		rpc.Header
 		FH     []byte
@@ -292,13 +310,34 @@ func (c *client) write(fh []byte, off uint64, data []byte) (uint32, error) {
 		Count  uint32
 		Stable uint32
 		Data   []byte
-	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procWrite), c.h(fh), off, uint32(len(data)), fileSync, data})
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procWrite), c.h(fh), off, uint32(len(data)), stable, data})
 	if err != nil {
-		return 0, err
+		return wrote{}, err
+	}
+	var w wrote
+	w.preSize, w.hasPre = r.wcc()
+	w.n = r.u32()
+	w.stable = r.u32()
+	copy(w.verf[:], r.fixed(8))
+	return w, r.err
+}
+
+// commit asks the server to make fh's UNSTABLE writes durable and returns
+// its write verifier.
+func (c *client) commit(fh []byte) ([8]byte, error) {
+	var verf [8]byte
+	r, err := c.call(&struct {
+		rpc.Header
+		FH    []byte
+		Off   uint64
+		Count uint32
+	}{header(nfsc.Nfs3Prog, nfsc.Nfs3Vers, procCommit), c.h(fh), 0, 0})
+	if err != nil {
+		return verf, err
 	}
 	r.wcc()
-	n := r.u32()
-	return n, r.err
+	copy(verf[:], r.fixed(8))
+	return verf, r.err
 }
 
 // made reads a CREATE, MKDIR or SYMLINK reply: the new handle and its

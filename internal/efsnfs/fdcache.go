@@ -56,6 +56,9 @@ type cachedFD struct {
 	used  time.Time
 	dead  bool // out of the cache: closed by its last user
 	elem  *list.Element
+	// amu serializes appends through fd, whose file offset then says
+	// where each one landed (cfile.writeAtEnd).
+	amu sync.Mutex
 }
 
 type fdCache struct {
@@ -249,8 +252,13 @@ type cfile struct {
 	e      *cachedFD
 	name   string
 	off    int64
-	append bool // the WRITE asked for the end of the file (appendOffset)
-	once   sync.Once
+	append bool  // the WRITE asked for the end of the file (appendOffset)
+	landed int64 // where the last append began
+	// goNFS: opened by go-nfs, whose WRITE replies say FILE_SYNC; a
+	// file it wrote is synced on Close to make that true (it writes only
+	// what the fast path could not, rarely).
+	goNFS, wrote bool
+	once         sync.Once
 }
 
 func (f *cfile) Name() string { return f.name }
@@ -283,6 +291,7 @@ func (f *cfile) Read(p []byte) (int, error) {
 }
 
 func (f *cfile) Write(p []byte) (int, error) {
+	f.wrote = true
 	if f.append {
 		return f.writeAtEnd(p)
 	}
@@ -303,9 +312,19 @@ func (f *cfile) Write(p []byte) (int, error) {
 }
 
 // writeAtEnd appends p as O_APPEND does, atomically against every other
-// append to the file, through this server or any other process.
+// append to the file, through this server or any other process. An
+// append at offset -1 moves the descriptor's offset to its end, and
+// appends through one descriptor take turns (amu), so the offset after
+// it less its length is where it began (landed).
 func (f *cfile) writeAtEnd(p []byte) (int, error) {
+	f.e.amu.Lock()
+	defer f.e.amu.Unlock()
 	n := 0
+	defer func() {
+		if end, err := unix.Seek(f.e.fd, 0, io.SeekCurrent); err == nil {
+			f.landed = end - int64(n)
+		}
+	}()
 	for n < len(p) {
 		m, err := unix.Pwritev2(f.e.fd, [][]byte{p[n:]}, -1, unix.RWF_APPEND)
 		if err == unix.EINTR {
@@ -344,14 +363,18 @@ func (f *cfile) Seek(off int64, whence int) (int64, error) {
 }
 
 func (f *cfile) Close() error {
+	var err error
 	f.once.Do(func() {
+		if f.goNFS && f.wrote {
+			err = unix.Fsync(f.e.fd)
+		}
 		if f.e.dead && f.e.elem == nil {
 			unix.Close(f.e.fd) // never cached
 			return
 		}
 		f.t.fds.release(f.e)
 	})
-	return nil
+	return err
 }
 
 func (f *cfile) Lock() error            { return unix.Flock(f.e.fd, unix.LOCK_EX) }

@@ -21,6 +21,8 @@ type node struct {
 	fs.Inode
 	c  *client
 	fh atomic.Pointer[[]byte]
+	// unc is the file's UNSTABLE writes not yet committed (commit.go).
+	unc uncommitted
 }
 
 func newNode(c *client, fh []byte) *node {
@@ -180,11 +182,25 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	return fs.NewListDirStream(list), 0
 }
 
-// handle is an open file; appends are written at the size the server
-// reports just before (NFSv3 has no append: see Write).
+// handle is an open file; a file opened O_APPEND is written at the end
+// (NFSv3 has no append: see Write).
 type handle struct {
 	append bool
 	mu     sync.Mutex
+}
+
+// openHandle has the kernel do direct I/O on a file opened O_APPEND, so
+// that each write(2), up to MaxWrite, comes to Write as one request and
+// goes as one append. Through the page cache the kernel ends a request
+// at a page of the file it has not read in, so a line crossing a 4 KiB
+// boundary came as two appends, and another client's line could land
+// between the halves. The mount allows mmap of such files
+// (CAP_DIRECT_IO_ALLOW_MMAP, Mount).
+func openHandle(flags uint32) (*handle, uint32) {
+	if flags&syscall.O_APPEND != 0 {
+		return &handle{append: true}, fuse.FOPEN_DIRECT_IO
+	}
+	return &handle{}, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -192,7 +208,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, errno(err)
 	}
-	return n.child(ctx, fh, a, out), &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
+	h, fl := openHandle(flags)
+	return n.child(ctx, fh, a, out), h, fl, 0
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -202,7 +219,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno(err)
 		}
 	}
-	return &handle{append: flags&syscall.O_APPEND != 0}, 0, 0
+	h, fl := openHandle(flags)
+	return h, fl, 0
 }
 
 func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -218,6 +236,27 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		}
 	}
 	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// pageWrites sends a page the kernel writes back from its cache (a
+// shared mapping's: FUSE's WRITE_CACHE) without its file handle, so Write
+// puts it at its offset. The kernel sends it through a handle the file
+// was mapped by, and one opened O_APPEND would append the page instead
+// of writing it in place.
+type pageWrites struct{ fuse.RawFileSystem }
+
+func (p pageWrites) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_CACHE != 0 {
+		in.Fh = 0
+	}
+	return p.RawFileSystem.Write(cancel, in, data)
+}
+
+func (p pageWrites) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_CACHE != 0 {
+		in.Fh = 0
+	}
+	return p.RawFileSystem.Writev(cancel, in, data)
 }
 
 // Write sends the data at off or, for a file opened O_APPEND, at
@@ -262,14 +301,17 @@ func (n *node) writeAt(c *client, off uint64, data []byte, advance bool) (uint32
 		if advance {
 			at += uint64(done)
 		}
-		w, err := c.write(n.h(), at, data[done:end])
+		w, err := c.write(n.h(), at, data[done:end], unstable)
 		if err != nil {
 			return uint32(done), errno(err)
 		}
-		if w == 0 {
+		if w.n == 0 {
 			return uint32(done), syscall.EIO
 		}
-		done += int(w)
+		if e := n.keep(c, at, data[done:done+int(min(w.n, uint32(end-done)))], w); e != 0 {
+			return uint32(done) + w.n, e
+		}
+		done += int(w.n)
 	}
 	return uint32(done), 0
 }
@@ -361,9 +403,21 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-// Writes are FILE_SYNC: on the server's disk when answered.
-func (n *node) Fsync(context.Context, fs.FileHandle, uint32) syscall.Errno { return 0 }
-func (n *node) Flush(context.Context, fs.FileHandle) syscall.Errno         { return 0 }
+// Fsync commits the file's writes; on a directory, it has the server
+// sync the directory (what was made, renamed or removed in it).
+func (n *node) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
+	if n.IsDir() {
+		_, err := n.c.as(ctx).commit(n.h())
+		return errno(err)
+	}
+	return n.commit(n.c.as(ctx))
+}
+
+// Flush (each close(2)) commits what the file was written, as Linux's
+// NFS client does on close: close-to-open, and durable once closed.
+func (n *node) Flush(ctx context.Context, _ fs.FileHandle) syscall.Errno {
+	return n.commit(n.c.as(ctx))
+}
 
 var (
 	entryTimeout    = time.Second

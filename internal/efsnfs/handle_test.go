@@ -128,7 +128,7 @@ func FuzzRecord(f *testing.F) {
 
 // FuzzCall feeds arbitrary bytes to the server's own reading of calls
 // (fastpath.go): records are bounded, and a call is either taken as a
-// READ or WRITE whose fields fit the record or left to go-nfs.
+// READ, WRITE or COMMIT whose fields fit the record or left to go-nfs.
 func FuzzCall(f *testing.F) {
 	read := enc{}.u32(9).u32(0).u32(2).u32(nfsProg).u32(nfsVers).u32(procRead).u32(1).opaque([]byte("cred")).u32(0).u32(0).
 		opaque([]byte{1, 2, 3}).u64(4096).u32(4096)
@@ -136,6 +136,9 @@ func FuzzCall(f *testing.F) {
 		opaque([]byte{1, 2, 3}).u64(^uint64(0)).u32(3).u32(2).opaque([]byte("abc"))
 	f.Add([]byte(append(enc{}.u32(1<<31|uint32(len(read))), read...)))
 	f.Add([]byte(append(enc{}.u32(1<<31|uint32(len(write))), write...)))
+	commit := enc{}.u32(9).u32(0).u32(2).u32(nfsProg).u32(nfsVers).u32(procCommit).u32(0).u32(0).u32(0).u32(0).
+		opaque([]byte{1, 2, 3}).u64(0).u32(0)
+	f.Add([]byte(append(enc{}.u32(1<<31|uint32(len(commit))), commit...)))
 	f.Add([]byte(enc{}.u32(4).u32(1).u32(1<<31 | 4).u32(2)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := readCall(bytes.NewReader(b))

@@ -72,13 +72,16 @@ func Mount(ctx context.Context, m MountSpec, ready func()) error {
 			// size the kernel knows still ask for it.
 			ExplicitDataCacheControl: true,
 			DisableXAttrs:            true,
+			// O_APPEND files are direct I/O (openHandle); without this
+			// the kernel refuses to map them shared (ENODEV).
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		},
 		EntryTimeout:    &entryTimeout,
 		AttrTimeout:     &attrTimeout,
 		NegativeTimeout: &negativeTimeout,
 		RootStableAttr:  &fs.StableAttr{Ino: a.FileID, Mode: syscall.S_IFDIR},
 	}
-	server, err := fuse.NewServer(fs.NewNodeFS(newNode(c, c.root), opts), m.Mountpoint, &opts.MountOptions)
+	server, err := fuse.NewServer(pageWrites{fs.NewNodeFS(newNode(c, c.root), opts)}, m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
 	}

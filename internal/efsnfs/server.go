@@ -21,12 +21,15 @@ package efsnfs
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	billy "github.com/go-git/go-billy/v5"
 	nfs "github.com/willscott/go-nfs"
@@ -58,7 +61,13 @@ type Server struct {
 	ln      net.Listener
 	done    chan struct{}
 	handles *handles
-	verf    [8]byte // WRITE's verifier: this server's instance
+	// verf is the write verifier WRITE and COMMIT answer with: the
+	// start time and random bytes, so it differs after any restart and a
+	// client resends what it wrote UNSTABLE before (commit.go).
+	verf [8]byte
+	// syncs counts the fsyncs and fdatasyncs done for clients (COMMIT,
+	// stable WRITEs): what tests observe to see that they reach the disk.
+	syncs atomic.Uint64
 
 	mu      sync.Mutex
 	exports map[string]*tree
@@ -84,7 +93,8 @@ func Listen(addr string) (*Server, error) {
 	}
 	s := &Server{done: make(chan struct{}), exports: map[string]*tree{}, byXID: map[[8]byte]*tree{}, conns: map[net.Conn]bool{}}
 	s.ln = &trackingListener{Listener: ln, s: s}
-	rand.Read(s.verf[:])
+	binary.BigEndian.PutUint32(s.verf[:], uint32(time.Now().Unix()))
+	rand.Read(s.verf[4:])
 	s.handles = newHandles(s)
 	return s, nil
 }
@@ -99,7 +109,7 @@ func (s *Server) Serve() {
 	s.served = true
 	go func() {
 		defer close(s.done)
-		srv := &nfs.Server{Handler: &handler{s: s}, Context: context.Background()}
+		srv := &nfs.Server{Handler: &handler{s: s}, Context: context.Background(), ID: s.verf}
 		if err := srv.Serve(s.ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			slog.Warn("efs nfs server stopped", "addr", s.ln.Addr(), "err", err)
 		}

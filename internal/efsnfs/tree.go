@@ -139,7 +139,7 @@ func (t *tree) OpenFile(p string, flag int, perm os.FileMode) (billy.File, error
 		if err != nil {
 			return nil, pathErr("open", p, err)
 		}
-		return &cfile{t: t, e: e, name: clean(p)}, nil
+		return &cfile{t: t, e: e, name: clean(p), goNFS: true}, nil
 	}
 	var fd int
 	err := t.do(func() error {

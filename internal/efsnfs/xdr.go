@@ -103,13 +103,15 @@ func (r *reader) postOpAttr() (attr, bool) {
 	return r.fattr(), true
 }
 
-func (r *reader) wcc() {
+// wcc reads wcc_data and returns the pre-op size, when sent.
+func (r *reader) wcc() (preSize uint64, ok bool) {
 	if r.bool() { // pre_op_attr: size, mtime, ctime
-		r.u64()
+		preSize, ok = r.u64(), true
 		r.time()
 		r.time()
 	}
 	r.postOpAttr()
+	return preSize, ok && r.err == nil
 }
 
 func (r *reader) postOpFH() []byte {
