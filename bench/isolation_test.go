@@ -424,6 +424,34 @@ func BenchmarkIsolationWorkload(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// watchWindow is how long the watch benchmarks count CPU over:
+// GANTRY_BENCH_WATCH_WINDOW, or 30 seconds.
+func watchWindow() time.Duration {
+	if v, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_WATCH_WINDOW")); err == nil {
+		return v
+	}
+	return 30 * time.Second
+}
+
+// registerPair registers family as a quarter-vCPU Fargate task of two
+// containers, a and b, that run cmd, each with a hard memory limit of mem
+// MiB (nil: none): two containers share one sandbox.
+func (e *isoEnv) registerPair(b *testing.B, family string, cmd []string, mem *int32) {
+	b.Helper()
+	var defs []types.ContainerDefinition
+	for _, name := range []string{"a", "b"} {
+		defs = append(defs, types.ContainerDefinition{Name: aws.String(name), Image: aws.String(image), Command: cmd, StopTimeout: aws.Int32(2), Memory: mem})
+	}
+	_, err := e.ecs.RegisterTaskDefinition(context.Background(), &ecs.RegisterTaskDefinitionInput{
+		Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
+		RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
+		Cpu:                     aws.String("256"), Memory: aws.String("512"), ContainerDefinitions: defs,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkIsolationMemoryWatch measures what watching the hard memory
 // limits of containers that share a sandbox costs the host: 10 idle
 // sandboxed tasks of 2 containers each, with a memory limit per container
@@ -434,30 +462,15 @@ func BenchmarkIsolationWorkload(b *testing.B) {
 // only for containers whose limit is below that.
 func BenchmarkIsolationMemoryWatch(b *testing.B) {
 	e := isoSetup(b, nil)
-	ctx := context.Background()
 	const tasks = 10
-	window := 30 * time.Second
-	if v, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_WATCH_WINDOW")); err == nil {
-		window = v
-	}
+	window := watchWindow()
 	for _, limited := range []bool{true, false} {
 		family := "unlimited"
 		var mem *int32
 		if limited {
 			family, mem = "limited", aws.Int32(64)
 		}
-		var defs []types.ContainerDefinition
-		for _, name := range []string{"a", "b"} {
-			defs = append(defs, types.ContainerDefinition{Name: aws.String(name), Image: aws.String(image), Command: idle, StopTimeout: aws.Int32(2), Memory: mem})
-		}
-		_, err := e.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-			Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
-			RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
-			Cpu:                     aws.String("256"), Memory: aws.String("512"), ContainerDefinitions: defs,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
+		e.registerPair(b, family, idle, mem)
 	}
 	cpu := map[string][]float64{}
 	for i := 0; i < b.N; i++ {
@@ -547,24 +560,10 @@ func BenchmarkIsolationSandboxStats(b *testing.B) {
 	e := isoSetup(b, nil)
 	ctx := context.Background()
 	const tasks = 5
-	window := 30 * time.Second
-	if v, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_WATCH_WINDOW")); err == nil {
-		window = v
-	}
+	window := watchWindow()
 	read := []string{"sh", "-c", "trap 'exit 0' TERM; while true; do wget -q -O /dev/null $ECS_CONTAINER_METADATA_URI_V4/stats; sleep 1; done"}
 	for family, cmd := range map[string][]string{"reading": read, "idle": idle} {
-		var defs []types.ContainerDefinition
-		for _, name := range []string{"a", "b"} {
-			defs = append(defs, types.ContainerDefinition{Name: aws.String(name), Image: aws.String(image), Command: cmd, StopTimeout: aws.Int32(2)})
-		}
-		_, err := e.ecs.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-			Family: aws.String(family), NetworkMode: types.NetworkModeAwsvpc,
-			RequiresCompatibilities: []types.Compatibility{types.CompatibilityFargate},
-			Cpu:                     aws.String("256"), Memory: aws.String("512"), ContainerDefinitions: defs,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
+		e.registerPair(b, family, cmd, nil)
 	}
 	cpu := map[string][]float64{}
 	pct := func(d time.Duration) float64 { return d.Seconds() / window.Seconds() * 100 }

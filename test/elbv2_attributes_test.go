@@ -61,21 +61,8 @@ func expectAWSMessage(t *testing.T, s *testenv.Server, code, says string, args .
 // protection, tags given at creation and changed later, and AWS's errors.
 func TestLoadBalancerAttributesAndTags(t *testing.T) {
 	s := testenv.Start(t)
-	var subnets struct {
-		Subnets []struct{ SubnetId, VpcId string }
-	}
-	s.MustAWS(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
-	if len(subnets.Subnets) < 2 {
-		t.Fatalf("need two default subnets: %+v", subnets)
-	}
-	sn1, sn2, vpc := subnets.Subnets[0].SubnetId, subnets.Subnets[1].SubnetId, subnets.Subnets[0].VpcId
-
-	var lbOut struct {
-		LoadBalancers []struct{ LoadBalancerArn string }
-	}
-	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", "attrs", "--subnets", sn1, sn2,
-		"--tags", "Key=env,Value=test", "Key=team,Value=web")
-	lb := lbOut.LoadBalancers[0].LoadBalancerArn
+	alb := newALB(t, s, "attrs", "--tags", "Key=env,Value=test", "Key=team,Value=web")
+	lb, vpc := alb.lbARN, alb.vpc
 
 	// The defaults, as AWS lists them for an application load balancer.
 	var attrs cliAttrs
@@ -220,18 +207,8 @@ func TestLoadBalancerAttributesAndTags(t *testing.T) {
 // response header attributes act on what its load balancer answers.
 func TestTargetGroupAndListenerAttributes(t *testing.T) {
 	s := testenv.Start(t)
-	var subnets struct {
-		Subnets []struct{ SubnetId, VpcId string }
-	}
-	s.MustAWS(&subnets, "ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true")
-	if len(subnets.Subnets) < 2 {
-		t.Fatalf("need two default subnets: %+v", subnets)
-	}
-	var lbOut struct {
-		LoadBalancers []struct{ LoadBalancerArn, DNSName string }
-	}
-	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", "tgattrs", "--subnets", subnets.Subnets[0].SubnetId, subnets.Subnets[1].SubnetId)
-	lb, dns := lbOut.LoadBalancers[0].LoadBalancerArn, lbOut.LoadBalancers[0].DNSName
+	alb := newALB(t, s, "tgattrs")
+	lb, dns := alb.lbARN, alb.dns
 	type tgJSON struct {
 		TargetGroupArn             string
 		HealthCheckPath            string
@@ -246,7 +223,7 @@ func TestTargetGroupAndListenerAttributes(t *testing.T) {
 	}
 	var tgOut struct{ TargetGroups []tgJSON }
 	s.MustAWS(&tgOut, "elbv2", "create-target-group", "--name", "tgattrs", "--protocol", "HTTP", "--port", "8080",
-		"--vpc-id", subnets.Subnets[0].VpcId, "--target-type", "ip")
+		"--vpc-id", alb.vpc, "--target-type", "ip")
 	tg := tgOut.TargetGroups[0].TargetGroupArn
 	var lsOut struct {
 		Listeners []struct{ ListenerArn string }

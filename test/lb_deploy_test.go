@@ -22,7 +22,10 @@ type lbSetup struct {
 	vpc, sn1, sn2            string
 }
 
-func newLB(t *testing.T, s *testenv.Server, name string, tgArgs ...string) lbSetup {
+// newALB creates load balancer name in the first two default subnets;
+// lbArgs are added to create-load-balancer. Only the subnets, VPC, ARN
+// and DNS name are set.
+func newALB(t *testing.T, s *testenv.Server, name string, lbArgs ...string) lbSetup {
 	t.Helper()
 	var subnets struct {
 		Subnets []struct {
@@ -41,8 +44,16 @@ func newLB(t *testing.T, s *testenv.Server, name string, tgArgs ...string) lbSet
 			DNSName         string `json:"DNSName"`
 		}
 	}
-	s.MustAWS(&lbOut, "elbv2", "create-load-balancer", "--name", name, "--subnets", l.sn1, l.sn2)
+	s.MustAWS(&lbOut, append([]string{"elbv2", "create-load-balancer", "--name", name, "--subnets", l.sn1, l.sn2}, lbArgs...)...)
 	l.lbARN, l.dns = lbOut.LoadBalancers[0].LoadBalancerArn, lbOut.LoadBalancers[0].DNSName
+	return l
+}
+
+// newLB is a load balancer in the two default subnets with an HTTP:80
+// listener forwarding to a new ip target group checked every 5 seconds.
+func newLB(t *testing.T, s *testenv.Server, name string, tgArgs ...string) lbSetup {
+	t.Helper()
+	l := newALB(t, s, name)
 	var tgOut struct {
 		TargetGroups []struct {
 			TargetGroupArn string `json:"TargetGroupArn"`
@@ -88,6 +99,7 @@ type load struct {
 	timeouts atomic.Int64 // the client gave up waiting (no answer at all)
 	firstErr atomic.Value
 	stop     chan struct{}
+	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
 
@@ -151,8 +163,10 @@ func (l *load) summary() string {
 	return fmt.Sprintf("%d answered 200 %v, failed %d (statuses %v, client timeouts %d)", ok, l.bodies, l.failed.Load(), l.codes, l.timeouts.Load())
 }
 
+// end stops the load and waits for its workers; a test may end it
+// itself and defer end as well.
 func (l *load) end() {
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 
@@ -161,6 +175,22 @@ func (l *load) count(body string) int {
 	defer l.mu.Unlock()
 	return l.bodies[body]
 }
+
+// webBehindLB creates service web in cluster: 3 tasks of taskDef behind
+// lb's target group, deploying with minimumHealthyPercent 100 and
+// maximumPercent 200, and waits until the group has exactly 3 healthy
+// targets.
+func webBehindLB(t *testing.T, s *testenv.Server, lb lbSetup, cluster, taskDef string) {
+	t.Helper()
+	s.MustAWS(nil, "ecs", "create-service", "--cluster", cluster, "--service-name", "web", "--task-definition", taskDef,
+		"--desired-count", "3", "--launch-type", "FARGATE", "--network-configuration", awsvpc(lb.sn1),
+		"--deployment-configuration", "minimumHealthyPercent=100,maximumPercent=200",
+		"--load-balancers", "targetGroupArn="+lb.tg+",containerName=web,containerPort=80")
+	waitTargets(t, s, lb.tg, "3 healthy", 90*time.Second, threeHealthy)
+}
+
+// threeHealthy is a target group holding exactly 3 targets, all healthy.
+func threeHealthy(m map[string]string) bool { return countState(m, "healthy") == 3 && len(m) == 3 }
 
 // TestLBRollingDeployment rolls a service of 3 behind a load balancer from
 // v1 to v2 with `update-service --force-new-deployment` while requests
@@ -177,20 +207,10 @@ func TestLBRollingDeployment(t *testing.T) {
 
 	versionedWeb(t, s, "roll", "v1", "")
 	versionedWeb(t, s, "roll", "v2", "")
-	s.MustAWS(nil, "ecs", "create-service", "--cluster", "roll", "--service-name", "web", "--task-definition", "roll:1",
-		"--desired-count", "3", "--launch-type", "FARGATE", "--network-configuration", awsvpc(lb.sn1),
-		"--deployment-configuration", "minimumHealthyPercent=100,maximumPercent=200",
-		"--load-balancers", "targetGroupArn="+lb.tg+",containerName=web,containerPort=80")
-	waitTargets(t, s, lb.tg, "3 healthy", 90*time.Second, func(m map[string]string) bool { return countState(m, "healthy") == 3 && len(m) == 3 })
+	webBehindLB(t, s, lb, "roll", "roll:1")
 
 	ld := startLoad("http://"+lb.dns+"/", 4, 5*time.Millisecond)
-	defer func() {
-		select {
-		case <-ld.stop:
-		default:
-			ld.end()
-		}
-	}()
+	defer ld.end()
 	time.Sleep(time.Second)
 	s.MustAWS(nil, "ecs", "update-service", "--cluster", "roll", "--service", "web", "--task-definition", "roll:2", "--force-new-deployment")
 

@@ -28,21 +28,10 @@ func TestLBStopTaskReplacement(t *testing.T) {
 	lb := newLB(t, s, "repl", "--health-check-path", "/health")
 	s.MustAWS(nil, "elbv2", "modify-target-group-attributes", "--target-group-arn", lb.tg, "--attributes", "Key=deregistration_delay.timeout_seconds,Value=2")
 	versionedWeb(t, s, "repl", "v1", "")
-	s.MustAWS(nil, "ecs", "create-service", "--cluster", "repl", "--service-name", "web", "--task-definition", "repl",
-		"--desired-count", "3", "--launch-type", "FARGATE", "--network-configuration", awsvpc(lb.sn1),
-		"--deployment-configuration", "minimumHealthyPercent=100,maximumPercent=200",
-		"--load-balancers", "targetGroupArn="+lb.tg+",containerName=web,containerPort=80")
-	allHealthy := func(m map[string]string) bool { return countState(m, "healthy") == 3 && len(m) == 3 }
-	waitTargets(t, s, lb.tg, "3 healthy", 90*time.Second, allHealthy)
+	webBehindLB(t, s, lb, "repl", "repl")
 
 	ld := startLoad("http://"+lb.dns+"/", 4, 5*time.Millisecond)
-	defer func() {
-		select {
-		case <-ld.stop:
-		default:
-			ld.end()
-		}
-	}()
+	defer ld.end()
 	time.Sleep(time.Second)
 	for i := 0; i < rounds; i++ {
 		running := serviceTaskArns(t, s, "repl", "web", "RUNNING")
@@ -55,7 +44,7 @@ func TestLBStopTaskReplacement(t *testing.T) {
 		waitService(t, s, "repl", "web", "back to 3 running", 90*time.Second, func(v cliService) bool {
 			return v.RunningCount == 3 && v.PendingCount == 0
 		})
-		waitTargets(t, s, lb.tg, "3 healthy again", 90*time.Second, allHealthy)
+		waitTargets(t, s, lb.tg, "3 healthy again", 90*time.Second, threeHealthy)
 		t.Logf("round %d: %s", i, ld.summary())
 	}
 	for i := 0; i < deploys; i++ {

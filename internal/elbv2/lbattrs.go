@@ -94,28 +94,11 @@ var optionalAttributes = []lbAttr{
 	boolAttr("ipv6.deny_all_igw_traffic", "false"),
 }
 
-func findAttr(key string) (lbAttr, bool, bool) {
-	for _, a := range albAttributes {
-		if a.key == key {
-			return a, true, false
-		}
-	}
-	for _, a := range optionalAttributes {
-		if a.key == key {
-			return a, true, true
-		}
-	}
-	return lbAttr{}, false, false
-}
+// lbAttrs are an application load balancer's attributes.
+var lbAttrs = &attrTable{kind: "load balancer", listed: albAttributes, optional: optionalAttributes, most: 20}
 
 // attr is the attribute's value, stored or default.
-func (lb *lbRecord) attr(key string) string {
-	if v, ok := lb.Attributes[key]; ok {
-		return v
-	}
-	a, _, _ := findAttr(key)
-	return a.def
-}
+func (lb *lbRecord) attr(key string) string { return lbAttrs.value(lb.Attributes, key) }
 
 // idleTimeout is idle_timeout.timeout_seconds as a duration.
 func (lb *lbRecord) idleTimeout() time.Duration {
@@ -124,21 +107,6 @@ func (lb *lbRecord) idleTimeout() time.Duration {
 		return defaultIdleTimeout
 	}
 	return time.Duration(n) * time.Second
-}
-
-func lbAttrsOut(lb *lbRecord) any {
-	out := struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	}{Attributes: []attrXML{}}
-	for _, a := range albAttributes {
-		out.Attributes = append(out.Attributes, attrXML{a.key, lb.attr(a.key)})
-	}
-	for _, a := range optionalAttributes {
-		if v, ok := lb.Attributes[a.key]; ok {
-			out.Attributes = append(out.Attributes, attrXML{a.key, v})
-		}
-	}
-	return out
 }
 
 func (s *Service) describeLoadBalancerAttributes(r *request) (any, error) {
@@ -154,34 +122,7 @@ func (s *Service) describeLoadBalancerAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lbAttrsOut(lb), nil
-}
-
-// lbAttributesIn reads and checks ModifyLoadBalancerAttributes' list.
-func (r *request) lbAttributesIn() (map[string]string, error) {
-	members := r.structs("Attributes")
-	if len(members) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'attributes' failed to satisfy constraint: Member must not be null")
-	}
-	if len(members) > 20 {
-		return nil, validation("1 validation error detected: Value at 'attributes' failed to satisfy constraint: Member must have length less than or equal to 20")
-	}
-	set := map[string]string{}
-	for _, p := range members {
-		k, v := r.param(p+"Key"), r.param(p+"Value")
-		if k == "" {
-			return nil, validation("A load balancer attribute key must be specified")
-		}
-		a, known, _ := findAttr(k)
-		if !known {
-			return nil, validation("Load balancer attribute key '%s' is not recognized", k)
-		}
-		if !a.check(v) {
-			return nil, validation("Load balancer attribute value '%s' is not valid for key '%s': it must be %s", v, k, a.want)
-		}
-		set[k] = v
-	}
-	return set, nil
+	return lbAttrs.out(lb.Attributes), nil
 }
 
 func (s *Service) modifyLoadBalancerAttributes(r *request) (any, error) {
@@ -189,7 +130,7 @@ func (s *Service) modifyLoadBalancerAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.lbAttributesIn()
+	set, err := lbAttrs.in(r)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +158,7 @@ func (s *Service) modifyLoadBalancerAttributes(r *request) (any, error) {
 		return nil, err
 	}
 	s.changed()
-	return lbAttrsOut(lb), nil
+	return lbAttrs.out(lb.Attributes), nil
 }
 
 // deletionProtected refuses to delete a load balancer that asks for it.

@@ -110,15 +110,6 @@ func TestLoadBalancerIdleTimeout(t *testing.T) {
 }
 
 func TestLoadBalancerAttributeInput(t *testing.T) {
-	form := func(kv ...string) *request {
-		r := &request{form: map[string][]string{}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			n := i/2 + 1
-			r.form[fmt.Sprintf("Attributes.member.%d.Key", n)] = []string{kv[i]}
-			r.form[fmt.Sprintf("Attributes.member.%d.Value", n)] = []string{kv[i+1]}
-		}
-		return r
-	}
 	bad := []struct{ k, v, code, says string }{
 		{"idle_timeout.timeout_seconds", "0", "ValidationError", "idle_timeout.timeout_seconds"},
 		{"idle_timeout.timeout_seconds", "4001", "ValidationError", "between 1 and 4000"},
@@ -131,23 +122,23 @@ func TestLoadBalancerAttributeInput(t *testing.T) {
 		{"", "1", "ValidationError", "key must be specified"},
 	}
 	for _, c := range bad {
-		_, err := form(c.k, c.v).lbAttributesIn()
+		_, err := lbAttrs.in(attrsForm(c.k, c.v))
 		e := awsapi.AsError(err)
 		if err == nil || e.Code != c.code || !strings.Contains(e.Message, c.says) {
 			t.Errorf("%s=%s: %v, want %s saying %q", c.k, c.v, err, c.code, c.says)
 		}
 	}
-	if _, err := form().lbAttributesIn(); err == nil {
+	if _, err := lbAttrs.in(attrsForm()); err == nil {
 		t.Error("no attributes accepted")
 	}
 	var many []string
 	for range 21 {
 		many = append(many, "routing.http2.enabled", "true")
 	}
-	if _, err := form(many...).lbAttributesIn(); err == nil || !strings.Contains(err.Error(), "less than or equal to 20") {
+	if _, err := lbAttrs.in(attrsForm(many...)); err == nil || !strings.Contains(err.Error(), "less than or equal to 20") {
 		t.Errorf("21 attributes: %v", err)
 	}
-	set, err := form("idle_timeout.timeout_seconds", "4000", "routing.http2.enabled", "false", "access_logs.s3.prefix", "x/y").lbAttributesIn()
+	set, err := lbAttrs.in(attrsForm("idle_timeout.timeout_seconds", "4000", "routing.http2.enabled", "false", "access_logs.s3.prefix", "x/y"))
 	if err != nil || len(set) != 3 || set[attrIdleTimeout] != "4000" {
 		t.Fatalf("good attributes: %v %v", set, err)
 	}
@@ -176,18 +167,7 @@ func FuzzLoadBalancerAttributes(f *testing.F) {
 	f.Add("access_logs.s3.bucket", strings.Repeat("b", 1025))
 	f.Add("x", "")
 	f.Fuzz(func(t *testing.T, k, v string) {
-		r := &request{form: map[string][]string{"Attributes.member.1.Key": {k}, "Attributes.member.1.Value": {v}}}
-		set, err := r.lbAttributesIn()
-		if err != nil {
-			if e := awsapi.AsError(err); e.Code != "ValidationError" {
-				t.Fatalf("%q=%q: %v", k, v, err)
-			}
-			return
-		}
-		a, known, _ := findAttr(k)
-		if !known || !a.check(set[k]) {
-			t.Fatalf("%q=%q accepted", k, v)
-		}
+		fuzzAttrsIn(t, lbAttrs, k, v)
 	})
 }
 

@@ -142,60 +142,18 @@ func hstsValue(v string) bool {
 	return seen
 }
 
-func findListenerAttr(key string) (lbAttr, bool) {
-	for _, a := range httpListenerAttributes {
-		if a.key == key {
-			return a, true
+// listenerAttrs are an HTTP listener's attributes. Header values may
+// always be empty (the default: the response is left alone).
+var listenerAttrs = &attrTable{kind: "listener", listed: httpListenerAttributes, mustPrefix: "empty or ",
+	refuse: func(k string) error {
+		if strings.HasPrefix(k, "routing.http.request.") || k == "tcp.idle_timeout.seconds" {
+			return validation("Listener attribute key '%s' is not supported on HTTP listeners of application load balancers", k)
 		}
-	}
-	return lbAttr{}, false
-}
+		return nil
+	}}
 
 // attr is the listener's attribute, stored or default.
-func (l *listenerRecord) attr(key string) string {
-	if v, ok := l.Attributes[key]; ok {
-		return v
-	}
-	a, _ := findListenerAttr(key)
-	return a.def
-}
-
-func listenerAttrsOut(l *listenerRecord) any {
-	out := struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	}{Attributes: []attrXML{}}
-	for _, a := range httpListenerAttributes {
-		out.Attributes = append(out.Attributes, attrXML{a.key, l.attr(a.key)})
-	}
-	return out
-}
-
-// listenerAttributesIn reads and checks ModifyListenerAttributes' list.
-func (r *request) listenerAttributesIn() (map[string]string, error) {
-	members := r.structs("Attributes")
-	if len(members) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'attributes' failed to satisfy constraint: Member must not be null")
-	}
-	set := map[string]string{}
-	for _, p := range members {
-		k, v := r.param(p+"Key"), r.param(p+"Value")
-		if k == "" {
-			return nil, validation("A listener attribute key must be specified")
-		}
-		a, known := findListenerAttr(k)
-		if !known {
-			if strings.HasPrefix(k, "routing.http.request.") || k == "tcp.idle_timeout.seconds" {
-				return nil, validation("Listener attribute key '%s' is not supported on HTTP listeners of application load balancers", k)
-			}
-			return nil, validation("Listener attribute key '%s' is not recognized", k)
-		}
-		if !a.check(v) {
-			return nil, validation("Listener attribute value '%s' is not valid for key '%s': it must be empty or %s", v, k, a.want)
-		}
-		set[k] = v
-	}
-	return set, nil
-}
+func (l *listenerRecord) attr(key string) string { return listenerAttrs.value(l.Attributes, key) }
 
 func (s *Service) describeListenerAttributes(r *request) (any, error) {
 	arn, err := r.required("ListenerArn")
@@ -210,7 +168,7 @@ func (s *Service) describeListenerAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return listenerAttrsOut(l), nil
+	return listenerAttrs.out(l.Attributes), nil
 }
 
 func (s *Service) modifyListenerAttributes(r *request) (any, error) {
@@ -218,7 +176,7 @@ func (s *Service) modifyListenerAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.listenerAttributesIn()
+	set, err := listenerAttrs.in(r)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +197,7 @@ func (s *Service) modifyListenerAttributes(r *request) (any, error) {
 		return nil, err
 	}
 	s.changed()
-	return listenerAttrsOut(l), nil
+	return listenerAttrs.out(l.Attributes), nil
 }
 
 // listenerResponse is what a listener's attributes do to the responses it

@@ -16,15 +16,6 @@ import (
 )
 
 func TestListenerAttributeInput(t *testing.T) {
-	form := func(kv ...string) *request {
-		r := testRequest()
-		for i := 0; i+1 < len(kv); i += 2 {
-			n := i/2 + 1
-			r.form[fmt.Sprintf("Attributes.member.%d.Key", n)] = []string{kv[i]}
-			r.form[fmt.Sprintf("Attributes.member.%d.Value", n)] = []string{kv[i+1]}
-		}
-		return r
-	}
 	const p = "routing.http.response."
 	bad := []struct{ k, v, says string }{
 		{p + "server.enabled", "off", "true or false"},
@@ -47,12 +38,12 @@ func TestListenerAttributeInput(t *testing.T) {
 		{"", "x", "key must be specified"},
 	}
 	for _, c := range bad {
-		_, err := form(c.k, c.v).listenerAttributesIn()
+		_, err := listenerAttrs.in(attrsForm(c.k, c.v))
 		if e := awsapi.AsError(err); err == nil || e.Code != "ValidationError" || !strings.Contains(e.Message, c.says) {
 			t.Errorf("%s=%q: %v, want ValidationError saying %q", c.k, c.v, err, c.says)
 		}
 	}
-	if _, err := form().listenerAttributesIn(); err == nil {
+	if _, err := listenerAttrs.in(attrsForm()); err == nil {
 		t.Error("no attributes accepted")
 	}
 	good := []string{
@@ -66,7 +57,7 @@ func TestListenerAttributeInput(t *testing.T) {
 		p + "content_security_policy.header_value", "default-src 'self'; img-src *",
 		p + "x_content_type_options.header_value", "",
 	}
-	set, err := form(good...).listenerAttributesIn()
+	set, err := listenerAttrs.in(attrsForm(good...))
 	if err != nil || len(set) != 9 {
 		t.Fatalf("good attributes: %v %v", set, err)
 	}
@@ -75,13 +66,11 @@ func TestListenerAttributeInput(t *testing.T) {
 	if !lr.noServer || len(lr.set) != 7 {
 		t.Errorf("response from %v: %+v", set, lr)
 	}
-	out := listenerAttrsOut(&listenerRecord{}).(struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	})
-	if len(out.Attributes) != 11 || out.Attributes[0] != (attrXML{attrServerHeader, "true"}) {
-		t.Errorf("defaults: %+v", out.Attributes)
+	out := attrsListed(listenerAttrs, nil)
+	if len(out) != 11 || out[0] != (attrXML{attrServerHeader, "true"}) {
+		t.Errorf("defaults: %+v", out)
 	}
-	for _, a := range out.Attributes[1:] {
+	for _, a := range out[1:] {
 		if a.Value != "" || responseHeaderAttrs[a.Key] == "" {
 			t.Errorf("default %+v", a)
 		}
@@ -99,17 +88,8 @@ func FuzzListenerAttributes(f *testing.F) {
 	f.Add("routing.http.response.content_security_policy.header_value", "a\x00b")
 	f.Add("routing.http.request.x_amzn_mtls_clientcert.header_name", "X")
 	f.Fuzz(func(t *testing.T, k, v string) {
-		r := testRequest("Attributes.member.1.Key", k, "Attributes.member.1.Value", v)
-		set, err := r.listenerAttributesIn()
-		if err != nil {
-			if e := awsapi.AsError(err); e.Code != "ValidationError" {
-				t.Fatalf("%q=%q: %v", k, v, err)
-			}
+		if fuzzAttrsIn(t, listenerAttrs, k, v) == nil {
 			return
-		}
-		a, known := findListenerAttr(k)
-		if !known || !a.check(set[k]) {
-			t.Fatalf("%q=%q accepted", k, v)
 		}
 		if _, ok := responseHeaderAttrs[k]; ok && v != "" && !validFieldValue(v) {
 			t.Fatalf("%q=%q accepted as a header value", k, v)

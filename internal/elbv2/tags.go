@@ -132,25 +132,13 @@ func (s *Service) addTags(r *request) (any, error) {
 	if len(add) == 0 {
 		return nil, validation("1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null")
 	}
-	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
-		for _, arn := range arns {
-			err := withTags(tx, r, arn, func(ts *[]tag) error {
-				*ts = mergeTags(*ts, add)
-				if len(*ts) > maxTags {
-					return tooManyTags(arn)
-				}
-				return nil
-			}, nil)
-			if err != nil {
-				return err
-			}
+	return s.editTags(r, arns, func(arn string, ts *[]tag) error {
+		*ts = mergeTags(*ts, add)
+		if len(*ts) > maxTags {
+			return tooManyTags(arn)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
 }
 
 func (s *Service) removeTags(r *request) (any, error) {
@@ -167,13 +155,18 @@ func (s *Service) removeTags(r *request) (any, error) {
 			return nil, validation("1 validation error detected: Value '%s' at 'tagKeys' failed to satisfy constraint: Member must have length between 1 and 128", k)
 		}
 	}
-	err = s.Store.Update(r.ctx, func(tx state.Tx) error {
+	return s.editTags(r, arns, func(_ string, ts *[]tag) error {
+		*ts = slices.DeleteFunc(*ts, func(t tag) bool { return slices.Contains(keys, t.Key) })
+		return nil
+	})
+}
+
+// editTags changes every named resource's tags in one transaction, so a
+// bad ARN or too many tags on one leaves them all as they were.
+func (s *Service) editTags(r *request, arns []string, edit func(arn string, ts *[]tag) error) (any, error) {
+	err := s.Store.Update(r.ctx, func(tx state.Tx) error {
 		for _, arn := range arns {
-			err := withTags(tx, r, arn, func(ts *[]tag) error {
-				*ts = slices.DeleteFunc(*ts, func(t tag) bool { return slices.Contains(keys, t.Key) })
-				return nil
-			}, nil)
-			if err != nil {
+			if err := withTags(tx, r, arn, func(ts *[]tag) error { return edit(arn, ts) }, nil); err != nil {
 				return err
 			}
 		}

@@ -68,57 +68,11 @@ func appCookieName(v string) bool {
 	return true
 }
 
-func findTGAttr(key string) (lbAttr, bool) {
-	for _, a := range tgAttributes {
-		if a.key == key {
-			return a, true
-		}
-	}
-	return lbAttr{}, false
-}
+// tgAttrs are an ip target group's attributes.
+var tgAttrs = &attrTable{kind: "target group", listed: tgAttributes}
 
 // attr is the group's attribute, stored or default.
-func (g *tgRecord) attr(key string) string {
-	if v, ok := g.Attributes[key]; ok {
-		return v
-	}
-	a, _ := findTGAttr(key)
-	return a.def
-}
-
-func attrsOut(g *tgRecord) any {
-	out := struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	}{Attributes: []attrXML{}}
-	for _, a := range tgAttributes {
-		out.Attributes = append(out.Attributes, attrXML{a.key, g.attr(a.key)})
-	}
-	return out
-}
-
-// tgAttributesIn reads and checks ModifyTargetGroupAttributes' list.
-func (r *request) tgAttributesIn() (map[string]string, error) {
-	members := r.structs("Attributes")
-	if len(members) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'attributes' failed to satisfy constraint: Member must not be null")
-	}
-	set := map[string]string{}
-	for _, p := range members {
-		k, v := r.param(p+"Key"), r.param(p+"Value")
-		if k == "" {
-			return nil, validation("A target group attribute key must be specified")
-		}
-		a, known := findTGAttr(k)
-		if !known {
-			return nil, validation("Target group attribute key '%s' is not recognized", k)
-		}
-		if !a.check(v) {
-			return nil, validation("Target group attribute value '%s' is not valid for key '%s': it must be %s", v, k, a.want)
-		}
-		set[k] = v
-	}
-	return set, nil
-}
+func (g *tgRecord) attr(key string) string { return tgAttrs.value(g.Attributes, key) }
 
 // checkTGAttributes checks the attributes as they will be together.
 func checkTGAttributes(g *tgRecord) error {
@@ -145,7 +99,7 @@ func (s *Service) describeTargetGroupAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return attrsOut(g), nil
+	return tgAttrs.out(g.Attributes), nil
 }
 
 func (s *Service) modifyTargetGroupAttributes(r *request) (any, error) {
@@ -153,7 +107,7 @@ func (s *Service) modifyTargetGroupAttributes(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	set, err := r.tgAttributesIn()
+	set, err := tgAttrs.in(r)
 	if err != nil {
 		return nil, err
 	}
@@ -177,5 +131,5 @@ func (s *Service) modifyTargetGroupAttributes(r *request) (any, error) {
 		return nil, err
 	}
 	s.changed()
-	return attrsOut(g), nil
+	return tgAttrs.out(g.Attributes), nil
 }

@@ -2,7 +2,6 @@ package elbv2
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -212,15 +211,6 @@ func FuzzHealthCheckInput(f *testing.F) {
 }
 
 func TestTargetGroupAttributeInput(t *testing.T) {
-	form := func(kv ...string) *request {
-		r := testRequest()
-		for i := 0; i+1 < len(kv); i += 2 {
-			n := i/2 + 1
-			r.form[fmt.Sprintf("Attributes.member.%d.Key", n)] = []string{kv[i]}
-			r.form[fmt.Sprintf("Attributes.member.%d.Value", n)] = []string{kv[i+1]}
-		}
-		return r
-	}
 	bad := []struct{ k, v, says string }{
 		{"deregistration_delay.timeout_seconds", "3601", "between 0 and 3600"},
 		{"stickiness.enabled", "yes", "true or false"},
@@ -239,19 +229,19 @@ func TestTargetGroupAttributeInput(t *testing.T) {
 		{"", "1", "key must be specified"},
 	}
 	for _, c := range bad {
-		_, err := form(c.k, c.v).tgAttributesIn()
+		_, err := tgAttrs.in(attrsForm(c.k, c.v))
 		if e := awsapi.AsError(err); err == nil || e.Code != "ValidationError" || !strings.Contains(e.Message, c.says) {
 			t.Errorf("%s=%s: %v, want ValidationError saying %q", c.k, c.v, err, c.says)
 		}
 	}
-	if _, err := form().tgAttributesIn(); err == nil {
+	if _, err := tgAttrs.in(attrsForm()); err == nil {
 		t.Error("no attributes accepted")
 	}
 	// What Terraform's aws_lb_target_group sends on every apply.
-	set, err := form("deregistration_delay.timeout_seconds", "30", "stickiness.enabled", "false", "stickiness.type", "lb_cookie",
+	set, err := tgAttrs.in(attrsForm("deregistration_delay.timeout_seconds", "30", "stickiness.enabled", "false", "stickiness.type", "lb_cookie",
 		"stickiness.lb_cookie.duration_seconds", "86400", "load_balancing.algorithm.type", "least_outstanding_requests",
 		"slow_start.duration_seconds", "0", "load_balancing.cross_zone.enabled", "use_load_balancer_configuration",
-		"stickiness.app_cookie.cookie_name", "SESSION").tgAttributesIn()
+		"stickiness.app_cookie.cookie_name", "SESSION"))
 	if err != nil || len(set) != 8 {
 		t.Fatalf("good attributes: %v %v", set, err)
 	}
@@ -268,12 +258,10 @@ func TestTargetGroupAttributeInput(t *testing.T) {
 	if err := checkTGAttributes(g); err == nil || !strings.Contains(err.Error(), "weighted_random") {
 		t.Errorf("anomaly mitigation with least_outstanding_requests: %v", err)
 	}
-	out := attrsOut(&tgRecord{}).(struct {
-		Attributes []attrXML `xml:"Attributes>member"`
-	})
-	if len(out.Attributes) != 14 || out.Attributes[0] != (attrXML{"stickiness.enabled", "false"}) ||
-		out.Attributes[1] != (attrXML{"deregistration_delay.timeout_seconds", "300"}) {
-		t.Errorf("defaults: %+v", out.Attributes)
+	out := attrsListed(tgAttrs, nil)
+	if len(out) != 14 || out[0] != (attrXML{"stickiness.enabled", "false"}) ||
+		out[1] != (attrXML{"deregistration_delay.timeout_seconds", "300"}) {
+		t.Errorf("defaults: %+v", out)
 	}
 }
 
@@ -287,18 +275,7 @@ func FuzzTargetGroupAttributes(f *testing.F) {
 	f.Add("target_group_health.dns_failover.minimum_healthy_targets.count", "off")
 	f.Add("load_balancing.algorithm.type", "")
 	f.Fuzz(func(t *testing.T, k, v string) {
-		r := testRequest("Attributes.member.1.Key", k, "Attributes.member.1.Value", v)
-		set, err := r.tgAttributesIn()
-		if err != nil {
-			if e := awsapi.AsError(err); e.Code != "ValidationError" {
-				t.Fatalf("%q=%q: %v", k, v, err)
-			}
-			return
-		}
-		a, known := findTGAttr(k)
-		if !known || !a.check(set[k]) {
-			t.Fatalf("%q=%q accepted", k, v)
-		}
+		fuzzAttrsIn(t, tgAttrs, k, v)
 	})
 }
 
