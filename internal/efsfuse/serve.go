@@ -110,14 +110,23 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 		NegativeTimeout: &negativeTimeout,
 	}
 	t := &tree{root: int(root.Fd()), uid: m.UID, gid: m.GID, groups: m.Groups, client: m.Client}
-	raw := fs.NewNodeFS(&node{t: t}, opts)
+	var raw fuse.RawFileSystem = PageWrites{fs.NewNodeFS(&node{t: t}, opts)}
+	become := func() error { return becomeUser(m) }
 	if m.Squash {
 		sq, err := newSquashFS(raw)
 		if err != nil {
 			return err
 		}
-		return serveSquashed(ctx, root, m, t, sq, opts, ready)
+		// A root-squashing mount's helper stays root: squashFS switches
+		// each request's thread to its caller.
+		raw, become = sq, nil
 	}
+	return serve(ctx, root, m, t, raw, opts, become, ready)
+}
+
+// serve mounts raw, calls become (nil: stay root) once the kernel has the
+// mount, then ready, and serves until unmounted or ctx ends.
+func serve(ctx context.Context, root *os.File, m Mount, t *tree, raw fuse.RawFileSystem, opts *fs.Options, become func() error, ready func()) error {
 	server, err := fuse.NewServer(raw, m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
@@ -129,9 +138,11 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
 		return fmt.Errorf("FUSE mount at %s: %w", m.Mountpoint, err)
 	}
-	if err := becomeUser(m); err != nil {
-		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
-		return err
+	if become != nil {
+		if err := become(); err != nil {
+			unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
+			return err
+		}
 	}
 	t.user.Store(true)
 	ready()
@@ -142,30 +153,6 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 	case <-ctx.Done():
 	}
 	// The descriptor must stay open as long as requests may come.
-	root.Close()
-	return nil
-}
-
-// serveSquashed is Serve for a root-squashing mount: the helper stays
-// root, and squashFS switches each request's thread to its caller.
-func serveSquashed(ctx context.Context, root *os.File, m Mount, t *tree, raw fuse.RawFileSystem, opts *fs.Options, ready func()) error {
-	server, err := fuse.NewServer(raw, m.Mountpoint, &opts.MountOptions)
-	if err != nil {
-		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
-	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
-		return fmt.Errorf("FUSE mount at %s: %w", m.Mountpoint, err)
-	}
-	t.user.Store(true)
-	ready()
-	done := make(chan struct{})
-	go func() { server.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 	root.Close()
 	return nil
 }

@@ -476,7 +476,7 @@ func TestCallerIdentity(t *testing.T) {
 
 // A file opened O_APPEND (direct I/O, openHandle) can still be mapped
 // shared and written through the map; what the map writes lands at its
-// place, not appended, as on a local file system (pageWrites). Python
+// place, not appended, as on a local file system (efsfuse.PageWrites). Python
 // does the mapping: a goroutine faulting on a page this process serves
 // would hold up the garbage collector's stop-the-world, and with it the
 // goroutines that would answer the fault.

@@ -238,27 +238,6 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
-// pageWrites sends a page the kernel writes back from its cache (a
-// shared mapping's: FUSE's WRITE_CACHE) without its file handle, so Write
-// puts it at its offset. The kernel sends it through a handle the file
-// was mapped by, and one opened O_APPEND would append the page instead
-// of writing it in place.
-type pageWrites struct{ fuse.RawFileSystem }
-
-func (p pageWrites) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if in.WriteFlags&fuse.WRITE_CACHE != 0 {
-		in.Fh = 0
-	}
-	return p.RawFileSystem.Write(cancel, in, data)
-}
-
-func (p pageWrites) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if in.WriteFlags&fuse.WRITE_CACHE != 0 {
-		in.Fh = 0
-	}
-	return p.RawFileSystem.Writev(cancel, in, data)
-}
-
 // Write sends the data at off or, for a file opened O_APPEND, at
 // appendOffset, which this package's server takes as the end of the file
 // at the moment it writes (an extension: NFSv3 has no append, see

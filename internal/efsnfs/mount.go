@@ -81,7 +81,7 @@ func Mount(ctx context.Context, m MountSpec, ready func()) error {
 		NegativeTimeout: &negativeTimeout,
 		RootStableAttr:  &fs.StableAttr{Ino: a.FileID, Mode: syscall.S_IFDIR},
 	}
-	server, err := fuse.NewServer(pageWrites{fs.NewNodeFS(newNode(c, c.root), opts)}, m.Mountpoint, &opts.MountOptions)
+	server, err := fuse.NewServer(efsfuse.PageWrites{RawFileSystem: fs.NewNodeFS(newNode(c, c.root), opts)}, m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
 	}
