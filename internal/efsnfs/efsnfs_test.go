@@ -502,3 +502,90 @@ f.close()
 		t.Errorf("after writing through the map and appending: %q", b)
 	}
 }
+
+// A file another client moves to another directory stays the same file
+// for a client that holds it open, as on EFS: it keeps writing and
+// reading through its descriptor, and a stat by its old handle works,
+// also after a server restart (nothing cached: the file is found by its
+// own handle). Moved out of the access point's root it is stale to the
+// access point's client, which never reaches the file outside.
+func TestMovedByAnotherClient(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: FUSE mounts and open_by_handle_at")
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "ap", "a"), 0o777)
+	os.MkdirAll(filepath.Join(dir, "ap", "b"), 0o777)
+	start := func(addr string) *Server {
+		t.Helper()
+		s, err := Listen(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, _ := os.Open(dir)
+		ap, _ := os.Open(filepath.Join(dir, "ap"))
+		if err := s.Add("/fs", Export{Root: whole}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Add("/fs-ap", Export{Root: ap}); err != nil {
+			t.Fatal(err)
+		}
+		s.Serve()
+		return s
+	}
+	s := start("127.0.0.1:0")
+	addr := s.Addr().String()
+	first, other := mount(t, addr, "/fs-ap"), mount(t, addr, "/fs")
+
+	f, err := os.OpenFile(filepath.Join(first, "a", "file"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("one "), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(other, "ap", "a", "file"), filepath.Join(other, "ap", "b", "file")); err != nil {
+		t.Fatal(err)
+	}
+	use := func(off int64, word string) {
+		t.Helper()
+		if _, err := f.WriteAt([]byte(word), off); err != nil {
+			t.Fatalf("write %q through the moved file: %v", word, err)
+		}
+		buf := make([]byte, off+int64(len(word)))
+		if _, err := f.ReadAt(buf, 0); err != nil {
+			t.Fatalf("read through the moved file: %v", err)
+		}
+		if st, err := f.Stat(); err != nil || st.Size() != int64(len(buf)) {
+			t.Fatalf("stat of the moved file: %v, %v", st, err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "ap", "b", "file")); string(b) != string(buf) {
+			t.Fatalf("server's tree holds %q, the client read %q", b, buf)
+		}
+	}
+	use(4, "two ")
+
+	// A restart forgets every path: the handle alone must find b/file.
+	s.Close()
+	s = start(addr)
+	t.Cleanup(func() { s.Close() })
+	use(8, "three ")
+
+	// Out of the access point's root: stale, never the file outside.
+	if err := os.Rename(filepath.Join(other, "ap", "b", "file"), filepath.Join(other, "out")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = start(addr)
+	t.Cleanup(func() { s.Close() })
+	if _, err := f.WriteAt([]byte("leak"), 0); !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("write after the file left the access point's root: %v, want ESTALE", err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4), 0); !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("read after the file left the access point's root: %v, want ESTALE", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "out")); string(b) != "one two three " {
+		t.Errorf("file outside the root holds %q", b)
+	}
+}

@@ -10,7 +10,9 @@ package efsnfs
 //	version(1) export(8) kind(1) ...
 //	  root: nothing more
 //	  dir:  the directory's own name_to_handle_at handle
-//	  file: inode(8) birth time(8) and the parent directory's handle
+//	  file: the parent directory's handle and the file's own handle
+//	  file (before kindFileID, still accepted): inode(8) birth time(8)
+//	    and the parent directory's handle
 //	(a name_to_handle_at handle is length(1) type(4) bytes)
 //
 // export is the first bytes of the SHA-256 of the export's name, so the
@@ -18,18 +20,20 @@ package efsnfs
 // directory is found again with open_by_handle_at, which reconnects a
 // directory to its path; that path must lie below the export's root, and
 // the path opened from the root (openat2, no symlinks) must be that same
-// directory. A file is not reconnected to a path by the kernel, so it is
-// found as an entry of its parent with its inode number and birth time
-// (which tells a new file on a reused inode from the old one). Handles
+// directory. A file is opened by its own handle, but the kernel does not
+// reconnect it to a path, so it is first looked for as the entry of its
+// parent with that handle; failing that (another client moved it to
+// another directory), the path the kernel knows for it must lie below the
+// export's root and name it from the root, as for a directory. Handles
 // are only a way to name a file the client was given: every operation
 // still resolves the path from the export's root as the export's user.
 //
 // Chosen over a persistent id-to-path map in the data directory: nothing
 // to keep in step with renames, nothing to lose in a crash, and nothing
 // grows with the number of files. What it cannot do: a file moved to
-// another directory by a different client, or before the restart, is no
-// longer found through its old parent (NFS3ERR_STALE; the FUSE client
-// takes the new handle at its next lookup). File systems without
+// another directory whose path the kernel has forgotten (not looked up
+// since it was moved, and evicted from the dentry cache) is stale, as is
+// one moved outside the export's root or removed. File systems without
 // name_to_handle_at get handles that last as long as the server.
 //
 // Resolved paths are kept in an LRU, checked again after any rename or
@@ -60,6 +64,7 @@ const (
 	kindDir      = 2
 	kindFile     = 3
 	kindVolatile = 4 // the backing file system has no handles
+	kindFileID   = 5 // a file, with its own handle as well as its parent's
 
 	handleCacheSize = 1 << 16
 )
@@ -156,6 +161,12 @@ func splitHandle(fh []byte) (base, extra []byte, ok bool) {
 		n = 27 + int(fh[26])
 	case kindVolatile:
 		n = 26
+	case kindFileID:
+		if len(fh) < 11 || len(fh) < 12+int(fh[10]) {
+			return nil, nil, false
+		}
+		own := 11 + int(fh[10])
+		n = own + 1 + int(fh[own])
 	default:
 		return nil, nil, false
 	}
@@ -186,6 +197,15 @@ func (t *tree) stableHandle(rel string) ([]byte, uint64, error) {
 	f, err := fid(dfd, "")
 	if err != nil {
 		return nil, 0, err
+	}
+	// The file's own handle finds it when another client (or anyone while
+	// the server was down) moved it to another directory. It holds the
+	// inode and its generation (which tells a new file on a reused inode
+	// from the old one), so kindFile's inode number and birth time are
+	// left out: the 64 bytes of an NFSv3 handle also carry the caller and
+	// its groups.
+	if own, err := fid(dfd, name); err == nil {
+		return append(append(t.prefix(kindFileID), f...), own...), st.Ino, nil
 	}
 	b := t.prefix(kindFile)
 	b = binary.BigEndian.AppendUint64(b, st.Ino)
@@ -248,6 +268,9 @@ func (h *handles) resolve(fh []byte) (*tree, []string, error) {
 	case kindFile:
 		ino = binary.BigEndian.Uint64(fh[10:])
 		rel, err = t.findFile(fh[27:], ino, binary.BigEndian.Uint64(fh[18:]))
+	case kindFileID:
+		own := 11 + int(fh[10])
+		rel, ino, err = t.findFileID(fh[11:own], fh[own:])
 	default:
 		return nil, nil, errStale
 	}
@@ -336,6 +359,69 @@ func (t *tree) findDir(f []byte) (string, uint64, error) {
 // findFile finds the entry of the directory f with inode ino born at
 // birth.
 func (t *tree) findFile(f []byte, ino, birth uint64) (string, error) {
+	return t.findEntry(f, ino, func(dfd int, name string) bool {
+		var st unix.Statx_t
+		return unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_BTIME, &st) == nil &&
+			st.Ino == ino && btime(&st) == birth
+	})
+}
+
+// findFileID finds the file whose own handle is own (length, type,
+// bytes) and returns its path and inode number. The kernel opens it by
+// that handle; its path is then taken as the entry of its directory f
+// when it is still there (the kernel may not know the path of a file it
+// has not looked up since), and otherwise as the path the kernel gives
+// for it, which must lie below the export's root and, looked up from the
+// root as any other (openat2, no symlinks), name the same file: a file
+// moved outside the root, unlinked (" (deleted)") or not connected to a
+// path is not found.
+func (t *tree) findFileID(f, own []byte) (string, uint64, error) {
+	if len(own) < 6 {
+		return "", 0, errors.New("short handle")
+	}
+	fd, err := unix.OpenByHandleAt(t.root, unix.NewFileHandle(int32(binary.BigEndian.Uint32(own[1:])), own[5:]), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return "", 0, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", 0, err
+	}
+	rel, err := t.findEntry(f, st.Ino, func(dfd int, name string) bool {
+		got, err := fid(dfd, name)
+		return err == nil && bytes.Equal(got, own)
+	})
+	if err == nil {
+		return rel, st.Ino, nil
+	}
+	where, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", 0, err
+	}
+	top, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t.root))
+	if err != nil {
+		return "", 0, err
+	}
+	rel, ok := strings.CutPrefix(where, strings.TrimSuffix(top, "/")+"/")
+	if !ok || rel == "" {
+		return "", 0, errors.New("outside the export")
+	}
+	dfd, name, err := t.parent(rel)
+	if err != nil {
+		return "", 0, err
+	}
+	defer unix.Close(dfd)
+	var b unix.Stat_t
+	if unix.Fstatat(dfd, name, &b, unix.AT_SYMLINK_NOFOLLOW) != nil || b.Ino != st.Ino || b.Dev != st.Dev {
+		return "", 0, errors.New("moved")
+	}
+	return rel, st.Ino, nil
+}
+
+// findEntry finds the entry of the directory f with inode ino that match
+// accepts.
+func (t *tree) findEntry(f []byte, ino uint64, match func(dfd int, name string) bool) (string, error) {
 	fd, rel, err := t.openFid(f)
 	if err != nil {
 		return "", err
@@ -362,9 +448,7 @@ func (t *tree) findFile(f []byte, ino, birth uint64) (string, error) {
 			}
 			if binary.NativeEndian.Uint64(b) == ino {
 				name := string(bytes.TrimRight(b[19:reclen], "\x00"))
-				var st unix.Statx_t
-				if unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_BTIME, &st) == nil &&
-					st.Ino == ino && btime(&st) == birth {
+				if match(dfd, name) {
 					return path.Join(rel, name), nil
 				}
 			}

@@ -66,6 +66,47 @@ func TestHandlesOutliveTheServer(t *testing.T) {
 	}
 }
 
+// A file another client moved to another directory (here: the host, so
+// nothing in the server hears of it) is found by its own handle; moved
+// out of the export's root it is stale, never the path outside.
+func TestHandleFollowsMovedFile(t *testing.T) {
+	s, tr, top := testTree(t)
+	h := s.handles.toHandle(tr, []string{"f"})
+	// No longer than the kindFile handle (27 bytes and the directory's),
+	// so no fewer of the caller's groups fit beside it.
+	if h[9] != kindFileID || len(h) > 27+int(h[10]) {
+		t.Fatalf("handle %x (kind %d): want kind %d of at most %d bytes", h, h[9], kindFileID, 27+int(h[10]))
+	}
+	dir := rootPath(t, tr)
+	os.MkdirAll(filepath.Join(dir, "x", "y"), 0o755)
+	if err := os.Rename(filepath.Join(dir, "f"), filepath.Join(dir, "x", "y", "moved")); err != nil {
+		t.Fatal(err)
+	}
+	bumpEpoch()                                               // as another client's rename made through this server does
+	for _, hs := range []*handles{s.handles, newHandles(s)} { // cached, and as after a restart
+		if _, got, err := hs.fromHandle(h); err != nil || strings.Join(got, "/") != "x/y/moved" {
+			t.Errorf("moved file resolved to %q, %v; want x/y/moved", got, err)
+		}
+	}
+	bumpEpoch()
+	if err := os.Rename(filepath.Join(dir, "x", "y", "moved"), filepath.Join(top, "escaped")); err != nil {
+		t.Fatal(err)
+	}
+	for _, hs := range []*handles{s.handles, newHandles(s)} {
+		if _, got, err := hs.fromHandle(h); err == nil {
+			t.Errorf("file moved outside the export resolved to %q", got)
+		}
+	}
+	// Back inside, it is found again.
+	bumpEpoch()
+	if err := os.Rename(filepath.Join(top, "escaped"), filepath.Join(dir, "back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := newHandles(s).fromHandle(h); err != nil || strings.Join(got, "/") != "back" {
+		t.Errorf("file moved back resolved to %q, %v; want back", got, err)
+	}
+}
+
 func rootPath(t testing.TB, tr *tree) string {
 	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(tr.root))
 	if err != nil {
@@ -96,6 +137,13 @@ func FuzzFromHandle(f *testing.F) {
 	}
 	if b, err := fid(int(outside.Fd()), ""); err == nil {
 		f.Add(append(tr.prefix(kindDir), b...))
+	}
+	// The outside file's own handle in a file handle whose directory is
+	// the export's root.
+	if own, err := fid(int(outside.Fd()), "outside"); err == nil {
+		if pf, err := fid(tr.root, ""); err == nil {
+			f.Add(append(append(tr.prefix(kindFileID), pf...), own...))
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, p, err := newHandles(s).fromHandle(b)
