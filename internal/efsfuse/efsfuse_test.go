@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gantry-dev/gantry/internal/efsfuse/maptest"
 )
 
 // The test binary is its own helper, as `gantry efs-mount` is gantry's.
@@ -384,32 +385,13 @@ func TestConcurrentAppend(t *testing.T) {
 }
 
 // A page written through a shared mapping of a file opened O_APPEND goes
-// in place, as on a local file system (PageWrites), not at the end. In a
-// python3 child: this test binary serves the mount (the helper is a
-// child of it too, but a fault on the map must not stop this process).
+// in place, as on a local file system (PageWrites), not at the end.
 func TestMapAppendFile(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
 	must(t, os.Chmod(dir, 0o777))
 	mp := mountTree(t, dir, 1001, 1001, nil, nil)
-	script := `import mmap, sys
-f = open(sys.argv[1], 'a+b')
-f.write(b'hello world\n')
-f.flush()
-m = mmap.mmap(f.fileno(), 12)
-assert m[:] == b'hello world\n', m[:]
-m[0:1] = b'H'
-m.flush()
-m.close()
-f.write(b'more\n')
-f.close()
-`
-	if out, err := exec.Command("python3", "-c", script, filepath.Join(mp, "log")).CombinedOutput(); err != nil {
-		t.Fatalf("mapping a file opened O_APPEND: %v: %s", err, out)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "Hello world\nmore\n" {
-		t.Errorf("after writing through the map and appending: %q", b)
-	}
+	maptest.AppendFile(t, filepath.Join(mp, "log"), filepath.Join(dir, "log"))
 }
 
 // A helper whose mount is gone ends, and Stop on a dead mount (helper

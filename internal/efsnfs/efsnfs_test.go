@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/efsfuse"
+	"github.com/gantry-dev/gantry/internal/efsfuse/maptest"
 )
 
 // serve exports dir under name on loopback and mounts it with the FUSE
@@ -476,31 +477,11 @@ func TestCallerIdentity(t *testing.T) {
 
 // A file opened O_APPEND (direct I/O, openHandle) can still be mapped
 // shared and written through the map; what the map writes lands at its
-// place, not appended, as on a local file system (efsfuse.PageWrites). Python
-// does the mapping: a goroutine faulting on a page this process serves
-// would hold up the garbage collector's stop-the-world, and with it the
-// goroutines that would answer the fault.
+// place, not appended (efsfuse.PageWrites).
 func TestMapAppendFile(t *testing.T) {
 	dir := t.TempDir()
 	mp := serve(t, dir, "/fs", Export{})
-	script := `import mmap, sys
-f = open(sys.argv[1], 'a+b')
-f.write(b'hello world\n')
-f.flush()
-m = mmap.mmap(f.fileno(), 12)
-assert m[:] == b'hello world\n', m[:]
-m[0:1] = b'H'
-m.flush()
-m.close()
-f.write(b'more\n')
-f.close()
-`
-	if out, err := exec.Command("python3", "-c", script, filepath.Join(mp, "log")).CombinedOutput(); err != nil {
-		t.Fatalf("mapping a file opened O_APPEND: %v: %s", err, out)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "log")); string(b) != "Hello world\nmore\n" {
-		t.Errorf("after writing through the map and appending: %q", b)
-	}
+	maptest.AppendFile(t, filepath.Join(mp, "log"), filepath.Join(dir, "log"))
 }
 
 // A file another client moves to another directory stays the same file
