@@ -78,6 +78,10 @@ type Manager struct {
 	tasks map[string]*taskLock
 
 	pool *pool // nil until StartPool
+	// holds counts the task starts holding refills back (HoldRefills);
+	// unheld is closed when it falls to 0. Guarded by mu.
+	holds  int
+	unheld chan struct{}
 }
 
 type taskLock struct {

@@ -145,6 +145,75 @@ func waitReady(t *testing.T, m *Manager, spec agent.NetworkSpec, n int) {
 	}
 }
 
+// TestPoolRefillWaitsForStarts: a refill makes no entry while a task start
+// holds refills back (the CNI plugins would take the CPU that start needs),
+// goes on once it is released, and waits no longer than maxRefillHold for
+// a hold that is never released.
+func TestPoolRefillWaitsForStarts(t *testing.T) {
+	m, spec := newManager(t, 19)
+	if err := m.StartPool(PoolConfig{Size: 2, Idle: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	defer m.StopPool()
+	if _, err := m.Setup(ctx(t), "task1", spec); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, m, spec, 2)
+	entered := make(chan time.Time, 4)
+	m.mu.Lock()
+	m.pool.beforeEntry = func() { entered <- time.Now() }
+	m.mu.Unlock()
+
+	release := m.HoldRefills()
+	if _, err := m.Setup(ctx(t), "task2", spec); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+		t.Fatal("the pool made an entry while a start held refills back")
+	case <-time.After(time.Second):
+	}
+	released := time.Now()
+	release()
+	release() // a second call does nothing
+	select {
+	case at := <-entered:
+		if at.Before(released) {
+			t.Fatal("the entry was begun before the release")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no refill after the hold was released")
+	}
+	waitReady(t, m, spec, 2)
+
+	m.HoldRefills() // never released
+	claimed := time.Now()
+	if _, err := m.Setup(ctx(t), "task3", spec); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-entered:
+		if waited := at.Sub(claimed); waited < maxRefillHold-100*time.Millisecond {
+			t.Fatalf("the refill waited %s for a held start, want about %s", waited, maxRefillHold)
+		}
+	case <-time.After(maxRefillHold + 10*time.Second):
+		t.Fatal("a hold never released kept the pool from refilling")
+	}
+	waitReady(t, m, spec, 2)
+	for _, id := range []string{"task1", "task2", "task3"} {
+		if err := m.Teardown(ctx(t), id, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.StopPool()
+	if err := m.TeardownAll(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := m.Leftovers(); err != nil || len(left) != 0 {
+		t.Fatalf("left after every task and entry went: %v %v", left, err)
+	}
+}
+
 // TestPoolClaimDoesNotWaitForRefill: while the pool is making an entry
 // (CNI runs for tens of milliseconds), a task that claims a ready one, a
 // task set up afresh in another subnet and a teardown all go ahead.

@@ -216,6 +216,7 @@ func (r *runner) start(c *ctr) error {
 		}
 	})
 	if running {
+		r.startDone()
 		r.logRunning()
 	}
 	r.startHealth(c)

@@ -163,6 +163,10 @@ type runner struct {
 	// path is what users wait on, and the benchmark's breakdown reads it.
 	begun time.Time
 	marks []mark
+
+	// startDone ends the task's hold on the network pool's refills
+	// (netw.HoldRefills), taken while it starts: once it runs or stops.
+	startDone func()
 }
 
 type mark struct {
@@ -190,7 +194,11 @@ func (t *task) run(agentCtx context.Context) {
 	ctx, cancel := context.WithCancel(agentCtx)
 	defer cancel()
 	rec := t.record()
-	r := &runner{t: t, ctx: ctx, begun: time.Now()}
+	r := &runner{t: t, ctx: ctx, begun: time.Now(), startDone: func() {}}
+	if rec.Status.Phase == agent.PhasePending && !rec.StopRequested {
+		r.startDone = t.a.net.HoldRefills()
+		defer r.startDone()
+	}
 	used := map[string]bool{}
 	for i := range rec.Spec.Containers {
 		id := runtimeID(t.id, rec.Spec.Containers[i].Name)
@@ -574,6 +582,7 @@ func (r *runner) fail(code string, err error) {
 // beginStop sends SIGTERM to every running container and SIGKILL after its
 // stop timeout; containers not started yet never will be.
 func (r *runner) beginStop() {
+	r.startDone()
 	if !r.stopping || r.t.status().Phase != agent.PhaseStopping {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.Phase = agent.PhaseStopping })
 	}
