@@ -291,8 +291,9 @@ func (c *Controller) TaskChanged(ctx context.Context, st agent.TaskStatus) {
 // such task).
 func (c *Controller) report(ctx context.Context, st agent.TaskStatus) (*model.TaskRecord, error) {
 	var rec *model.TaskRecord
+	membership := false
 	err := c.Store.Update(ctx, func(tx state.Tx) error {
-		rec = nil
+		rec, membership = nil, false
 		key, err := c.keyFor(tx, st.TaskID)
 		if err != nil || key == "" {
 			return err
@@ -302,7 +303,9 @@ func (c *Controller) report(ctx context.Context, st agent.TaskStatus) (*model.Ta
 			return err
 		}
 		rec = &r
+		before := firewallMember(&r)
 		if Apply(&r, st, time.Now()) {
+			membership = firewallMember(&r) != before
 			return tx.Put(model.KindTask, key, &r)
 		}
 		return nil
@@ -310,8 +313,9 @@ func (c *Controller) report(ctx context.Context, st agent.TaskStatus) (*model.Ta
 	if err != nil {
 		return nil, err
 	}
-	if rec != nil && (st.Phase == agent.PhaseStopped || st.IPv4Address != "") {
-		// A new address or a task gone changes group membership.
+	if membership {
+		// A new address or a task gone changes group membership. Other
+		// reports leave it as it was: recomputing it reads every task.
 		c.FirewallChanged()
 	}
 	if rec != nil {

@@ -65,6 +65,18 @@ func (c *Controller) firewallLoop(ctx context.Context, resync time.Duration) {
 	}
 }
 
+// firewallMember is what of a task's record the security-group state
+// depends on: its address, and whether it is STOPPED.
+func firewallMember(r *model.TaskRecord) string {
+	if ecstypes.Deref(r.Task.LastStatus) == "STOPPED" {
+		return "stopped"
+	}
+	if eni := ENIAttachment(&r.Task); eni != nil {
+		return detail(eni, "privateIPv4Address")
+	}
+	return ""
+}
+
 // firewallState is every task not yet STOPPED with its groups and address,
 // and the rules of those groups. With one host that is the host's state;
 // with several, each host's share is its tasks and the members of groups
