@@ -145,20 +145,41 @@ func waitReady(t *testing.T, m *Manager, spec agent.NetworkSpec, n int) {
 	}
 }
 
+// warmPool starts a pool of two entries per subnet (stopped when the test
+// ends) and fills spec's: the first setup (task) runs CNI and starts the
+// refill.
+func warmPool(t *testing.T, m *Manager, spec agent.NetworkSpec, task string) {
+	t.Helper()
+	if err := m.StartPool(PoolConfig{Size: 2, Idle: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.StopPool)
+	if _, err := m.Setup(ctx(t), task, spec); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, m, spec, 2)
+}
+
+// clearPool stops the pool, removes its entries, and checks that nothing
+// is left on the host once the tasks are gone too.
+func clearPool(t *testing.T, m *Manager) {
+	t.Helper()
+	m.StopPool()
+	if err := m.TeardownAll(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := m.Leftovers(); err != nil || len(left) != 0 {
+		t.Fatalf("left after every task and entry went: %v %v", left, err)
+	}
+}
+
 // TestPoolRefillWaitsForStarts: a refill makes no entry while a task start
 // holds refills back (the CNI plugins would take the CPU that start needs),
 // goes on once it is released, and waits no longer than maxRefillHold for
 // a hold that is never released.
 func TestPoolRefillWaitsForStarts(t *testing.T) {
 	m, spec := newManager(t, 19)
-	if err := m.StartPool(PoolConfig{Size: 2, Idle: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	defer m.StopPool()
-	if _, err := m.Setup(ctx(t), "task1", spec); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, m, spec, 2)
+	warmPool(t, m, spec, "task1")
 	entered := make(chan time.Time, 4)
 	m.mu.Lock()
 	m.pool.beforeEntry = func() { entered <- time.Now() }
@@ -205,13 +226,7 @@ func TestPoolRefillWaitsForStarts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m.StopPool()
-	if err := m.TeardownAll(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if left, err := m.Leftovers(); err != nil || len(left) != 0 {
-		t.Fatalf("left after every task and entry went: %v %v", left, err)
-	}
+	clearPool(t, m)
 }
 
 // TestPoolClaimDoesNotWaitForRefill: while the pool is making an entry
@@ -220,14 +235,7 @@ func TestPoolRefillWaitsForStarts(t *testing.T) {
 func TestPoolClaimDoesNotWaitForRefill(t *testing.T) {
 	m, spec := newManager(t, 16)
 	_, other := newManager(t, 17)
-	if err := m.StartPool(PoolConfig{Size: 2, Idle: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	defer m.StopPool()
-	if _, err := m.Setup(ctx(t), "task1", spec); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, m, spec, 2)
+	warmPool(t, m, spec, "task1")
 
 	entered, release := make(chan struct{}, 4), make(chan struct{})
 	m.mu.Lock()
@@ -285,13 +293,7 @@ func TestPoolClaimDoesNotWaitForRefill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m.StopPool()
-	if err := m.TeardownAll(ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if left, err := m.Leftovers(); err != nil || len(left) != 0 {
-		t.Fatalf("left after every task and entry went: %v %v", left, err)
-	}
+	clearPool(t, m)
 	for _, s := range []agent.NetworkSpec{spec, other} {
 		if _, err := nsRun("", "ip", "link", "show", m.BridgeName(s.VPCID)); err == nil {
 			t.Fatalf("bridge of %s outlived its last task", s.VPCID)
@@ -305,14 +307,7 @@ func TestPoolClaimDoesNotWaitForRefill(t *testing.T) {
 // the pool's entries, and nothing at all once the pool is cleared.
 func TestPoolBurst(t *testing.T) {
 	m, spec := newManager(t, 18)
-	if err := m.StartPool(PoolConfig{Size: 2, Idle: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	defer m.StopPool()
-	if _, err := m.Setup(ctx(t), "warm", spec); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, m, spec, 2)
+	warmPool(t, m, spec, "warm")
 	const n = 10
 	atts := make([]*Attachment, n)
 	errs := make(chan error, n)
