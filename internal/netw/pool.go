@@ -219,9 +219,9 @@ func (m *Manager) claim(key, taskID, mac string, prefixBits int) (*Attachment, e
 // processes and tens of milliseconds of CPU, and a refill begun by a
 // task's own claim ran beside that task's start and took the CPU it needed
 // (a sandbox's boot keeps both cores of a small host busy). On a quiet
-// 2-core host RunTask -> RUNNING went from 274 to 215 ms in a sandbox and
-// from 140 to 112 ms in a container (BenchmarkIsolationStart,
-// docs/benchmarks.md). A refill waits at most maxRefillHold, so a steady
+// 2-core host RunTask -> RUNNING went from 274 to about 195 ms in a
+// sandbox and from 140 to about 110 ms in a container
+// (BenchmarkIsolationStart, docs/benchmarks.md). A refill waits at most maxRefillHold, so a steady
 // stream of starts still gets the pool refilled; claims never wait for a
 // refill, held or not.
 func (m *Manager) HoldRefills() (release func()) {
