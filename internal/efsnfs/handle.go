@@ -314,33 +314,42 @@ func (t *tree) openFid(f []byte) (int, string, error) {
 	if err != nil {
 		return -1, "", err
 	}
-	where, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	top, err2 := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t.root))
-	if err != nil || err2 != nil {
-		unix.Close(fd)
-		return -1, "", errors.Join(err, err2)
-	}
-	rel := "."
-	if where != top {
-		if !strings.HasPrefix(where, strings.TrimSuffix(top, "/")+"/") {
-			unix.Close(fd)
-			return -1, "", errors.New("outside the export")
-		}
-		rel = strings.TrimPrefix(where, strings.TrimSuffix(top, "/")+"/")
-	}
-	// The path, opened from the root as any other, must be that directory.
-	var a, b unix.Stat_t
-	chk, err := t.openat(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+	rel, err := t.below(fd)
 	if err != nil {
 		unix.Close(fd)
 		return -1, "", err
 	}
+	return fd, rel, nil
+}
+
+// below returns the path relative to the export's root of fd, a file
+// opened by its handle: the path the kernel knows for it, which must lie
+// below the root and, opened from the root as any other (openat2, no
+// symlinks), name that same file. A file moved outside the root, unlinked
+// (" (deleted)") or not connected to a path has none.
+func (t *tree) below(fd int) (string, error) {
+	where, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	top, err2 := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t.root))
+	if err != nil || err2 != nil {
+		return "", errors.Join(err, err2)
+	}
+	rel := "."
+	if where != top {
+		var ok bool
+		if rel, ok = strings.CutPrefix(where, strings.TrimSuffix(top, "/")+"/"); !ok {
+			return "", errors.New("outside the export")
+		}
+	}
+	var a, b unix.Stat_t
+	chk, err := t.openat(rel, unix.O_PATH, 0)
+	if err != nil {
+		return "", err
+	}
 	defer unix.Close(chk)
 	if unix.Fstat(fd, &a) != nil || unix.Fstat(chk, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
-		unix.Close(fd)
-		return -1, "", errors.New("moved")
+		return "", errors.New("moved")
 	}
-	return fd, rel, nil
+	return rel, nil
 }
 
 func (t *tree) findDir(f []byte) (string, uint64, error) {
@@ -371,10 +380,7 @@ func (t *tree) findFile(f []byte, ino, birth uint64) (string, error) {
 // that handle; its path is then taken as the entry of its directory f
 // when it is still there (the kernel may not know the path of a file it
 // has not looked up since), and otherwise as the path the kernel gives
-// for it, which must lie below the export's root and, looked up from the
-// root as any other (openat2, no symlinks), name the same file: a file
-// moved outside the root, unlinked (" (deleted)") or not connected to a
-// path is not found.
+// for it (below).
 func (t *tree) findFileID(f, own []byte) (string, uint64, error) {
 	if len(own) < 6 {
 		return "", 0, errors.New("short handle")
@@ -395,26 +401,9 @@ func (t *tree) findFileID(f, own []byte) (string, uint64, error) {
 	if err == nil {
 		return rel, st.Ino, nil
 	}
-	where, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	if err != nil {
-		return "", 0, err
-	}
-	top, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", t.root))
-	if err != nil {
-		return "", 0, err
-	}
-	rel, ok := strings.CutPrefix(where, strings.TrimSuffix(top, "/")+"/")
-	if !ok || rel == "" {
-		return "", 0, errors.New("outside the export")
-	}
-	dfd, name, err := t.parent(rel)
-	if err != nil {
-		return "", 0, err
-	}
-	defer unix.Close(dfd)
-	var b unix.Stat_t
-	if unix.Fstatat(dfd, name, &b, unix.AT_SYMLINK_NOFOLLOW) != nil || b.Ino != st.Ino || b.Dev != st.Dev {
-		return "", 0, errors.New("moved")
+	// The root is a directory: a file's own handle never resolves to it.
+	if rel, err = t.below(fd); err != nil || rel == "." {
+		return "", 0, errors.Join(err, errors.New("not a file below the export's root"))
 	}
 	return rel, st.Ino, nil
 }
