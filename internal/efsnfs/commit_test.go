@@ -9,28 +9,6 @@ import (
 	"testing"
 )
 
-// startAt serves dir as /fs on addr ("127.0.0.1:0" for any port).
-func startAt(t *testing.T, dir, addr string) *Server {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE mounts and open_by_handle_at")
-	}
-	s, err := Listen(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	root, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Add("/fs", Export{Root: root}); err != nil {
-		t.Fatal(err)
-	}
-	s.Serve()
-	return s
-}
-
 // The server's side, by raw calls: a WRITE asked UNSTABLE is answered
 // UNSTABLE with no sync, a stable one is synced and says so, COMMIT
 // syncs and answers the same verifier, and an append says where it

@@ -20,28 +20,47 @@ import (
 	"github.com/gantry-dev/gantry/internal/efsfuse/maptest"
 )
 
-// serve exports dir under name on loopback and mounts it with the FUSE
-// client; both go at cleanup.
+// serve exports dir under name on loopback, with e's options, and mounts
+// it with the FUSE client; both go at cleanup.
 func serve(t *testing.T, dir, name string, e Export) string {
 	t.Helper()
+	s := serveAt(t, "127.0.0.1:0", e, map[string]string{name: dir})
+	return mount(t, s.Addr().String(), name)
+}
+
+// serveAt serves on addr ("127.0.0.1:0" for any port), until cleanup,
+// each directory of dirs under its export name, with opts' options.
+// Called again on the same address it serves them anew, as after a
+// restart.
+func serveAt(t *testing.T, addr string, opts Export, dirs map[string]string) *Server {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE mounts and identity switches")
+		t.Skip("needs root: FUSE mounts, open_by_handle_at and identity switches")
 	}
-	s, err := Listen("127.0.0.1:0")
+	s, err := Listen(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	root, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Root = root
-	if err := s.Add(name, e); err != nil {
-		t.Fatal(err)
+	for name, dir := range dirs {
+		root, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := opts
+		e.Root = root
+		if err := s.Add(name, e); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.Serve()
-	return mount(t, s.Addr().String(), name)
+	return s
+}
+
+// startAt serves dir as /fs on addr ("127.0.0.1:0" for any port).
+func startAt(t *testing.T, dir, addr string) *Server {
+	t.Helper()
+	return serveAt(t, addr, Export{}, map[string]string{"/fs": dir})
 }
 
 // mount mounts the export name of the server at addr with the FUSE
@@ -160,15 +179,7 @@ func TestConfinedToRoot(t *testing.T) {
 }
 
 func mustServer(t *testing.T, dir string) string {
-	s, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	root, _ := os.Open(dir)
-	s.Add("/x", Export{Root: root})
-	s.Serve()
-	return s.Addr().String()
+	return serveAt(t, "127.0.0.1:0", Export{}, map[string]string{"/x": dir}).Addr().String()
 }
 
 // Appends through one open file never overlap: NFSv3 has no append, so
@@ -256,23 +267,7 @@ func TestServerRestart(t *testing.T) {
 		t.Skip("needs root: FUSE mounts and open_by_handle_at")
 	}
 	dir := t.TempDir()
-	start := func(addr string) *Server {
-		t.Helper()
-		s, err := Listen(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		root, err := os.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Add("/fs", Export{Root: root}); err != nil {
-			t.Fatal(err)
-		}
-		s.Serve()
-		return s
-	}
-	s := start("127.0.0.1:0")
+	s := startAt(t, dir, "127.0.0.1:0")
 	addr := s.Addr().String()
 	mp := mount(t, addr, "/fs")
 	if err := os.MkdirAll(filepath.Join(mp, "d", "e"), 0o755); err != nil {
@@ -321,8 +316,7 @@ func TestServerRestart(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	s.Close()
 	time.Sleep(700 * time.Millisecond) // nothing listens: calls wait
-	s = start(addr)
-	t.Cleanup(func() { s.Close() })
+	s = startAt(t, dir, addr)
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	r := <-done
@@ -367,14 +361,7 @@ func TestAppendsFromTwoMounts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: FUSE mounts")
 	}
-	s, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	root, _ := os.Open(dir)
-	s.Add("/fs", Export{Root: root})
-	s.Serve()
+	s := startAt(t, dir, "127.0.0.1:0")
 	mps := []string{mount(t, s.Addr().String(), "/fs"), mount(t, s.Addr().String(), "/fs")}
 	const writers, lines = 4, 150
 	var wg sync.WaitGroup
@@ -497,23 +484,8 @@ func TestMovedByAnotherClient(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "ap", "a"), 0o777)
 	os.MkdirAll(filepath.Join(dir, "ap", "b"), 0o777)
-	start := func(addr string) *Server {
-		t.Helper()
-		s, err := Listen(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		whole, _ := os.Open(dir)
-		ap, _ := os.Open(filepath.Join(dir, "ap"))
-		if err := s.Add("/fs", Export{Root: whole}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Add("/fs-ap", Export{Root: ap}); err != nil {
-			t.Fatal(err)
-		}
-		s.Serve()
-		return s
-	}
+	dirs := map[string]string{"/fs": dir, "/fs-ap": filepath.Join(dir, "ap")}
+	start := func(addr string) *Server { return serveAt(t, addr, Export{}, dirs) }
 	s := start("127.0.0.1:0")
 	addr := s.Addr().String()
 	first, other := mount(t, addr, "/fs-ap"), mount(t, addr, "/fs")
@@ -550,7 +522,6 @@ func TestMovedByAnotherClient(t *testing.T) {
 	// A restart forgets every path: the handle alone must find b/file.
 	s.Close()
 	s = start(addr)
-	t.Cleanup(func() { s.Close() })
 	use(8, "three ")
 
 	// Out of the access point's root: stale, never the file outside.
@@ -559,7 +530,6 @@ func TestMovedByAnotherClient(t *testing.T) {
 	}
 	s.Close()
 	s = start(addr)
-	t.Cleanup(func() { s.Close() })
 	if _, err := f.WriteAt([]byte("leak"), 0); !errors.Is(err, syscall.ESTALE) {
 		t.Errorf("write after the file left the access point's root: %v, want ESTALE", err)
 	}
