@@ -111,22 +111,13 @@ func Serve(ctx context.Context, root *os.File, m Mount, ready func()) error {
 	}
 	t := &tree{root: int(root.Fd()), uid: m.UID, gid: m.GID, groups: m.Groups, client: m.Client}
 	var raw fuse.RawFileSystem = PageWrites{fs.NewNodeFS(&node{t: t}, opts)}
-	become := func() error { return becomeUser(m) }
 	if m.Squash {
 		sq, err := newSquashFS(raw)
 		if err != nil {
 			return err
 		}
-		// A root-squashing mount's helper stays root: squashFS switches
-		// each request's thread to its caller.
-		raw, become = sq, nil
+		raw = sq
 	}
-	return serve(ctx, root, m, t, raw, opts, become, ready)
-}
-
-// serve mounts raw, calls become (nil: stay root) once the kernel has the
-// mount, then ready, and serves until unmounted or ctx ends.
-func serve(ctx context.Context, root *os.File, m Mount, t *tree, raw fuse.RawFileSystem, opts *fs.Options, become func() error, ready func()) error {
 	server, err := fuse.NewServer(raw, m.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount FUSE at %s: %w", m.Mountpoint, err)
@@ -138,8 +129,10 @@ func serve(ctx context.Context, root *os.File, m Mount, t *tree, raw fuse.RawFil
 		unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
 		return fmt.Errorf("FUSE mount at %s: %w", m.Mountpoint, err)
 	}
-	if become != nil {
-		if err := become(); err != nil {
+	// A root-squashing mount's helper stays root: squashFS switches each
+	// request's thread to its caller.
+	if !m.Squash {
+		if err := becomeUser(m); err != nil {
 			unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
 			return err
 		}
