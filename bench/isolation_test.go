@@ -16,6 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/containerd/containerd"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/agent/local"
@@ -132,12 +137,19 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // floor for a sandbox: `runsc run --detach` of a bundle of the same
 // busybox, with the flags Gantry gives runsc (local.RunscFlags: the same
 // platform and root file system handling), in a network namespace of its
-// own with loopback up (what each sandbox needs) and a cgroup. The three
-// are interleaved in each iteration, so the host's noise falls on all.
+// own with loopback up (what each sandbox needs) and a cgroup. A fourth
+// start splits the gap: the same bundle through containerd and the shim
+// Gantry uses, with nothing of Gantry's own (viaContainerd). The four are
+// interleaved in each iteration, so the host's noise falls on all.
 func BenchmarkIsolationStart(b *testing.B) {
 	e := isoSetup(b, map[string][]string{"idle": idle})
 	floor := newRunscFloor(b)
-	var sandbox, container, runsc []time.Duration
+	client, err := containerd.New(e.s.ContainerdAddress())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	var sandbox, container, runsc, bare []time.Duration
 	var sandboxIDs, containerIDs []string
 	// Each start begins on a settled host: what the one before left to do
 	// in the background (its clean-up, the network pool's refill) would
@@ -166,11 +178,16 @@ func BenchmarkIsolationStart(b *testing.B) {
 
 		settle()
 		runsc = append(runsc, floor.run(b, i))
+
+		settle()
+		bare = append(bare, floor.viaContainerd(b, client, i))
 	}
 	b.ReportMetric(ms(median(sandbox)), "sandbox-p50-ms")
 	b.ReportMetric(ms(median(container)), "container-p50-ms")
 	b.ReportMetric(ms(median(runsc)), "runsc-floor-p50-ms")
 	b.ReportMetric(float64(median(sandbox))/float64(median(runsc)), "sandbox/floor")
+	b.ReportMetric(ms(median(bare)), "containerd-alone-p50-ms")
+	b.ReportMetric(float64(median(bare))/float64(median(runsc)), "containerd-alone/floor")
 	b.ReportMetric(0, "ns/op")
 	reportSteps(b, e.s.LogPath(), "sandbox ", sandboxIDs...)
 	reportSteps(b, e.s.LogPath(), "container ", containerIDs...)
@@ -178,17 +195,24 @@ func BenchmarkIsolationStart(b *testing.B) {
 
 // runscFloor starts sandboxes with runsc alone.
 type runscFloor struct {
-	dir  string // the bundle: rootfs and config.json
-	root string // runsc's state
+	dir     string // the bundle: rootfs and config.json
+	root    string // runsc's state
+	wrapper string // runsc with local.RunscFlags, for containerd's shim
 }
 
 func newRunscFloor(b *testing.B) *runscFloor {
 	b.Helper()
 	f := &runscFloor{dir: b.TempDir(), root: b.TempDir()}
+	f.wrapper = filepath.Join(f.dir, "runsc")
+	script := "#!/bin/sh\nexec " + local.DefaultRunsc + " " + strings.Join(local.RunscFlags(), " ") + ` "$@"` + "\n"
+	if err := os.WriteFile(f.wrapper, []byte(script), 0o755); err != nil {
+		b.Fatal(err)
+	}
 	// runsc makes /gbench9/<id> in every hierarchy and removes <id>, and
 	// keeps an empty network namespace mounted in its root directory.
 	b.Cleanup(func() {
 		unix.Unmount(filepath.Join(f.root, "null-netns"), unix.MNT_DETACH)
+		unix.Unmount(filepath.Join("/run/containerd/runc", floorNamespace, "null-netns"), unix.MNT_DETACH)
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gbench9")
 		for _, d := range dirs {
 			subs, _ := filepath.Glob(d + "/gbench9-*")
@@ -224,24 +248,24 @@ func newRunscFloor(b *testing.B) *runscFloor {
 	return f
 }
 
-// run starts the floor's i-th sandbox, returns how long `runsc run
-// --detach` took, and removes it.
-func (f *runscFloor) run(b *testing.B, i int) time.Duration {
+// prepare makes what the floor's sandbox id needs, as Gantry's sandboxes
+// have it: a network namespace of its own with loopback up (removed by
+// the returned func), and a cgroup; it returns the bundle's spec for them.
+func (f *runscFloor) prepare(b *testing.B, id string) (spec map[string]any, undo func()) {
 	b.Helper()
-	id := fmt.Sprintf("gbench9-%d-%d", os.Getpid(), i)
 	ns := id
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		b.Fatalf("ip netns add: %v %s", err, out)
 	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
+	undo = func() { exec.Command("ip", "netns", "del", ns).Run() }
 	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		undo()
 		b.Fatalf("lo up: %v %s", err, out)
 	}
 	raw, err := os.ReadFile(filepath.Join(f.dir, "config.json"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	var spec map[string]any
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		b.Fatal(err)
 	}
@@ -254,13 +278,23 @@ func (f *runscFloor) run(b *testing.B, i int) time.Duration {
 		}
 	}
 	linux["namespaces"] = append(nss, map[string]any{"type": "network", "path": "/var/run/netns/" + ns})
+	spec["root"] = map[string]any{"path": filepath.Join(f.dir, "rootfs"), "readonly": false}
+	return spec, undo
+}
+
+// run starts the floor's i-th sandbox, returns how long `runsc run
+// --detach` took, and removes it.
+func (f *runscFloor) run(b *testing.B, i int) time.Duration {
+	b.Helper()
+	id := fmt.Sprintf("gbench9-%d-%d", os.Getpid(), i)
+	spec, undo := f.prepare(b, id)
+	defer undo()
 	bundle := filepath.Join(f.dir, id)
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(bundle)
-	spec["root"] = map[string]any{"path": filepath.Join(f.dir, "rootfs"), "readonly": false}
-	raw, _ = json.Marshal(spec)
+	raw, _ := json.Marshal(spec)
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), raw, 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -290,6 +324,50 @@ func (f *runscFloor) run(b *testing.B, i int) time.Duration {
 		b.Errorf("runsc delete: %v %s", err, out)
 	}
 	b.StartTimer()
+	return d
+}
+
+// viaContainerd starts the floor's i-th sandbox the way Gantry's reach
+// runsc, through containerd and its runc v2 shim (a new one) with runsc as
+// the runtime binary, but with none of Gantry's own work: the bundle's
+// spec and root as they are, as `ctr run --rootfs` would. It returns
+// NewContainer → Start returned, and removes the sandbox.
+func (f *runscFloor) viaContainerd(b *testing.B, client *containerd.Client, i int) time.Duration {
+	b.Helper()
+	id := fmt.Sprintf("gbench9-ctrd-%d-%d", os.Getpid(), i)
+	raw, undo := f.prepare(b, id)
+	defer undo()
+	var spec specs.Spec
+	buf, _ := json.Marshal(raw)
+	if err := json.Unmarshal(buf, &spec); err != nil {
+		b.Fatal(err)
+	}
+	spec.Process.Terminal = false
+	ctx := namespaces.WithNamespace(context.Background(), floorNamespace)
+	t0 := time.Now()
+	c, err := client.NewContainer(ctx, id, containerd.WithSpec(&spec),
+		containerd.WithRuntime("io.containerd.runc.v2", &runcoptions.Options{BinaryName: f.wrapper}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tk, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		c.Delete(ctx)
+		b.Fatal(err)
+	}
+	err = tk.Start(ctx)
+	d := time.Since(t0)
+	b.StopTimer()
+	if _, derr := tk.Delete(ctx, containerd.WithProcessKill); derr != nil {
+		b.Errorf("delete %s: %v", id, derr)
+	}
+	if derr := c.Delete(ctx); derr != nil {
+		b.Errorf("delete %s: %v", id, derr)
+	}
+	b.StartTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
 	return d
 }
 
