@@ -33,8 +33,9 @@ import (
 	"github.com/gantry-dev/gantry/internal/testimage"
 )
 
-// floorNamespace is where the ctr floor keeps its image, on the server's
-// containerd: the same daemon, disk and registry as the tasks.
+// floorNamespace is where the floors keep what they make on the server's
+// containerd (the ctr floor's image, the runsc floor's sandboxes through
+// containerd): the same daemon, disk and registry as the tasks.
 const floorNamespace = "gantry-bench-floor"
 
 type imageEnv struct {
