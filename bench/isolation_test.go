@@ -251,7 +251,7 @@ func newRunscFloor(b *testing.B) *runscFloor {
 // prepare makes what the floor's sandbox id needs, as Gantry's sandboxes
 // have it: a network namespace of its own with loopback up (removed by
 // the returned func), and a cgroup; it returns the bundle's spec for them.
-func (f *runscFloor) prepare(b *testing.B, id string) (spec map[string]any, undo func()) {
+func (f *runscFloor) prepare(b *testing.B, id string) (spec *specs.Spec, undo func()) {
 	b.Helper()
 	ns := id
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
@@ -269,16 +269,15 @@ func (f *runscFloor) prepare(b *testing.B, id string) (spec map[string]any, undo
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		b.Fatal(err)
 	}
-	linux := spec["linux"].(map[string]any)
-	linux["cgroupsPath"] = "/gbench9/" + id
-	var nss []any
-	for _, n := range linux["namespaces"].([]any) {
-		if n.(map[string]any)["type"] != "network" {
+	spec.Linux.CgroupsPath = "/gbench9/" + id
+	nss := spec.Linux.Namespaces[:0]
+	for _, n := range spec.Linux.Namespaces {
+		if n.Type != specs.NetworkNamespace {
 			nss = append(nss, n)
 		}
 	}
-	linux["namespaces"] = append(nss, map[string]any{"type": "network", "path": "/var/run/netns/" + ns})
-	spec["root"] = map[string]any{"path": filepath.Join(f.dir, "rootfs"), "readonly": false}
+	spec.Linux.Namespaces = append(nss, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/" + ns})
+	spec.Root = &specs.Root{Path: filepath.Join(f.dir, "rootfs")}
 	return spec, undo
 }
 
@@ -335,17 +334,11 @@ func (f *runscFloor) run(b *testing.B, i int) time.Duration {
 func (f *runscFloor) viaContainerd(b *testing.B, client *containerd.Client, i int) time.Duration {
 	b.Helper()
 	id := fmt.Sprintf("gbench9-ctrd-%d-%d", os.Getpid(), i)
-	raw, undo := f.prepare(b, id)
+	spec, undo := f.prepare(b, id)
 	defer undo()
-	var spec specs.Spec
-	buf, _ := json.Marshal(raw)
-	if err := json.Unmarshal(buf, &spec); err != nil {
-		b.Fatal(err)
-	}
-	spec.Process.Terminal = false
 	ctx := namespaces.WithNamespace(context.Background(), floorNamespace)
 	t0 := time.Now()
-	c, err := client.NewContainer(ctx, id, containerd.WithSpec(&spec),
+	c, err := client.NewContainer(ctx, id, containerd.WithSpec(spec),
 		containerd.WithRuntime("io.containerd.runc.v2", &runcoptions.Options{BinaryName: f.wrapper}))
 	if err != nil {
 		b.Fatal(err)
