@@ -221,9 +221,9 @@ func (m *Manager) claim(key, taskID, mac string, prefixBits int) (*Attachment, e
 // (a sandbox's boot keeps both cores of a small host busy). On a quiet
 // 2-core host RunTask -> RUNNING went from 274 to about 195 ms in a
 // sandbox and from 140 to about 110 ms in a container
-// (BenchmarkIsolationStart, docs/benchmarks.md). A refill waits at most maxRefillHold, so a steady
-// stream of starts still gets the pool refilled; claims never wait for a
-// refill, held or not.
+// (BenchmarkIsolationStart, docs/benchmarks.md). A refill waits at most
+// maxRefillHold, so a steady stream of starts still gets the pool
+// refilled; claims never wait for a refill, held or not.
 func (m *Manager) HoldRefills() (release func()) {
 	m.mu.Lock()
 	if m.holds == 0 {
