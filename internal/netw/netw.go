@@ -300,6 +300,46 @@ func (m *Manager) Get(taskID string) (*Attachment, error) {
 	return &Attachment{NetNSPath: rec.NetNS, IPv4: p.Addr().String(), MAC: rec.MAC, Gateway: rec.Gateway, PrefixLength: p.Bits()}, nil
 }
 
+// Transfer hands the network set up for one owner to another (a sandbox
+// booted ahead of tasks in it, to the task that takes it over), as it is:
+// the same namespace, address and MAC. CNI keeps knowing the attachment by
+// its first owner's id (CNIID), as for a claimed pool entry.
+func (m *Manager) Transfer(from, to string) (*Attachment, error) {
+	if err := validID(to); err != nil {
+		return nil, err
+	}
+	if from == to {
+		return nil, fmt.Errorf("task %s already has its network", to)
+	}
+	defer m.lockTask(from)()
+	defer m.lockTask(to)()
+	rec, err := m.load(from)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil || rec.IPv4 == "" {
+		return nil, fmt.Errorf("%s has no network to hand over", from)
+	}
+	if have, err := m.load(to); err != nil {
+		return nil, err
+	} else if have != nil {
+		return nil, fmt.Errorf("task %s already has a network (namespace %s)", to, have.NetNS)
+	}
+	taken := *rec
+	taken.TaskID, taken.CNIID = to, rec.cniID()
+	if err := m.save(&taken); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(m.recordPath(from)); err != nil {
+		return nil, err
+	}
+	p, err := netip.ParsePrefix(taken.IPv4)
+	if err != nil {
+		return nil, err
+	}
+	return &Attachment{NetNSPath: taken.NetNS, IPv4: p.Addr().String(), MAC: taken.MAC, Gateway: taken.Gateway, PrefixLength: p.Bits()}, nil
+}
+
 // Has reports whether the manager holds any record of the task, even one of
 // a Setup that never finished: only then is there anything to tear down
 // before setting the task up again.

@@ -282,3 +282,39 @@ func TestSetupRejectsBadSpecs(t *testing.T) {
 		t.Errorf("failed setups left %q %v", left, err)
 	}
 }
+
+// Transfer hands a set-up network to another owner as it is: the new owner
+// has the same namespace, address and MAC, the old one none, and the new
+// owner's teardown releases everything.
+func TestTransfer(t *testing.T) {
+	m, spec := newManager(t, 20)
+	c := ctx(t)
+	att, err := m.Setup(c, "sbp-transfer", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen(t, att.NetNSPath, "pooled")
+	if _, err := m.Transfer("sbp-transfer", "task-x"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Get("sbp-transfer"); err != nil || got != nil {
+		t.Errorf("the first owner still has %+v (%v)", got, err)
+	}
+	got, err := m.Get("task-x")
+	if err != nil || got == nil || *got != *att {
+		t.Fatalf("the new owner has %+v (%v), want %+v", got, err, att)
+	}
+	if out, err := dial("", net.JoinHostPort(att.IPv4, "8080")); err != nil || !strings.HasPrefix(out, "pooled") {
+		t.Errorf("the namespace does not answer after the transfer: %q %v", out, err)
+	}
+	if _, err := m.Transfer("task-x", "task-x"); err == nil {
+		t.Error("a transfer to an owner that has a network succeeded")
+	}
+	if _, err := m.Transfer("nobody", "task-y"); err == nil {
+		t.Error("a transfer of no network succeeded")
+	}
+	if err := m.Teardown(c, "task-x", spec); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, m, att)
+}

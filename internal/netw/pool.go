@@ -243,9 +243,14 @@ func (m *Manager) HoldRefills() (release func()) {
 // maxRefillHold bounds how long held refills wait for starts to end.
 const maxRefillHold = 3 * time.Second
 
+// WaitStarts waits until no task start holds refills back (HoldRefills),
+// maxRefillHold has passed, or ctx ends: for other work made ahead of
+// tasks, which would take the CPU a start needs as a refill does.
+func (m *Manager) WaitStarts(ctx context.Context) { m.waitUnheld(ctx) }
+
 // waitUnheld waits until no start holds refills back, maxRefillHold has
-// passed, or the pool stops.
-func (m *Manager) waitUnheld(p *pool) {
+// passed, or ctx (the pool's) ends.
+func (m *Manager) waitUnheld(ctx context.Context) {
 	limit := time.NewTimer(maxRefillHold)
 	defer limit.Stop()
 	for {
@@ -259,7 +264,7 @@ func (m *Manager) waitUnheld(p *pool) {
 		case <-unheld:
 		case <-limit.C:
 			return
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		}
 	}
@@ -294,7 +299,7 @@ func (m *Manager) fill(p *pool, key string, spec agent.NetworkSpec) {
 		}
 		hook := p.beforeEntry
 		m.mu.Unlock()
-		m.waitUnheld(p)
+		m.waitUnheld(p.ctx)
 		if hook != nil {
 			hook()
 		}
