@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -361,4 +362,79 @@ func TestSandboxContainerMemoryLimit(t *testing.T) {
 	if n := sentries(t, taskID(task.TaskArn)); n != 0 {
 		t.Errorf("%d sandboxes of the stopped task left", n)
 	}
+}
+
+// With --sandbox-pool, a sandboxed task started through the CLI takes over
+// a sandbox the server booted ahead of it, and is to its user what any
+// sandboxed task is: RUNNING on gVisor, serving on the address and MAC
+// DescribeTasks gives, surviving a server restart, and gone once stopped.
+func TestSandboxPoolCLI(t *testing.T) {
+	s := testenv.Start(t, "--sandbox-pool", "1")
+	loadImage(t, s, testimage.Web(t))
+	s.MustAWS(nil, "ecs", "create-cluster", "--cluster-name", "pooled", "--settings", "name=isolation,value=sandbox")
+	registerFile(t, s, "../docs/examples/web-task.json")
+	subnet := defaultSubnet(t, s)
+	run := func() (cliTask, string) {
+		t.Helper()
+		task := runTask(t, s, "--cluster", "pooled", "--launch-type", "FARGATE", "--task-definition", "web", "--network-configuration", awsvpc(subnet))
+		task = waitStatus(t, s, "pooled", task.TaskArn, "RUNNING", time.Minute)
+		ip := task.eniDetail("privateIPv4Address")
+		if page := httpGet(t, ip); page != testimage.WebIndex {
+			t.Errorf("the task serves %q", page)
+		}
+		return task, ip
+	}
+	stop := func(task cliTask) {
+		t.Helper()
+		s.MustAWS(nil, "ecs", "stop-task", "--cluster", "pooled", "--task", task.TaskArn)
+		waitStatus(t, s, "pooled", task.TaskArn, "STOPPED", time.Minute)
+	}
+	// The subnet's first sandboxed task boots its own; the pool then
+	// boots one for the next.
+	first, _ := run()
+	stop(first)
+	waitPooledSandbox(t, s)
+	task, ip := run()
+	id := taskID(task.TaskArn)
+	if log, _ := os.ReadFile(s.LogPath()); !regexp.MustCompile(`msg="sandbox taken from the pool" task=` + id).Match(log) {
+		t.Fatalf("the second task did not take the pooled sandbox")
+	}
+	if n := sentries(t, id); n != 0 {
+		t.Errorf("%d gVisor sandboxes named for the task, want its pooled one only", n)
+	}
+	// The MAC the task answers with is the one DescribeTasks reports.
+	out, _ := exec.Command("ip", "neigh", "show", ip).Output()
+	if mac := task.eniDetail("macAddress"); mac == "" || !strings.Contains(string(out), mac) {
+		t.Errorf("DescribeTasks says MAC %q; the host's neighbour entry for %s: %s", mac, ip, out)
+	}
+	s.Restart()
+	if got := describeTask(t, s, "pooled", task.TaskArn); got.LastStatus != "RUNNING" {
+		t.Fatalf("after a server restart the task is %s", got.LastStatus)
+	}
+	if page := httpGet(t, ip); page != testimage.WebIndex {
+		t.Errorf("after a server restart the task serves %q", page)
+	}
+	stop(task)
+	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
+		t.Errorf("processes of the stopped task left: %s", out)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/gantry", id)); len(dirs) > 0 {
+		t.Errorf("cgroups of the stopped task left: %v", dirs)
+	}
+}
+
+// waitPooledSandbox waits until the server's sandbox pool has a sandbox
+// running: an entry (its marker) whose root container runsc says runs.
+func waitPooledSandbox(t *testing.T, s *testenv.Server) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		ents, _ := os.ReadDir(filepath.Join(s.DataDir, "agent", "sandbox-pool"))
+		for _, e := range ents {
+			out, _ := exec.Command("/usr/local/bin/runsc", "--root", "/run/containerd/runc/gantry", "state", e.Name()+"-sandbox").Output()
+			if strings.Contains(string(out), `"status": "running"`) {
+				return
+			}
+		}
+	}
+	t.Fatal("the sandbox pool had no sandbox running within a minute")
 }

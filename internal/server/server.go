@@ -53,6 +53,7 @@ type Config struct {
 	ImageCacheBudget string // disk budget of the image cache such as 20GiB; "0": no eviction; default images.DefaultBudget
 	DefaultIsolation string // new clusters' isolation: sandbox (the default), container or auto (sandbox where runsc works)
 	NetnsPool        int    // network namespaces kept ready per subnet in use (netw pool)
+	SandboxPool      int    // gVisor sandboxes kept booted per subnet sandboxed tasks use (agent/local sbpool.go)
 	EphemeralMiB     int64  // every task's ephemeral storage, replacing what it asks for; 0: as asked
 	EFSMode          string // "nfs": mount EFS volumes over NFS from the mount target, as a remote agent does; "" or "local": the local tree
 	Log              *slog.Logger
@@ -171,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mets := metrics.New()
 
 	ctl := &controller.Controller{Store: store, Log: log}
-	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool, EphemeralMiB: cfg.EphemeralMiB, EFSMode: cfg.EFSMode})
+	ag, err := local.New(ctx, local.Config{DataDir: cfg.DataDir, ContainerdAddress: cd.Address, Reporter: mets.Reporter(ctl), LogSink: logs.Sink{Store: logStore}, Secrets: secretsSvc, Log: log, Metadata: md, ExecURL: execURL(cfg.Listen), NetnsPool: cfg.NetnsPool, SandboxPool: cfg.SandboxPool, EphemeralMiB: cfg.EphemeralMiB, EFSMode: cfg.EFSMode})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,33 +106,47 @@ func reap(dataDir string) {
 	if m, err := netw.New(dataDir); err == nil {
 		m.TeardownAll(context.Background())
 	}
+	// Tasks' cgroups are named by the task, or by the pooled sandbox it
+	// took (its record's "sandbox"); the pool's own by their markers.
+	var names []string
 	if ids, err := os.ReadDir(filepath.Join(dataDir, "agent", "tasks")); err == nil {
 		for _, id := range ids {
-			name := strings.TrimSuffix(id.Name(), ".json")
-			dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gantry/" + name)
-			// A container whose shim was killed keeps running: its
-			// processes are only found by cgroup.
-			for _, d := range dirs {
-				pids, _ := filepath.Glob(d + "/*/cgroup.procs")
-				for _, f := range append(pids, d+"/cgroup.procs") {
-					b, _ := os.ReadFile(f)
-					for _, p := range strings.Fields(string(b)) {
-						if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
-							syscall.Kill(pid, syscall.SIGKILL)
-						}
+			names = append(names, strings.TrimSuffix(id.Name(), ".json"))
+			var rec struct{ Sandbox string }
+			if b, err := os.ReadFile(filepath.Join(dataDir, "agent", "tasks", id.Name())); err == nil && json.Unmarshal(b, &rec) == nil && rec.Sandbox != "" {
+				names = append(names, strings.TrimSuffix(rec.Sandbox, "-sandbox"))
+			}
+		}
+	}
+	if ids, err := os.ReadDir(filepath.Join(dataDir, "agent", "sandbox-pool")); err == nil {
+		for _, id := range ids {
+			names = append(names, id.Name())
+		}
+	}
+	for _, name := range names {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/gantry/" + name)
+		// A container whose shim was killed keeps running: its
+		// processes are only found by cgroup.
+		for _, d := range dirs {
+			pids, _ := filepath.Glob(d + "/*/cgroup.procs")
+			for _, f := range append(pids, d+"/cgroup.procs") {
+				b, _ := os.ReadFile(f)
+				for _, p := range strings.Fields(string(b)) {
+					if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+						syscall.Kill(pid, syscall.SIGKILL)
 					}
 				}
 			}
-			if len(dirs) > 0 {
-				time.Sleep(100 * time.Millisecond)
+		}
+		if len(dirs) > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, d := range dirs {
+			subs, _ := filepath.Glob(d + "/*/")
+			for _, sub := range subs {
+				syscall.Rmdir(sub)
 			}
-			for _, d := range dirs {
-				subs, _ := filepath.Glob(d + "/*/")
-				for _, sub := range subs {
-					syscall.Rmdir(sub)
-				}
-				syscall.Rmdir(d)
-			}
+			syscall.Rmdir(d)
 		}
 	}
 	// Unmount anything still mounted below the data or run directory.

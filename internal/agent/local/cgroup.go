@@ -28,9 +28,21 @@ func containerCgroup(taskID, runtimeID string) string {
 	return path.Join(taskCgroup(taskID), runtimeID)
 }
 
-// createTaskCgroup makes (or updates) the task's cgroup: memory limited to
+// cgroupName is what names the task's cgroup (taskCgroup): its id, or the
+// pool's id for the sandbox it took from the pool (sbpool.go), booted in
+// that cgroup before the task existed. runsc knows a sandbox by the
+// cgroup it booted in, and puts each container's gofer in it as the
+// container starts, so that name stays.
+func cgroupName(rec *record) string {
+	if rec.Sandbox != "" {
+		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
+	}
+	return rec.Spec.TaskID
+}
+
+// createTaskCgroup makes (or updates) the cgroup name: memory limited to
 // the task's memory, CPU time to cpu/1024 cores.
-func createTaskCgroup(spec agent.TaskSpec) error {
+func createTaskCgroup(name string, spec agent.TaskSpec) error {
 	res := &specs.LinuxResources{}
 	if spec.MemoryMiB > 0 {
 		l := spec.MemoryMiB * mib
@@ -41,7 +53,7 @@ func createTaskCgroup(spec agent.TaskSpec) error {
 		period := uint64(cpuPeriod)
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
-	_, err := cgroup1.New(cgroup1.StaticPath(taskCgroup(spec.TaskID)), res)
+	_, err := cgroup1.New(cgroup1.StaticPath(taskCgroup(name)), res)
 	return err
 }
 

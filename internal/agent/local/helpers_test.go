@@ -22,6 +22,7 @@ import (
 	"github.com/gantry-dev/gantry/internal/images"
 	"github.com/gantry-dev/gantry/internal/netw"
 	"github.com/gantry-dev/gantry/internal/testimage"
+	"github.com/gantry-dev/gantry/internal/testnet"
 )
 
 const (
@@ -39,6 +40,8 @@ type env struct {
 	agent   *local.Agent
 	net     agent.NetworkSpec
 	ids     []string // every task the test started
+	// config, if set, changes the agent's configuration at its next start.
+	config func(*local.Config)
 }
 
 var subnetSeq atomic.Int32
@@ -80,11 +83,15 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) startAgent() {
 	e.t.Helper()
-	a, err := local.New(e.ctx, local.Config{
+	cfg := local.Config{
 		DataDir:           e.dataDir,
 		ContainerdAddress: gcontainerd.OwnSocket(e.dataDir),
 		Reporter:          e.rep,
-	})
+	}
+	if e.config != nil {
+		e.config(&cfg)
+	}
+	a, err := local.New(e.ctx, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -297,4 +304,19 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// getPage GETs / on port 80 of a task that has just started, waiting for it
+// to answer (at most 15 s).
+func getPage(t *testing.T, ip string) string {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, err := testnet.HTTPGet(t, ip, 80, "/")
+		if err == nil {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", ip, err)
+		}
+	}
 }

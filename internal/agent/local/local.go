@@ -73,6 +73,10 @@ type Config struct {
 	// NetnsPool is how many network namespaces to keep attached to each
 	// subnet in use, so that starts skip the CNI plugins (netw's pool).
 	NetnsPool int
+	// SandboxPool is how many gVisor sandboxes to keep booted for each
+	// subnet sandboxed tasks start in, ready for the next of them
+	// (sbpool.go); 0 turns the pool off.
+	SandboxPool int
 }
 
 // DefaultInitBinary is tini-static from Debian's tini package.
@@ -99,6 +103,7 @@ type Agent struct {
 	stats *statsCache // latest resource samples, for the metadata endpoint
 
 	sandbox *gvisorRuntime // sandbox isolation (see runtime.go)
+	sbpool  *sandboxPool   // sandboxes booted ahead of tasks; nil: none
 
 	fw      *firewall.Firewall
 	fwMu    sync.Mutex
@@ -167,6 +172,12 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 	}
 	a.efsNFSResume(recs)
+	if cfg.SandboxPool > 0 && a.sandbox.Available() == nil {
+		if err := a.startSandboxPool(cfg.SandboxPool, recs); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	for _, rec := range recs {
 		t := newTask(a, rec)
 		a.tasks[rec.Spec.TaskID] = t
@@ -320,6 +331,9 @@ func (a *Agent) Close() error {
 		<-t.done
 	}
 	a.logWG.Wait()
+	if a.sbpool != nil {
+		a.sbpool.stop()
+	}
 	a.net.StopPool()
 	return a.client.Close()
 }
@@ -330,6 +344,9 @@ type record struct {
 	Status        agent.TaskStatus `json:"status"`
 	Network       *netw.Attachment `json:"network,omitempty"`
 	StopRequested bool             `json:"stopRequested,omitempty"`
+	// Sandbox is the root container of a task that took a sandbox over
+	// from the pool (sbpool.go); other tasks' is sandboxOf's to say.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 func newRecord(spec agent.TaskSpec) record {

@@ -2,7 +2,6 @@ package local_test
 
 import (
 	"fmt"
-	"github.com/gantry-dev/gantry/internal/testnet"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -36,19 +35,7 @@ func TestWebTaskServesAndStops(t *testing.T) {
 		t.Errorf("container status: %+v", c)
 	}
 
-	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := testnet.HTTPGet(t, st.IPv4Address, 80, "/")
-		if err == nil {
-			body = b
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %v", st.IPv4Address, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	body := getPage(t, st.IPv4Address)
 	if body != testimage.WebIndex {
 		t.Errorf("body %q, want the web image's index", body)
 	}

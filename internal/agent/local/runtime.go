@@ -41,26 +41,27 @@ type Runtime interface {
 	// (containerd.WithRuntime's arguments).
 	Containerd() (name string, options any)
 	// SpecOpts adjust the OCI spec of a container of the task for the
-	// runtime; they run after every option spec.go makes.
-	SpecOpts(task agent.TaskSpec) []oci.SpecOpts
-	// SandboxOpts, for a runtime that runs all of a task's containers in
-	// one sandbox, adjust the spec of the task's root container
-	// (sandboxID): it holds the sandbox (its kernel, network stack and
-	// place in the task's cgroup), starts before the containers join it
-	// and goes last. nil: each container is isolated on its own.
-	SandboxOpts(task agent.TaskSpec) []oci.SpecOpts
+	// runtime; they run after every option spec.go makes. sandbox is the
+	// id of the task's root container, which the container joins, or ""
+	// when the task has none (sandboxOf).
+	SpecOpts(task agent.TaskSpec, sandbox string) []oci.SpecOpts
+	// SandboxOpts, for a runtime that can run all of a task's containers
+	// in one sandbox, adjust the spec of a root container: it holds the
+	// sandbox (its kernel, network stack and place in the task's cgroup),
+	// starts before the containers join it and goes last. nil: each
+	// container is isolated on its own.
+	SandboxOpts() []oci.SpecOpts
 }
 
 // runcRuntime is container isolation: runc on the host's kernel.
 type runcRuntime struct{}
 
-func (runcRuntime) Name() string                           { return "runc" }
-func (runcRuntime) Isolation() string                      { return agent.IsolationContainer }
-func (runcRuntime) Available() error                       { return nil }
-func (runcRuntime) Containerd() (string, any)              { return runtimeName, nil }
-func (runcRuntime) SpecOpts(agent.TaskSpec) []oci.SpecOpts { return nil }
-
-func (runcRuntime) SandboxOpts(agent.TaskSpec) []oci.SpecOpts { return nil }
+func (runcRuntime) Name() string                                   { return "runc" }
+func (runcRuntime) Isolation() string                              { return agent.IsolationContainer }
+func (runcRuntime) Available() error                               { return nil }
+func (runcRuntime) Containerd() (string, any)                      { return runtimeName, nil }
+func (runcRuntime) SpecOpts(agent.TaskSpec, string) []oci.SpecOpts { return nil }
+func (runcRuntime) SandboxOpts() []oci.SpecOpts                    { return nil }
 
 // DefaultRunsc is where scripts/build-runsc.sh installs gVisor's runsc.
 const DefaultRunsc = "/usr/local/bin/runsc"
@@ -135,14 +136,14 @@ const (
 // containers, as a Fargate task is one VM. Each container keeps its own
 // mount, PID and UTS namespaces inside it, and its own root and mounts
 // served by its own gofer.
-func (*gvisorRuntime) SpecOpts(task agent.TaskSpec) []oci.SpecOpts {
-	if !sharedSandbox(task) {
+func (*gvisorRuntime) SpecOpts(_ agent.TaskSpec, sandbox string) []oci.SpecOpts {
+	if sandbox == "" {
 		return nil
 	}
 	return []oci.SpecOpts{
 		oci.WithAnnotations(map[string]string{
 			annotationContainerType:   "container",
-			annotationSandboxID:       sandboxID(task.TaskID),
+			annotationSandboxID:       sandbox,
 			annotationInSandboxCgroup: "v2", // the sandbox's, which runsc also reads from each container's
 		}),
 		// A cgroup file system (read-only, as Docker mounts it) is what
@@ -159,10 +160,7 @@ func (*gvisorRuntime) SpecOpts(task agent.TaskSpec) []oci.SpecOpts {
 // shares it, localhost included. The root's process is busybox's sleep
 // (the pause binary, bind-mounted read-only into an empty read-only root):
 // it only keeps the sandbox up, and SIGKILL ends it.
-func (g *gvisorRuntime) SandboxOpts(task agent.TaskSpec) []oci.SpecOpts {
-	if !sharedSandbox(task) {
-		return nil
-	}
+func (g *gvisorRuntime) SandboxOpts() []oci.SpecOpts {
 	return []oci.SpecOpts{
 		oci.WithAnnotations(map[string]string{annotationContainerType: "sandbox", annotationInSandboxCgroup: "v2"}),
 		oci.WithMounts([]specs.Mount{{Destination: pausePath, Type: "bind", Source: g.pause, Options: []string{"bind", "ro"}}}),
@@ -396,14 +394,39 @@ exec %[1]s "$@"
 // sandbox. A task of one container needs no root: its container is the
 // sandbox, with gVisor's network stack, and it ending ends the task anyway.
 // That keeps the root's start (a second sandbox boot's worth of runsc
-// calls) off the path of most tasks.
+// calls) off the path of most tasks. A task that took a sandbox over from
+// the pool (sbpool.go) has a root whatever its containers.
 func sharedSandbox(task agent.TaskSpec) bool {
 	return task.Isolation == agent.IsolationSandbox && len(task.Containers) > 1
 }
 
 // sandboxID is the containerd id of a task's root container in sandbox
-// isolation; runtimeID's are <task id>-<number>, so it is never one.
+// isolation (or of a pooled sandbox's, by the pool's id for it);
+// runtimeID's are <task id>-<number>, so it is never one. The root's
+// cgroup is containerCgroup(name, sandboxID(name)), name being the
+// task's cgroupName.
 func sandboxID(taskID string) string { return taskID + "-sandbox" }
+
+// sandboxOf is the id of the task's root container, which all of its
+// containers join, or "" when it has none.
+func sandboxOf(rec *record) string {
+	if rec.Sandbox != "" {
+		return rec.Sandbox
+	}
+	if sharedSandbox(rec.Spec) {
+		return sandboxID(rec.Spec.TaskID)
+	}
+	return ""
+}
+
+// shimGroup is the task's shim (io.containerd.runc.v2.group): its root
+// container's, whose id is sandboxID(group), or the task's own.
+func shimGroup(rec *record) string {
+	if s := sandboxOf(rec); s != "" {
+		return strings.TrimSuffix(s, "-sandbox")
+	}
+	return rec.Spec.TaskID
+}
 
 // runtimeFor is the runtime of a task's isolation.
 func (a *Agent) runtimeFor(isolation string) (Runtime, error) {
@@ -420,9 +443,9 @@ func (a *Agent) runtimeFor(isolation string) (Runtime, error) {
 }
 
 // sandboxRuntime is gVisor's runtime when a task's containers share one
-// sandbox (sharedSandbox), where it has work of its own per container.
-func (a *Agent) sandboxRuntime(spec agent.TaskSpec) (*gvisorRuntime, bool) {
-	if !sharedSandbox(spec) || a.sandbox == nil {
+// sandbox (sandboxOf), where it has work of its own per container.
+func (a *Agent) sandboxRuntime(rec *record) (*gvisorRuntime, bool) {
+	if sandboxOf(rec) == "" || a.sandbox == nil {
 		return nil, false
 	}
 	return a.sandbox, true

@@ -12,7 +12,6 @@ import (
 	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/agent/local"
 	gcontainerd "github.com/gantry-dev/gantry/internal/containerd"
-	"github.com/gantry-dev/gantry/internal/testnet"
 )
 
 // sandboxed is a task spec with sandbox isolation (gVisor).
@@ -42,19 +41,7 @@ func TestSandboxTask(t *testing.T) {
 	hog := e.start(hogSpec)
 
 	st := e.waitPhase(web, agent.PhaseRunning, time.Minute)
-	var body string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		b, err := testnet.HTTPGet(t, st.IPv4Address, 80, "/")
-		if err == nil {
-			body = b
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %v", st.IPv4Address, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	body := getPage(t, st.IPv4Address)
 	// A task of one container is its own sandbox (no root container):
 	// the sandbox lives in the container's cgroup, with its limits.
 	rid := ctrStatus(t, st, "web").RuntimeID

@@ -92,7 +92,14 @@ func (a *Agent) ContainerStats(t metadata.Task, ids []string) map[string]*metada
 		}
 	}
 	a.stats.mu.Unlock()
-	g, ok := a.sandboxRuntime(t.Spec)
+	a.mu.Lock()
+	tk := a.tasks[t.Spec.TaskID]
+	a.mu.Unlock()
+	if tk == nil {
+		return out
+	}
+	rec := tk.record()
+	g, ok := a.sandboxRuntime(&rec)
 	if !ok {
 		return out
 	}

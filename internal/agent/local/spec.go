@@ -114,11 +114,11 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		oci.WithHostname(hostname),
 		oci.WithMounts(mounts),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: rec.Network.NetNSPath}),
-		oci.WithCgroup(containerCgroup(r.t.id, c.id)),
+		oci.WithCgroup(containerCgroup(cgroupName(&rec), c.id)),
 		withResources(s.CPU, s.MemoryMiB, s.MemoryReservation),
 		withRlimits(s.Ulimits),
 		// One shim per task, not per container: 100 tasks on a small host.
-		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": r.t.id}),
+		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": shimGroup(&rec)}),
 	}
 	if s.WorkingDirectory != "" {
 		opts = append(opts, oci.WithProcessCwd(s.WorkingDirectory))

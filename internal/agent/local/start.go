@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gantry-dev/gantry/internal/agent"
 	"github.com/gantry-dev/gantry/internal/images"
+	"github.com/gantry-dev/gantry/internal/netw"
 )
 
 const (
@@ -236,8 +238,8 @@ func (r *runner) create(c *ctr) error {
 		rec.Status.Containers[c.idx].ImageDigest = images.Digest(img)
 		rec.Status.Containers[c.idx].CreatedAt = now()
 	})
-	taskSpec := r.t.record().Spec
-	rt, err := r.t.a.runtimeFor(taskSpec.Isolation)
+	rec := r.t.record()
+	rt, err := r.t.a.runtimeFor(rec.Spec.Isolation)
 	if err != nil {
 		return err
 	}
@@ -245,7 +247,7 @@ func (r *runner) create(c *ctr) error {
 	if err != nil {
 		return err
 	}
-	opts = append(append(opts, withHardening()), rt.SpecOpts(taskSpec)...)
+	opts = append(append(opts, withHardening()), rt.SpecOpts(rec.Spec, sandboxOf(&rec))...)
 	rtName, rtOpts := rt.Containerd()
 	if !c.viewReady {
 		if err := r.rootfsView(ctx, c, img); err != nil {
@@ -268,17 +270,11 @@ func (r *runner) create(c *ctr) error {
 	return nil
 }
 
-// startSandbox starts the task's root container when its runtime puts all
-// of the task's containers in one sandbox (Runtime.SandboxOpts), before any
-// of them is created: they join it. It has no image: an empty read-only
-// root in the task's directory, where the runtime's options mount what it
-// runs. It shares the containers' shim (one per task) and has a cgroup of
-// its own under the task's, which thus holds the whole sandbox.
-func (r *runner) startSandbox(rt Runtime, spec agent.TaskSpec) error {
-	extra := rt.SandboxOpts(spec)
-	if extra == nil {
-		return nil
-	}
+// startSandbox starts the task's root container when it needs one of its
+// own (sharedSandbox), before any of its containers is created: they join
+// it. It shares the containers' shim (one per task) and has a cgroup of its
+// own under the task's, which thus holds the whole sandbox.
+func (r *runner) startSandbox(rt Runtime) error {
 	ctx, client, id := r.ctx, r.t.a.client, sandboxID(r.t.id)
 	// One an earlier agent started is kept if it runs: containers may be in
 	// it. One that does not run is made again.
@@ -297,42 +293,56 @@ func (r *runner) startSandbox(rt Runtime, spec agent.TaskSpec) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	root := filepath.Join(r.t.a.taskDir(r.t.id), "sandbox-root")
+	rec := r.t.record()
+	pid, err := r.t.a.bootRoot(ctx, rt, r.t.id, rec.Network, map[string]string{labelTask: r.t.id}, r.t.a.withEFSNFSNetwork(rec.Spec))
+	if err != nil {
+		return fmt.Errorf("the task's sandbox: %w", err)
+	}
+	r.t.log.Info("sandbox started", "id", id, "pid", pid)
+	return nil
+}
+
+// bootRoot creates and starts the root container sandboxID(group): group
+// is its shim's group and names its cgroup, containerCgroup(group,
+// sandboxID(group)). It has no image: an empty read-only root, shared by
+// every root, where the runtime's options mount what it runs. Its hostname
+// is the one its containers get, from the address the network gives it.
+func (a *Agent) bootRoot(ctx context.Context, rt Runtime, group string, nw *netw.Attachment, labels map[string]string, extra ...oci.SpecOpts) (uint32, error) {
+	root := filepath.Join(a.cfg.DataDir, "agent", "sandbox-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return err
+		return 0, err
 	}
 	// The mount point of what the root container runs: the root is
 	// read-only, so the runtime could not make it.
 	if err := os.WriteFile(filepath.Join(root, pausePath), nil, 0o644); err != nil {
-		return err
+		return 0, err
 	}
-	rec := r.t.record()
+	id := sandboxID(group)
 	opts := append([]oci.SpecOpts{
 		oci.WithRootFSPath(root),
-		oci.WithHostname(defaultHostname(rec.Status.IPv4Address)),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: rec.Network.NetNSPath}),
-		oci.WithCgroup(containerCgroup(r.t.id, id)),
-		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": r.t.id}),
+		oci.WithHostname(defaultHostname(nw.IPv4)),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nw.NetNSPath}),
+		oci.WithCgroup(containerCgroup(group, id)),
+		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": group}),
 		withHardening(),
-		r.t.a.withEFSNFSNetwork(rec.Spec),
-	}, extra...)
+	}, append(rt.SandboxOpts(), extra...)...)
 	rtName, rtOpts := rt.Containerd()
-	cc, err := client.NewContainer(ctx, id,
+	labels[labelSandbox] = "root"
+	cc, err := a.client.NewContainer(ctx, id,
 		containerd.WithNewSpec(opts...),
-		containerd.WithContainerLabels(map[string]string{labelTask: r.t.id, labelSandbox: "root"}),
+		containerd.WithContainerLabels(labels),
 		containerd.WithRuntime(rtName, rtOpts),
 	)
 	if err != nil {
-		return fmt.Errorf("the task's sandbox: %w", err)
+		return 0, err
 	}
 	tk, err := cc.NewTask(ctx, cio.NullIO)
 	if err != nil {
-		return fmt.Errorf("the task's sandbox: %w", err)
+		return 0, err
 	}
 	if err := tk.Start(ctx); err != nil {
 		tk.Delete(ctx, containerd.WithProcessKill)
-		return fmt.Errorf("the task's sandbox: %w", err)
+		return 0, err
 	}
-	r.t.log.Info("sandbox started", "id", id, "pid", tk.Pid())
-	return nil
+	return tk.Pid(), nil
 }

@@ -106,7 +106,7 @@ func (a *Agent) sampleTask(rec record) {
 		if c.Status != "RUNNING" {
 			continue
 		}
-		cg, err := cgroup1.Load(cgroup1.StaticPath(containerCgroup(rec.Spec.TaskID, statsCgroupID(rec.Spec, c.RuntimeID))))
+		cg, err := cgroup1.Load(cgroup1.StaticPath(containerCgroup(cgroupName(&rec), statsCgroupID(&rec, c.RuntimeID))))
 		if err != nil {
 			continue
 		}
@@ -116,7 +116,7 @@ func (a *Agent) sampleTask(rec record) {
 		}
 		s := &metadata.Stats{Read: now, Name: c.Name, ID: c.RuntimeID}
 		fillStats(s, m, sys, uint64(rec.Spec.MemoryMiB)*mib)
-		if sharedSandbox(rec.Spec) {
+		if sandboxOf(&rec) != "" {
 			// The sandbox's cgroup has only the task's limit; the
 			// container's own is what its definition says (and what
 			// Fargate reports), not one the host enforces inside it.
@@ -166,9 +166,9 @@ func (a *Agent) sampleTask(rec record) {
 // processes, not which container an allocation or a thread belongs to, so
 // its samples are the sandbox's numbers, the task's totals (Usage); what
 // each container uses of them is the sentry's to say (ContainerStats).
-func statsCgroupID(spec agent.TaskSpec, runtimeID string) string {
-	if sharedSandbox(spec) {
-		return sandboxID(spec.TaskID)
+func statsCgroupID(rec *record, runtimeID string) string {
+	if s := sandboxOf(rec); s != "" {
+		return s
 	}
 	return runtimeID
 }
@@ -335,10 +335,10 @@ func (a *Agent) Usage(ctx context.Context) ([]agent.TaskUsage, error) {
 		a.stats.mu.Lock()
 		for _, c := range rec.Status.Containers {
 			s := a.stats.byID[c.RuntimeID]
-			if c.RuntimeID == "" || s == nil || counted[statsCgroupID(rec.Spec, c.RuntimeID)] {
+			if c.RuntimeID == "" || s == nil || counted[statsCgroupID(&rec, c.RuntimeID)] {
 				continue
 			}
-			counted[statsCgroupID(rec.Spec, c.RuntimeID)] = true
+			counted[statsCgroupID(&rec, c.RuntimeID)] = true
 			n++
 			if s.Read.After(u.Time) {
 				u.Time = s.Read

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,6 +168,9 @@ type runner struct {
 	// startDone ends the task's hold on the network pool's refills
 	// (netw.HoldRefills), taken while it starts: once it runs or stops.
 	startDone func()
+	// pooled is set when this runner took the task's sandbox from the
+	// pool (takePooled).
+	pooled bool
 }
 
 type mark struct {
@@ -354,12 +358,16 @@ func (r *runner) prepare() error {
 		r.t.update(r.ctx, func(rec *record) { rec.Status.PullStoppedAt = now() })
 	}
 	r.mark("images")
+	if rec.Network == nil && rec.Sandbox == "" && r.takePooled(rec) {
+		rec = r.t.record()
+		r.mark("pool")
+	}
 
 	// The task's cgroup and filesystem do not depend on its network, and
 	// each costs tens of milliseconds: make them while CNI runs. Every
 	// return below waits for them, so clean-up never races a half-made one.
 	host, cgroup := make(chan error, 1), make(chan error, 1)
-	go func() { host <- r.prepareHost(rec.Spec, cgroup) }()
+	go func() { host <- r.prepareHost(rec, cgroup) }()
 	hostDone := false
 	defer func() {
 		if !hostDone {
@@ -432,15 +440,19 @@ func (r *runner) prepare() error {
 	if err != nil {
 		return err
 	}
-	sandboxed := rt.SandboxOpts(rec.Spec) != nil
+	sandboxed := sandboxOf(&rec) != ""
 	sandbox := make(chan error, 1)
-	if !sandboxed {
+	switch {
+	case !sandboxed || r.pooled:
 		sandbox <- nil
-	} else {
+	case rec.Sandbox != "":
+		// Taken from the pool by an earlier agent: it must still run.
+		sandbox <- r.t.a.checkRoot(r.ctx, rec.Sandbox)
+	default:
 		if err := <-cgroup; err != nil {
 			return err
 		}
-		go func() { sandbox <- r.startSandbox(rt, rec.Spec) }()
+		go func() { sandbox <- r.startSandbox(rt) }()
 	}
 	for _, c := range r.ctrs {
 		if c.c == nil && len(c.spec.DependsOn) == 0 && !r.stopRequested() {
@@ -479,8 +491,9 @@ func (r *runner) waitFirewall() error {
 
 // prepareHost makes the task's cgroup, says so on cgroup (a task's
 // sandbox starts in it), and mounts its ephemeral storage.
-func (r *runner) prepareHost(spec agent.TaskSpec, cgroup chan<- error) error {
-	if err := createTaskCgroup(spec); err != nil {
+func (r *runner) prepareHost(rec record, cgroup chan<- error) error {
+	spec := rec.Spec
+	if err := createTaskCgroup(cgroupName(&rec), spec); err != nil {
 		err = fmt.Errorf("task cgroup: %w", err)
 		cgroup <- err
 		return err
@@ -654,7 +667,7 @@ func (r *runner) exited(c *ctr, ev event) {
 	if ev.exit != nil {
 		n := int(ev.exit.ExitCode())
 		code = &n
-		if c.overLimit.Load() || oomKilled(r.t.id, r.cgroupOf(c.id)) {
+		if c.overLimit.Load() || oomKilled(r.cgroupName(), r.cgroupOf(c.id)) {
 			reason = reasonOOM
 		}
 	}
@@ -711,7 +724,8 @@ const memoryPoll = 500 * time.Millisecond
 // read, no process): while that is within a container's limit, the
 // container cannot be over it, and the sentry is asked only when it is not.
 func (r *runner) watchMemory(c *ctr) {
-	g, ok := r.t.a.sandboxRuntime(r.t.record().Spec)
+	rec := r.t.record()
+	g, ok := r.t.a.sandboxRuntime(&rec)
 	if !ok || c.spec.MemoryMiB <= 0 || c.t == nil || c.c == nil {
 		return
 	}
@@ -737,7 +751,7 @@ func (r *runner) watchMemory(c *ctr) {
 				return
 			case <-tick.C:
 			}
-			if total, ok := taskMemoryUsage(r.t.id); ok && total <= limit {
+			if total, ok := taskMemoryUsage(r.cgroupName()); ok && total <= limit {
 				continue
 			}
 			used, err := g.memoryUsage(ctx, id)
@@ -759,8 +773,8 @@ func (r *runner) watchMemory(c *ctr) {
 // its cgroup counts it (page cache included): an upper bound of what any
 // of its containers uses. With swap accounting the count includes swap: a
 // sandbox's memory is shared memory, which a host with swap may move there.
-func taskMemoryUsage(taskID string) (uint64, bool) {
-	dir := filepath.Join("/sys/fs/cgroup/memory", taskCgroup(taskID))
+func taskMemoryUsage(cgroup string) (uint64, bool) {
+	dir := filepath.Join("/sys/fs/cgroup/memory", taskCgroup(cgroup))
 	raw, err := os.ReadFile(filepath.Join(dir, "memory.memsw.usage_in_bytes"))
 	if err != nil {
 		raw, err = os.ReadFile(filepath.Join(dir, "memory.usage_in_bytes"))
@@ -772,10 +786,17 @@ func taskMemoryUsage(taskID string) (uint64, bool) {
 	return n, err == nil
 }
 
+// cgroupName names the task's cgroup (see the function).
+func (r *runner) cgroupName() string {
+	rec := r.t.record()
+	return cgroupName(&rec)
+}
+
 // cgroupOf is the runtime id whose cgroup holds a container's processes:
 // its own, or in a task of one sandbox the sandbox's, which holds them all.
 func (r *runner) cgroupOf(runtimeID string) string {
-	return statsCgroupID(r.t.record().Spec, runtimeID)
+	rec := r.t.record()
+	return statsCgroupID(&rec, runtimeID)
 }
 
 // lost records a container whose exit code nobody can know any more.
@@ -860,9 +881,19 @@ func (r *runner) release() error {
 	if err != nil {
 		return err
 	}
+	rec := r.t.record()
+	root := sandboxOf(&rec)
+	if rec.Sandbox != "" && !slices.ContainsFunc(cs, func(c containerd.Container) bool { return c.ID() == root }) {
+		// Taken from the pool, and not labelled the task's yet.
+		if cc, err := r.t.a.client.LoadContainer(ctx, root); err == nil {
+			cs = append(cs, cc)
+		} else if !errdefs.IsNotFound(err) {
+			return err
+		}
+	}
 	// A sandbox's root container goes last: the containers in it are
 	// deleted through it.
-	sort.SliceStable(cs, func(i, j int) bool { return cs[i].ID() != sandboxID(r.t.id) && cs[j].ID() == sandboxID(r.t.id) })
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].ID() != root && cs[j].ID() == root })
 	for _, cc := range cs {
 		if tk, err := cc.Task(ctx, nil); err == nil {
 			if _, err := tk.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
@@ -884,10 +915,9 @@ func (r *runner) release() error {
 			errs = append(errs, fmt.Errorf("ephemeral storage: %w", err))
 		}
 	}
-	if err := deleteTaskCgroup(r.t.id); err != nil {
+	if err := deleteTaskCgroup(cgroupName(&rec)); err != nil {
 		errs = append(errs, err)
 	}
-	rec := r.t.record()
 	if err := r.t.a.net.Teardown(ctx, r.t.id, rec.Spec.Network); err != nil {
 		errs = append(errs, fmt.Errorf("network teardown: %w", err))
 	}
