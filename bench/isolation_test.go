@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gantry-dev/gantry/internal/agent/local"
+	gcontainerd "github.com/gantry-dev/gantry/internal/containerd"
 	"github.com/gantry-dev/gantry/internal/testenv"
 	"github.com/gantry-dev/gantry/internal/testimage"
 )
@@ -35,9 +37,9 @@ type isoEnv struct {
 	subnet string
 }
 
-func isoSetup(b *testing.B, families map[string][]string) *isoEnv {
+func isoSetup(b *testing.B, families map[string][]string, serverArgs ...string) *isoEnv {
 	b.Helper()
-	s := testenv.Start(b)
+	s := testenv.Start(b, serverArgs...)
 	s.LoadImage(testimage.Busybox(b))
 	e := &isoEnv{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}
 	ctx := context.Background()
@@ -96,6 +98,26 @@ func (e *isoEnv) start(b *testing.B, mode, family string) (string, time.Duration
 	}
 }
 
+// startStop starts a task as start does, and stops it with the timer
+// stopped; it returns the task's id and RunTask → startedAt.
+func (e *isoEnv) startStop(b *testing.B, mode, family string) (string, time.Duration) {
+	b.Helper()
+	arn, d := e.start(b, mode, family)
+	b.StopTimer()
+	e.stop(b, mode, arn)
+	b.StartTimer()
+	return arn[strings.LastIndex(arn, "/")+1:], d
+}
+
+// settle gives each start a settled host: what the one before left to do
+// in the background (its clean-up, a pool's refill) would otherwise fall
+// on the next, the floor's included.
+func settle(b *testing.B) {
+	b.StopTimer()
+	time.Sleep(time.Second)
+	b.StartTimer()
+}
+
 func (e *isoEnv) stop(b *testing.B, mode string, arns ...string) {
 	b.Helper()
 	ctx := context.Background()
@@ -151,35 +173,19 @@ func BenchmarkIsolationStart(b *testing.B) {
 	defer client.Close()
 	var sandbox, container, runsc, bare []time.Duration
 	var sandboxIDs, containerIDs []string
-	// Each start begins on a settled host: what the one before left to do
-	// in the background (its clean-up, the network pool's refill) would
-	// otherwise fall on the next, the floor's included.
-	settle := func() {
-		b.StopTimer()
-		time.Sleep(time.Second)
-		b.StartTimer()
-	}
 	for i := 0; i < b.N; i++ {
-		settle()
-		arn, d := e.start(b, "sandbox", "idle")
-		sandbox = append(sandbox, d)
-		sandboxIDs = append(sandboxIDs, arn[strings.LastIndex(arn, "/")+1:])
-		b.StopTimer()
-		e.stop(b, "sandbox", arn)
-		b.StartTimer()
+		settle(b)
+		id, d := e.startStop(b, "sandbox", "idle")
+		sandbox, sandboxIDs = append(sandbox, d), append(sandboxIDs, id)
 
-		settle()
-		arn, d = e.start(b, "container", "idle")
-		container = append(container, d)
-		containerIDs = append(containerIDs, arn[strings.LastIndex(arn, "/")+1:])
-		b.StopTimer()
-		e.stop(b, "container", arn)
-		b.StartTimer()
+		settle(b)
+		id, d = e.startStop(b, "container", "idle")
+		container, containerIDs = append(container, d), append(containerIDs, id)
 
-		settle()
+		settle(b)
 		runsc = append(runsc, floor.run(b, i))
 
-		settle()
+		settle(b)
 		bare = append(bare, floor.viaContainerd(b, client, i))
 	}
 	b.ReportMetric(ms(median(sandbox)), "sandbox-p50-ms")
@@ -191,6 +197,78 @@ func BenchmarkIsolationStart(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	reportSteps(b, e.s.LogPath(), "sandbox ", sandboxIDs...)
 	reportSteps(b, e.s.LogPath(), "container ", containerIDs...)
+}
+
+// BenchmarkIsolationStartPooled is BenchmarkIsolationStart's sandbox start
+// with the server's sandbox pool on (--sandbox-pool 1): each task takes
+// over a sandbox booted before its RunTask, next to the same runsc floor.
+// Every measured start must have come from the pool: each waits for the
+// pool to have one ready, and the server's log must say it was taken.
+func BenchmarkIsolationStartPooled(b *testing.B) {
+	e := isoSetup(b, map[string][]string{"idle": idle}, "--sandbox-pool", "1")
+	floor := newRunscFloor(b)
+	client, err := containerd.New(e.s.ContainerdAddress())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	// The pool fills for a subnet once a sandboxed task starts in it.
+	b.StopTimer()
+	arn, _ := e.start(b, "sandbox", "idle")
+	e.stop(b, "sandbox", arn)
+	b.StartTimer()
+	var pooled, runsc []time.Duration
+	var ids []string
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		waitPooled(b, client)
+		b.StartTimer()
+		settle(b)
+		id, d := e.startStop(b, "sandbox", "idle")
+		pooled, ids = append(pooled, d), append(ids, id)
+
+		settle(b)
+		runsc = append(runsc, floor.run(b, i))
+	}
+	raw, err := os.ReadFile(e.s.LogPath())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, id := range ids {
+		if !regexp.MustCompile(`msg="sandbox taken from the pool" task=` + id).Match(raw) {
+			b.Fatalf("task %s did not take a pooled sandbox", id)
+		}
+	}
+	b.ReportMetric(ms(median(pooled)), "pooled-sandbox-p50-ms")
+	b.ReportMetric(ms(median(runsc)), "runsc-floor-p50-ms")
+	b.ReportMetric(float64(median(pooled))/float64(median(runsc)), "pooled-sandbox/floor")
+	b.ReportMetric(0, "ns/op")
+	reportSteps(b, e.s.LogPath(), "pooled sandbox ", ids...)
+}
+
+// waitPooled waits until the server's sandbox pool has a sandbox ready: a
+// running root container of the pool's that no task has taken.
+func waitPooled(b *testing.B, client *containerd.Client) {
+	b.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), gcontainerd.Namespace)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		cs, err := client.Containers(ctx, `labels."gantry.pool"`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range cs {
+			labels, _ := c.Labels(ctx)
+			if _, taken := labels["gantry.task"]; taken {
+				continue
+			}
+			if tk, err := c.Task(ctx, nil); err == nil {
+				if st, err := tk.Status(ctx); err == nil && st.Status == containerd.Running {
+					return
+				}
+			}
+		}
+	}
+	b.Fatal("the sandbox pool had no sandbox ready within a minute")
 }
 
 // runscFloor starts sandboxes with runsc alone.
