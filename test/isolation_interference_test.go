@@ -77,8 +77,12 @@ func TestIsolationInterference(t *testing.T) {
 
 			t.Run("fork bomb", func(t *testing.T) {
 				bomb := waitStatus(t, s, cluster, run("bomb").TaskArn, "RUNNING", time.Minute)
-				// A task of one container is its own sandbox, in its cgroup.
+				// A task of one container is its own sandbox, in its cgroup;
+				// one that took a pooled sandbox has it in the root's.
 				pids := filepath.Join("/sys/fs/cgroup/pids/gantry", taskID(bomb.TaskArn), bomb.Containers[0].RuntimeID)
+				if cg := taskCgroup(t, s, taskID(bomb.TaskArn)); cg != taskID(bomb.TaskArn) {
+					pids = filepath.Join("/sys/fs/cgroup/pids/gantry", cg, cg+"-sandbox")
+				}
 				if got := cgroupValue(t, pids, "pids.max"); got != "4096" {
 					t.Errorf("the bomb's pids.max is %s, want 4096", got)
 				}
@@ -146,10 +150,10 @@ func TestIsolationInterference(t *testing.T) {
 
 			t.Run("cpu hog", func(t *testing.T) {
 				spinner := waitStatus(t, s, cluster, run("spinner").TaskArn, "RUNNING", time.Minute)
-				acct := filepath.Join("/sys/fs/cgroup/cpuacct/gantry", taskID(spinner.TaskArn))
+				acct := filepath.Join("/sys/fs/cgroup/cpuacct/gantry", taskCgroup(t, s, taskID(spinner.TaskArn)))
 				alone := cpuRate(t, acct, 3*time.Second)
 				hog := waitStatus(t, s, cluster, run("cpuhog").TaskArn, "RUNNING", time.Minute)
-				hogAcct := filepath.Join("/sys/fs/cgroup/cpuacct/gantry", taskID(hog.TaskArn))
+				hogAcct := filepath.Join("/sys/fs/cgroup/cpuacct/gantry", taskCgroup(t, s, taskID(hog.TaskArn)))
 				time.Sleep(time.Second) // the hog's loops are all spinning
 				var shared, hogRate float64
 				var wg sync.WaitGroup

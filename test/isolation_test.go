@@ -244,7 +244,7 @@ func TestSandboxTaskOneSandbox(t *testing.T) {
 	if got.LastStatus != "RUNNING" {
 		t.Errorf("the task is %s after its non-essential container exited, want RUNNING", got.LastStatus)
 	}
-	if n := sentries(t, id); n != 1 {
+	if n := sentries(t, s, id); n != 1 {
 		t.Errorf("%d gVisor sandboxes run the task, want 1", n)
 	}
 
@@ -269,7 +269,7 @@ func TestSandboxTaskOneSandbox(t *testing.T) {
 			t.Errorf("%s exited %v, want %d", name, deref(c.ExitCode), want)
 		}
 	}
-	if n := sentries(t, id); n != 0 {
+	if n := sentries(t, s, id); n != 0 {
 		t.Errorf("%d sandboxes of the stopped task left", n)
 	}
 	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
@@ -284,10 +284,11 @@ func TestSandboxTaskOneSandbox(t *testing.T) {
 }
 
 // sentries counts the gVisor sandboxes (runsc-sandbox processes) of a task
-// on the host.
-func sentries(t *testing.T, taskID string) int {
+// on the host, by the name of its cgroup (taskCgroup), which its sandbox's
+// command line holds.
+func sentries(t *testing.T, s *testenv.Server, taskID string) int {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-f", "^runsc-sandbox .*"+taskID).Output()
+	out, _ := exec.Command("pgrep", "-f", "^runsc-sandbox .*"+taskCgroup(t, s, taskID)).Output()
 	return len(strings.Fields(string(out)))
 }
 
@@ -359,7 +360,7 @@ func TestSandboxContainerMemoryLimit(t *testing.T) {
 	if c := podContainer(got, "app"); strings.HasPrefix(c.Reason, "OutOfMemoryError") {
 		t.Errorf("app, without a limit of its own, stopped as %q", c.Reason)
 	}
-	if n := sentries(t, taskID(task.TaskArn)); n != 0 {
+	if n := sentries(t, s, taskID(task.TaskArn)); n != 0 {
 		t.Errorf("%d sandboxes of the stopped task left", n)
 	}
 }
@@ -399,8 +400,8 @@ func TestSandboxPoolCLI(t *testing.T) {
 	if log, _ := os.ReadFile(s.LogPath()); !regexp.MustCompile(`msg="sandbox taken from the pool" task=` + id).Match(log) {
 		t.Fatalf("the second task did not take the pooled sandbox")
 	}
-	if n := sentries(t, id); n != 0 {
-		t.Errorf("%d gVisor sandboxes named for the task, want its pooled one only", n)
+	if n := sentries(t, s, id); n != 1 || taskCgroup(t, s, id) == id {
+		t.Errorf("%d gVisor sandboxes in the task's cgroup %s, want the pooled one", n, taskCgroup(t, s, id))
 	}
 	// The MAC the task answers with is the one DescribeTasks reports.
 	out, _ := exec.Command("ip", "neigh", "show", ip).Output()
@@ -415,10 +416,10 @@ func TestSandboxPoolCLI(t *testing.T) {
 		t.Errorf("after a server restart the task serves %q", page)
 	}
 	stop(task)
-	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) > 0 {
-		t.Errorf("processes of the stopped task left: %s", out)
+	if n := sentries(t, s, id); n != 0 {
+		t.Errorf("%d sandboxes of the stopped task left", n)
 	}
-	if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/gantry", id)); len(dirs) > 0 {
+	if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/gantry", taskCgroup(t, s, id))); len(dirs) > 0 {
 		t.Errorf("cgroups of the stopped task left: %v", dirs)
 	}
 }

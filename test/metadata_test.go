@@ -249,7 +249,7 @@ func TestTaskMetadataStatsPerContainer(t *testing.T) {
 				all[hogID].MemoryStats.Usage < 40*mib || all[idleID].MemoryStats.Usage > all[hogID].MemoryStats.Usage/4 {
 				t.Fatalf("task stats: %+v", all)
 			}
-			total := taskCgroupMemory(t, id)
+			total := taskCgroupMemory(t, taskCgroup(t, s, id))
 			if sum := all[hogID].MemoryStats.Usage + all[idleID].MemoryStats.Usage; total < 40*mib || total < sum*8/10 {
 				t.Errorf("the task's cgroup holds %d MiB; its containers report %d MiB together", total/mib, sum/mib)
 			}
@@ -259,12 +259,12 @@ func TestTaskMetadataStatsPerContainer(t *testing.T) {
 	}
 }
 
-// taskCgroupMemory is what a task's cgroup on the host counts. Page cache
-// included: a sandbox's memory is the sentry's shared memory, which the
-// host counts as cache.
-func taskCgroupMemory(t *testing.T, taskID string) uint64 {
+// taskCgroupMemory is what a task's cgroup (taskCgroup) on the host
+// counts. Page cache included: a sandbox's memory is the sentry's shared
+// memory, which the host counts as cache.
+func taskCgroupMemory(t *testing.T, cgroup string) uint64 {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/gantry", taskID, "memory.usage_in_bytes"))
+	raw, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/gantry", cgroup, "memory.usage_in_bytes"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,14 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"github.com/gantry-dev/gantry/internal/testnet"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -223,6 +226,7 @@ func assertNothingLeft(t *testing.T, s *testenv.Server) {
 		for _, c := range cs {
 			left = append(left, "container "+c.ID())
 		}
+		left = slices.DeleteFunc(left, func(what string) bool { return pooledLeft(s, nw, what) })
 		if len(left) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -230,6 +234,37 @@ func assertNothingLeft(t *testing.T, s *testenv.Server) {
 	if len(left) > 0 {
 		t.Errorf("left behind after the tasks stopped: %v", left)
 	}
+}
+
+// taskCgroup is the name of a task's cgroup under /gantry: the task's id,
+// or, for a task that took a sandbox from the server's sandbox pool, the
+// pooled sandbox's (the agent's record of the task names it).
+func taskCgroup(t *testing.T, s *testenv.Server, id string) string {
+	t.Helper()
+	var rec struct{ Sandbox string }
+	if b, err := os.ReadFile(filepath.Join(s.DataDir, "agent", "tasks", id+".json")); err == nil && json.Unmarshal(b, &rec) == nil && rec.Sandbox != "" {
+		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
+	}
+	return id
+}
+
+// pooledLeft says whether one of assertNothingLeft's findings is a sandbox
+// the server's pool keeps ready (not a task's, so not left behind): its
+// root container, or its network, held under the entry's id (its address's
+// lease under the id of the namespace pool's entry it came from).
+func pooledLeft(s *testenv.Server, nw *netw.Manager, what string) bool {
+	ents, _ := os.ReadDir(filepath.Join(s.DataDir, "agent", "sandbox-pool"))
+	for _, e := range ents {
+		id := e.Name()
+		if what == "container "+id+"-sandbox" || strings.HasSuffix(what, "/"+id+".json") {
+			return true
+		}
+		if att, err := nw.Get(id); err == nil && att != nil &&
+			(what == "netns "+att.NetNSPath || strings.HasPrefix(what, "lease "+att.IPv4+" in ")) {
+			return true
+		}
+	}
+	return false
 }
 
 var taskARNRe = regexp.MustCompile(`^arn:aws:ecs:us-east-1:[0-9]{12}:task/demo/[0-9a-f]{32}$`)
