@@ -39,7 +39,9 @@ type isoEnv struct {
 
 func isoSetup(b *testing.B, families map[string][]string, serverArgs ...string) *isoEnv {
 	b.Helper()
-	s := testenv.Start(b, serverArgs...)
+	// Without the sandbox pool unless asked: the benchmarks measure what a
+	// sandbox's own boot costs, and read tasks' cgroups by their ids.
+	s := testenv.Start(b, append([]string{"--sandbox-pool", "0"}, serverArgs...)...)
 	s.LoadImage(testimage.Busybox(b))
 	e := &isoEnv{s: s, ecs: s.ECS(), subnet: s.DefaultSubnet()}
 	ctx := context.Background()
