@@ -476,12 +476,72 @@ func BenchmarkIsolationIdleMemory(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkIsolationIdleMemoryPooled is BenchmarkIsolationIdleMemory's
+// sandbox measurement for tasks that took a sandbox from the server's pool
+// (--sandbox-pool 1), each waiting for the pool to have one ready, and what
+// the pool's one ready sandbox holds itself.
+func BenchmarkIsolationIdleMemoryPooled(b *testing.B) {
+	e := isoSetup(b, map[string][]string{"idle": idle}, "--sandbox-pool", "1")
+	client, err := containerd.New(e.s.ContainerdAddress())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	arn, _ := e.start(b, "sandbox", "idle") // the pool fills for the subnet
+	e.stop(b, "sandbox", arn)
+	const tasks = 4
+	for i := 0; i < b.N; i++ {
+		var ids, arns []string
+		for j := 0; j < tasks; j++ {
+			waitPooled(b, client)
+			arn, _ := e.start(b, "sandbox", "idle")
+			arns, ids = append(arns, arn), append(ids, arn[strings.LastIndex(arn, "/")+1:])
+		}
+		waitPooled(b, client)
+		time.Sleep(3 * time.Second) // past start-up's transient allocations
+		var total float64
+		for _, id := range ids {
+			name := taskCgroupName(e.s.DataDir, id)
+			if name == id {
+				b.Fatalf("task %s did not take a pooled sandbox", id)
+			}
+			total += cgroupPSSMiB(b, name)
+		}
+		ready, _ := os.ReadDir(filepath.Join(e.s.DataDir, "agent", "sandbox-pool"))
+		if len(ready) != 1 {
+			b.Fatalf("%d pooled sandboxes ready, want 1", len(ready))
+		}
+		b.ReportMetric(total/tasks, "pooled-sandbox-MiB/task")
+		b.ReportMetric(cgroupPSSMiB(b, ready[0].Name()), "ready-pooled-sandbox-MiB")
+		e.stop(b, "sandbox", arns...)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// taskCgroupName is the name of a task's cgroup under /gantry: its id, or
+// the pooled sandbox's it took (the agent's record of the task says).
+func taskCgroupName(dataDir, taskID string) string {
+	var rec struct{ Sandbox string }
+	if raw, err := os.ReadFile(filepath.Join(dataDir, "agent", "tasks", taskID+".json")); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Sandbox != "" {
+		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
+	}
+	return taskID
+}
+
 // taskPSSMiB sums the PSS of the task's processes.
 func taskPSSMiB(b *testing.B, dataDir, taskID string) float64 {
 	b.Helper()
+	return cgroupPSSMiB(b, taskCgroupName(dataDir, taskID))
+}
+
+// cgroupPSSMiB sums the PSS of the processes in the cgroup /gantry/<name>
+// and of those serving its containers from outside (the shim, runsc's
+// gofers), found by the container ids on their command lines.
+func cgroupPSSMiB(b *testing.B, name string) float64 {
+	b.Helper()
 	pids := map[int]bool{}
 	var ids []string
-	cg := filepath.Join("/sys/fs/cgroup/memory/gantry", taskID)
+	cg := filepath.Join("/sys/fs/cgroup/memory/gantry", name)
 	ents, err := os.ReadDir(cg)
 	if err != nil {
 		b.Fatal(err)

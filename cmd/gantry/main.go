@@ -99,7 +99,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.EphemeralMiB, "ephemeral-storage-mib", 0, "give every task this much ephemeral storage (MiB) instead of what it asks for: for small hosts and tests (0: as asked)")
 	fs.StringVar(&cfg.EFSMode, "efs-mode", "local", "how tasks mount EFS volumes: local (the tree under the data directory) or nfs (over NFS from the mount target's address, as an agent on another host would)")
 	fs.IntVar(&cfg.NetnsPool, "netns-pool", 2, "network namespaces kept attached to each subnet in use, ready for the next tasks (0: none)")
-	fs.IntVar(&cfg.SandboxPool, "sandbox-pool", 1, "gVisor sandboxes kept booted for each subnet sandboxed tasks start in, which the next of them take over (about 33 MiB each; 0: none)")
+	fs.IntVar(&cfg.SandboxPool, "sandbox-pool", 1, "gVisor sandboxes kept booted for each subnet sandboxed tasks start in, which the next of them take over (about 22 MiB each; 0: none)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	fs.Parse(args)
 	if cfg.EFSMode != "local" && cfg.EFSMode != "nfs" {
