@@ -501,7 +501,7 @@ func BenchmarkIsolationIdleMemoryPooled(b *testing.B) {
 		time.Sleep(3 * time.Second) // past start-up's transient allocations
 		var total float64
 		for _, id := range ids {
-			name := taskCgroupName(e.s.DataDir, id)
+			name := testenv.TaskCgroup(e.s.DataDir, id)
 			if name == id {
 				b.Fatalf("task %s did not take a pooled sandbox", id)
 			}
@@ -518,20 +518,10 @@ func BenchmarkIsolationIdleMemoryPooled(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// taskCgroupName is the name of a task's cgroup under /gantry: its id, or
-// the pooled sandbox's it took (the agent's record of the task says).
-func taskCgroupName(dataDir, taskID string) string {
-	var rec struct{ Sandbox string }
-	if raw, err := os.ReadFile(filepath.Join(dataDir, "agent", "tasks", taskID+".json")); err == nil && json.Unmarshal(raw, &rec) == nil && rec.Sandbox != "" {
-		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
-	}
-	return taskID
-}
-
 // taskPSSMiB sums the PSS of the task's processes.
 func taskPSSMiB(b *testing.B, dataDir, taskID string) float64 {
 	b.Helper()
-	return cgroupPSSMiB(b, taskCgroupName(dataDir, taskID))
+	return cgroupPSSMiB(b, testenv.TaskCgroup(dataDir, taskID))
 }
 
 // cgroupPSSMiB sums the PSS of the processes in the cgroup /gantry/<name>

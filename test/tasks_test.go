@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"github.com/gantry-dev/gantry/internal/testnet"
 	"os"
@@ -236,16 +235,9 @@ func assertNothingLeft(t *testing.T, s *testenv.Server) {
 	}
 }
 
-// taskCgroup is the name of a task's cgroup under /gantry: the task's id,
-// or, for a task that took a sandbox from the server's sandbox pool, the
-// pooled sandbox's (the agent's record of the task names it).
+// taskCgroup is the name of a task's cgroup under /gantry (testenv.TaskCgroup).
 func taskCgroup(t *testing.T, s *testenv.Server, id string) string {
-	t.Helper()
-	var rec struct{ Sandbox string }
-	if b, err := os.ReadFile(filepath.Join(s.DataDir, "agent", "tasks", id+".json")); err == nil && json.Unmarshal(b, &rec) == nil && rec.Sandbox != "" {
-		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
-	}
-	return id
+	return testenv.TaskCgroup(s.DataDir, id)
 }
 
 // pooledLeft says whether one of assertNothingLeft's findings is a sandbox

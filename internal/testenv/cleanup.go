@@ -106,16 +106,12 @@ func reap(dataDir string) {
 	if m, err := netw.New(dataDir); err == nil {
 		m.TeardownAll(context.Background())
 	}
-	// Tasks' cgroups are named by the task, or by the pooled sandbox it
-	// took (its record's "sandbox"); the pool's own by their markers.
+	// Tasks' cgroups (TaskCgroup), and the sandbox pool's by their markers.
 	var names []string
 	if ids, err := os.ReadDir(filepath.Join(dataDir, "agent", "tasks")); err == nil {
 		for _, id := range ids {
-			names = append(names, strings.TrimSuffix(id.Name(), ".json"))
-			var rec struct{ Sandbox string }
-			if b, err := os.ReadFile(filepath.Join(dataDir, "agent", "tasks", id.Name())); err == nil && json.Unmarshal(b, &rec) == nil && rec.Sandbox != "" {
-				names = append(names, strings.TrimSuffix(rec.Sandbox, "-sandbox"))
-			}
+			id := strings.TrimSuffix(id.Name(), ".json")
+			names = append(names, id, TaskCgroup(dataDir, id))
 		}
 	}
 	if ids, err := os.ReadDir(filepath.Join(dataDir, "agent", "sandbox-pool")); err == nil {
@@ -161,4 +157,16 @@ func reap(dataDir string) {
 	for i := len(mounts) - 1; i >= 0; i-- {
 		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
 	}
+}
+
+// TaskCgroup is the name of a task's cgroup under /gantry on the server
+// with data directory dataDir: the task's id, or for a task that took a
+// sandbox from the server's sandbox pool the pooled sandbox's, which the
+// agent's record of the task names.
+func TaskCgroup(dataDir, taskID string) string {
+	var rec struct{ Sandbox string }
+	if b, err := os.ReadFile(filepath.Join(dataDir, "agent", "tasks", taskID+".json")); err == nil && json.Unmarshal(b, &rec) == nil && rec.Sandbox != "" {
+		return strings.TrimSuffix(rec.Sandbox, "-sandbox")
+	}
+	return taskID
 }

@@ -419,15 +419,6 @@ func sandboxOf(rec *record) string {
 	return ""
 }
 
-// shimGroup is the task's shim (io.containerd.runc.v2.group): its root
-// container's, whose id is sandboxID(group), or the task's own.
-func shimGroup(rec *record) string {
-	if s := sandboxOf(rec); s != "" {
-		return strings.TrimSuffix(s, "-sandbox")
-	}
-	return rec.Spec.TaskID
-}
-
 // runtimeFor is the runtime of a task's isolation.
 func (a *Agent) runtimeFor(isolation string) (Runtime, error) {
 	switch isolation {

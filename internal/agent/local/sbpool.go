@@ -54,15 +54,14 @@ type sandboxPool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	ready   map[string][]pooledSandbox // by subnet (poolSubnet), oldest first
+	mu sync.Mutex
+	// ready are the booted sandboxes' ids (netw's owner of each one's
+	// network, its cgroup's name and shim group) by subnet (poolSubnet),
+	// oldest first.
+	ready   map[string][]string
 	nets    map[string]agent.NetworkSpec
 	used    map[string]time.Time
 	filling map[string]bool
-}
-
-type pooledSandbox struct {
-	id string // netw's owner of its network, its cgroup and shim group
 }
 
 // startSandboxPool turns the pool on (size sandboxes per subnet tasks
@@ -71,7 +70,7 @@ type pooledSandbox struct {
 // the host (recs).
 func (a *Agent) startSandboxPool(size int, recs []record) error {
 	p := &sandboxPool{a: a, size: size, idle: 5 * time.Minute, dir: filepath.Join(a.cfg.DataDir, "agent", "sandbox-pool"),
-		ready: map[string][]pooledSandbox{}, nets: map[string]agent.NetworkSpec{}, used: map[string]time.Time{}, filling: map[string]bool{}}
+		ready: map[string][]string{}, nets: map[string]agent.NetworkSpec{}, used: map[string]time.Time{}, filling: map[string]bool{}}
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return err
 	}
@@ -113,11 +112,9 @@ func (p *sandboxPool) stop() {
 	p.mu.Lock()
 	var ids []string
 	for _, es := range p.ready {
-		for _, e := range es {
-			ids = append(ids, e.id)
-		}
+		ids = append(ids, es...)
 	}
-	p.ready = map[string][]pooledSandbox{}
+	p.ready = map[string][]string{}
 	p.mu.Unlock()
 	ctx := context.WithoutCancel(p.ctx)
 	for _, id := range ids {
@@ -140,13 +137,13 @@ func (p *sandboxPool) eligible(spec agent.TaskSpec) bool {
 
 // take hands out a ready sandbox of the task's subnet, if there is one,
 // and has the pool make more for the next tasks.
-func (p *sandboxPool) take(spec agent.TaskSpec) (pooledSandbox, bool) {
+func (p *sandboxPool) take(spec agent.TaskSpec) (string, bool) {
 	key := p.want(spec)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	es := p.ready[key]
 	if len(es) == 0 {
-		return pooledSandbox{}, false
+		return "", false
 	}
 	p.ready[key] = es[1:]
 	return es[0], true
@@ -201,12 +198,12 @@ func (p *sandboxPool) fill(key string) {
 }
 
 // boot makes one pooled sandbox in the subnet.
-func (p *sandboxPool) boot(spec agent.NetworkSpec) (pooledSandbox, error) {
+func (p *sandboxPool) boot(spec agent.NetworkSpec) (string, error) {
 	b := make([]byte, 8)
 	rand.Read(b)
 	id := sbPoolPrefix + hex.EncodeToString(b)
 	if err := os.WriteFile(filepath.Join(p.dir, id), nil, 0o600); err != nil {
-		return pooledSandbox{}, err
+		return "", err
 	}
 	ctx := p.ctx
 	att, err := p.a.net.Setup(ctx, id, spec)
@@ -217,9 +214,9 @@ func (p *sandboxPool) boot(spec agent.NetworkSpec) (pooledSandbox, error) {
 		if derr := p.discard(context.WithoutCancel(ctx), id); derr != nil {
 			err = fmt.Errorf("%w (and removing it: %v)", err, derr)
 		}
-		return pooledSandbox{}, err
+		return "", err
 	}
-	return pooledSandbox{id: id}, nil
+	return id, nil
 }
 
 // labelPool marks a pooled sandbox's root container with the pool's id.
@@ -266,7 +263,7 @@ func (p *sandboxPool) reapIdle() {
 		case <-tick.C:
 		}
 		p.mu.Lock()
-		var idle []pooledSandbox
+		var idle []string
 		for key, es := range p.ready {
 			if time.Since(p.used[key]) >= p.idle && !p.filling[key] {
 				idle = append(idle, es...)
@@ -274,24 +271,24 @@ func (p *sandboxPool) reapIdle() {
 			}
 		}
 		p.mu.Unlock()
-		for _, e := range idle {
-			if err := p.discard(p.ctx, e.id); err != nil {
-				p.a.log.Warn("sandbox pool: remove an idle entry", "entry", e.id, "err", err)
+		for _, id := range idle {
+			if err := p.discard(p.ctx, id); err != nil {
+				p.a.log.Warn("sandbox pool: remove an idle entry", "entry", id, "err", err)
 			}
 		}
 	}
 }
 
 // takePooled gives the task a pooled sandbox, if the pool has one for it:
-// its network, its cgroup (renamed the task's) and its root container,
-// recorded as the task's. Anything failing on the way destroys the pooled
-// sandbox and leaves the task to start as without a pool.
+// its network, its cgroup (whose name stays: cgroupName) and its root
+// container, recorded as the task's. Anything failing on the way destroys
+// the pooled sandbox and leaves the task to start as without a pool.
 func (r *runner) takePooled(rec record) bool {
 	p := r.t.a.sbpool
 	if !p.eligible(rec.Spec) {
 		return false
 	}
-	e, ok := p.take(rec.Spec)
+	id, ok := p.take(rec.Spec)
 	if !ok {
 		return false
 	}
@@ -300,17 +297,18 @@ func (r *runner) takePooled(rec record) bool {
 	// it is the pool's: an agent that dies on the way leaves the next one
 	// an entry to destroy, and the task a network it sets up again.
 	fail := func(err error) bool {
-		r.t.log.Warn("sandbox pool: cannot take a pooled sandbox; booting one", "entry", e.id, "err", err)
-		if err := p.discard(context.WithoutCancel(ctx), e.id); err != nil {
-			r.t.log.Warn("sandbox pool: remove an entry", "entry", e.id, "err", err)
+		r.t.log.Warn("sandbox pool: cannot take a pooled sandbox; booting one", "entry", id, "err", err)
+		if err := p.discard(context.WithoutCancel(ctx), id); err != nil {
+			r.t.log.Warn("sandbox pool: remove an entry", "entry", id, "err", err)
 		}
 		return false
 	}
-	root := sandboxID(e.id)
-	if err := a.checkRoot(ctx, root); err != nil {
+	root := sandboxID(id)
+	cc, err := a.runningRoot(ctx, root)
+	if err != nil {
 		return fail(err)
 	}
-	att, err := a.net.Transfer(e.id, r.t.id)
+	att, err := a.net.Transfer(id, r.t.id)
 	if err != nil {
 		return fail(err)
 	}
@@ -322,34 +320,31 @@ func (r *runner) takePooled(rec record) bool {
 		rec.Status.ConnectivityAt = now()
 	})
 	r.pooled = true
-	os.Remove(filepath.Join(p.dir, e.id))
+	os.Remove(filepath.Join(p.dir, id))
 	// The task's from now on; release also finds it by rec.Sandbox.
-	if cc, err := a.client.LoadContainer(ctx, root); err == nil {
-		_, err = cc.SetLabels(ctx, map[string]string{labelTask: r.t.id})
-		if err != nil {
-			r.t.log.Warn("label the pooled sandbox the task's", "err", err)
-		}
+	if _, err := cc.SetLabels(ctx, map[string]string{labelTask: r.t.id}); err != nil {
+		r.t.log.Warn("label the pooled sandbox the task's", "err", err)
 	}
 	r.t.log.Info("sandbox taken from the pool", "id", root)
 	return true
 }
 
-// checkRoot says whether a root container's sandbox runs.
-func (a *Agent) checkRoot(ctx context.Context, id string) error {
+// runningRoot loads a root container whose sandbox must be running.
+func (a *Agent) runningRoot(ctx context.Context, id string) (containerd.Container, error) {
 	cc, err := a.client.LoadContainer(ctx, id)
 	if err != nil {
-		return fmt.Errorf("the task's sandbox %s: %w", id, err)
+		return nil, fmt.Errorf("the task's sandbox %s: %w", id, err)
 	}
 	tk, err := cc.Task(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("the task's sandbox %s: %w", id, err)
+		return nil, fmt.Errorf("the task's sandbox %s: %w", id, err)
 	}
 	st, err := tk.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("the task's sandbox %s: %w", id, err)
+		return nil, fmt.Errorf("the task's sandbox %s: %w", id, err)
 	}
 	if st.Status != containerd.Running {
-		return fmt.Errorf("the task's sandbox %s is %s", id, st.Status)
+		return nil, fmt.Errorf("the task's sandbox %s is %s", id, st.Status)
 	}
-	return nil
+	return cc, nil
 }

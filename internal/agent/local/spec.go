@@ -118,7 +118,8 @@ func (r *runner) specOpts(c *ctr, img containerd.Image) ([]oci.SpecOpts, error) 
 		withResources(s.CPU, s.MemoryMiB, s.MemoryReservation),
 		withRlimits(s.Ulimits),
 		// One shim per task, not per container: 100 tasks on a small host.
-		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": shimGroup(&rec)}),
+		// Its group is its root container's (bootRoot), named as the cgroup.
+		oci.WithAnnotations(map[string]string{"io.containerd.runc.v2.group": cgroupName(&rec)}),
 	}
 	if s.WorkingDirectory != "" {
 		opts = append(opts, oci.WithProcessCwd(s.WorkingDirectory))

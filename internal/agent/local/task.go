@@ -447,7 +447,8 @@ func (r *runner) prepare() error {
 		sandbox <- nil
 	case rec.Sandbox != "":
 		// Taken from the pool by an earlier agent: it must still run.
-		sandbox <- r.t.a.checkRoot(r.ctx, rec.Sandbox)
+		_, err := r.t.a.runningRoot(r.ctx, rec.Sandbox)
+		sandbox <- err
 	default:
 		if err := <-cgroup; err != nil {
 			return err
