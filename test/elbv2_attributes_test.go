@@ -1,8 +1,11 @@
 package test
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,6 +140,33 @@ func TestLoadBalancerAttributesAndTags(t *testing.T) {
 	s.MustAWS(&lsOut, "elbv2", "create-listener", "--load-balancer-arn", lb, "--protocol", "HTTP", "--port", "80",
 		"--default-actions", "Type=forward,TargetGroupArn="+tg, "--tags", "Key=kind,Value=listener")
 	ls := lsOut.Listeners[0].ListenerArn
+
+	// The listener closes a client connection left idle for the idle
+	// timeout, as set now on a load balancer already serving.
+	s.MustAWS(nil, "elbv2", "modify-load-balancer-attributes", "--load-balancer-arn", lb, "--attributes", "Key=idle_timeout.timeout_seconds,Value=1")
+	c, err := net.Dial("tcp", alb.dns+":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: attrs\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Close {
+		t.Fatalf("listener without targets: %d (close %v), want 503 on a kept connection", resp.StatusCode, resp.Close)
+	}
+	idleFrom := time.Now()
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle client connection: %v, want it closed after the 1 s idle timeout", err)
+	}
+	if d := time.Since(idleFrom); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Errorf("idle client connection closed after %v, want about 1 s", d)
+	}
 	var ruleOut struct{ Rules []struct{ RuleArn string } }
 	s.MustAWS(&ruleOut, "elbv2", "create-rule", "--listener-arn", ls, "--priority", "10",
 		"--conditions", "Field=path-pattern,Values=/api/*", "--actions", "Type=forward,TargetGroupArn="+tg, "--tags", "Key=kind,Value=rule")

@@ -9,7 +9,7 @@ import (
 )
 
 // lbAttr is one application load balancer attribute: its default and what
-// a value must be. idle_timeout.timeout_seconds,
+// a value must be. idle_timeout.timeout_seconds, client_keep_alive.seconds,
 // deletion_protection.enabled and routing.http.xff_header_processing.mode
 // and xff_client_port.enabled change what Gantry does (lbOptions); the
 // others are kept and returned so tools that set them (Terraform's aws_lb
@@ -57,7 +57,9 @@ func textAttr(key string) lbAttr {
 const (
 	attrIdleTimeout        = "idle_timeout.timeout_seconds"
 	attrDeletionProtection = "deletion_protection.enabled"
+	attrClientKeepAlive    = "client_keep_alive.seconds"
 	defaultIdleTimeout     = 60 * time.Second
+	defaultClientKeepAlive = 3600 * time.Second
 )
 
 // albAttributes are an application load balancer's attributes in the
@@ -76,7 +78,7 @@ var albAttributes = []lbAttr{
 	// An ALB always balances across zones; AWS refuses "false".
 	enumAttr("load_balancing.cross_zone.enabled", "true", "true"),
 	enumAttr("routing.http.desync_mitigation_mode", "defensive", "monitor", "defensive", "strictest"),
-	intAttr("client_keep_alive.seconds", "3600", 60, 604800),
+	intAttr(attrClientKeepAlive, "3600", 60, 604800),
 	boolAttr("waf.fail_open.enabled", "false"),
 	boolAttr("routing.http.x_amzn_tls_version_and_cipher_suite.enabled", "false"),
 	boolAttr("zonal_shift.config.enabled", "false"),
@@ -102,9 +104,14 @@ func (lb *lbRecord) attr(key string) string { return lbAttrs.value(lb.Attributes
 
 // idleTimeout is idle_timeout.timeout_seconds as a duration.
 func (lb *lbRecord) idleTimeout() time.Duration {
-	n, err := strconv.Atoi(lb.attr(attrIdleTimeout))
+	return lb.seconds(attrIdleTimeout, defaultIdleTimeout)
+}
+
+// seconds is an attribute counted in seconds as a duration, or def.
+func (lb *lbRecord) seconds(key string, def time.Duration) time.Duration {
+	n, err := strconv.Atoi(lb.attr(key))
 	if err != nil || n < 1 {
-		return defaultIdleTimeout
+		return def
 	}
 	return time.Duration(n) * time.Second
 }

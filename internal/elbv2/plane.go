@@ -65,17 +65,20 @@ type liveListener struct {
 	// resp is what the listener's attributes do to responses; nil is
 	// the defaults.
 	resp atomic.Pointer[listenerResponse]
+	// front holds the open client connections (net.Conn -> *frontConn).
+	front sync.Map
 }
 
 // lbOptions are the load balancer attributes the data path applies.
 type lbOptions struct {
-	idle    time.Duration // idle_timeout.timeout_seconds
-	xffMode string        // routing.http.xff_header_processing.mode
-	xffPort bool          // routing.http.xff_client_port.enabled
+	idle      time.Duration // idle_timeout.timeout_seconds
+	keepAlive time.Duration // client_keep_alive.seconds
+	xffMode   string        // routing.http.xff_header_processing.mode
+	xffPort   bool          // routing.http.xff_client_port.enabled
 }
 
 func (lb *lbRecord) options() *lbOptions {
-	return &lbOptions{idle: lb.idleTimeout(), xffMode: lb.attr("routing.http.xff_header_processing.mode"),
+	return &lbOptions{idle: lb.idleTimeout(), keepAlive: lb.seconds(attrClientKeepAlive, defaultClientKeepAlive), xffMode: lb.attr("routing.http.xff_header_processing.mode"),
 		xffPort: lb.attr("routing.http.xff_client_port.enabled") == "true"}
 }
 
@@ -530,7 +533,7 @@ func (p *plane) reconcile(ctx context.Context) error {
 				continue
 			}
 			live = &liveListener{arn: l.ARN, addr: key, port: strconv.Itoa(int(l.Port)), p: p}
-			live.srv = &http.Server{Handler: live, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+			live.srv = live.newServer()
 			go live.srv.Serve(ln)
 			p.lis[key] = live
 		}
@@ -742,6 +745,9 @@ type pickState struct {
 func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := l.routes.Load()
 	lr := l.resp.Load()
+	if keepAliveOver(r, l.options()) {
+		w.Header().Set("Connection", "close")
+	}
 	if rt == nil {
 		errorPage(w, http.StatusServiceUnavailable, lr)
 		return

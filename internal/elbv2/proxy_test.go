@@ -21,6 +21,7 @@ import (
 type proxyFixture struct {
 	p       *plane
 	pl      *pool
+	l       *liveListener
 	lis     *httptest.Server
 	targets []*target
 	mu      sync.Mutex
@@ -54,9 +55,11 @@ func newProxyFixture(t *testing.T, n int, keepAlive bool) *proxyFixture {
 		f.pl.list = append(f.pl.list, tg)
 		f.targets = append(f.targets, tg)
 	}
-	l := &liveListener{arn: "listener", port: "8080", p: f.p}
-	l.routes.Store(&routeTable{def: liveAction{groups: []*pool{f.pl}, weights: []int{1}}})
-	f.lis = httptest.NewServer(l)
+	f.l = &liveListener{arn: "listener", port: "8080", p: f.p}
+	f.l.routes.Store(&routeTable{def: liveAction{groups: []*pool{f.pl}, weights: []int{1}}})
+	f.lis = httptest.NewUnstartedServer(nil)
+	f.lis.Config = f.l.newServer()
+	f.lis.Start()
 	t.Cleanup(f.lis.Close)
 	return f
 }
