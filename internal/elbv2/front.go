@@ -19,7 +19,6 @@ import (
 // connection's hooks one at a time, so only the timer's callback runs
 // beside them, and it only closes the connection.
 type frontConn struct {
-	c     net.Conn
 	born  time.Time
 	timer *time.Timer
 }
@@ -32,7 +31,7 @@ func (l *liveListener) newServer() *http.Server {
 		Handler:           l,
 		ReadHeaderTimeout: 30 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			fc := &frontConn{c: c, born: time.Now()}
+			fc := &frontConn{born: time.Now()}
 			l.front.Store(c, fc)
 			return context.WithValue(ctx, frontKey{}, fc)
 		},
