@@ -55,7 +55,7 @@ if [ $# -eq 0 ]; then
 	set -- ./...
 fi
 log "go test $*"
-go test -count=1 -timeout 85m -p 1 "$@" || status=1
+go test -count=1 -timeout 120m -p 1 "$@" || status=1
 if [ $status -ne 0 ]; then
 	log "FAILED"
 else
