@@ -136,7 +136,9 @@ func TestIsolationInterference(t *testing.T) {
 
 			t.Run("memory hog", func(t *testing.T) {
 				watch := watchNeighbour(t, nip)
-				hog := waitStatus(t, s, cluster, run("memhog").TaskArn, "STOPPED", 2*time.Minute)
+				// Filling 512 MiB at the task's 0.25 vCPU took nearly
+				// two and a half minutes in a sandbox on a slow host.
+				hog := waitStatus(t, s, cluster, run("memhog").TaskArn, "STOPPED", 7*time.Minute)
 				fails, gets := watch()
 				c := hog.Containers[0]
 				if c.ExitCode == nil || *c.ExitCode != 137 || !strings.HasPrefix(c.Reason, "OutOfMemoryError") {

@@ -196,7 +196,9 @@ func TestTaskMetadataStatsPerContainer(t *testing.T) {
 	// Both read once the hog holds its memory (tail keeps /dev/zero's one
 	// endless "line", blocked on a pipe nobody reads), and once the host's
 	// sampling of runc's containers has two rounds, so "pre" values exist.
-	const read = `sleep 11; echo \"STATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/stats)\"; echo \"TSTATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task/stats)\"; sleep 600`
+	// In a sandbox on a slow host the copy takes about half a minute at the
+	// hog task's 0.25 vCPU.
+	const read = `sleep 40; echo \"STATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/stats)\"; echo \"TSTATS $(wget -q -O - $ECS_CONTAINER_METADATA_URI_V4/task/stats)\"; sleep 600`
 	registerJSON(t, s, `{"family":"pstats","executionRoleArn":"arn:aws:iam::000000000000:role/ecsTaskExecutionRole","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512",
 		"containerDefinitions":[
 			{"name":"hog","image":"gantry-test/busybox:latest","memory":128,"stopTimeout":2,
